@@ -1,0 +1,617 @@
+"""Tests for loraclf.data: formats, labels, splits, one-line errors, hub failure, batching."""
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loraclf.data import (
+    AG_NEWS_LABELS,
+    DataConfig,
+    Splits,
+    TextLabels,
+    detect_format,
+    length_grouped_batches,
+    load_splits,
+    read_labeled,
+    read_texts,
+    sorted_batches,
+)
+from loraclf.errors import DataError
+
+AG_DIR = Path(__file__).resolve().parents[2] / "shared/data/ag_news"
+needs_ag = pytest.mark.skipif(not (AG_DIR / "test.csv").is_file(), reason=f"shared AG News data not found at {AG_DIR}")
+
+
+# ---------------------------------------------------------------- helpers
+
+def one_line_error(fn: Callable[[], Any], *parts: str) -> str:
+    """Run fn, expect a DataError whose message is one line containing every part."""
+    with pytest.raises(DataError) as info:
+        fn()
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    for part in parts:
+        assert part in msg, f"{part!r} not in {msg!r}"
+    return msg
+
+
+def write_csv(path: Path, header: list[str] | None, rows: list[list[Any]], delimiter: str = ",",
+              quoting: int = csv.QUOTE_MINIMAL) -> str:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter=delimiter, quoting=quoting)
+        if header is not None:
+            w.writerow(header)
+        w.writerows(rows)
+    return str(path)
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return str(path)
+
+
+def balanced_rows(n_per_class: int, classes: list[str]) -> list[list[str]]:
+    """Rows (text, label), class-interleaved, every text distinct."""
+    return [[f"text {i} about {c}", c] for i in range(n_per_class) for c in classes]
+
+
+AG_ROWS = [
+    ["3", "Wall St. Bears Claw Back", "Reuters - Short-sellers, Wall Street's\\dwindling band"],
+    ["4", "Space probe launched", "A probe #39;s launch went well"],
+    ["1", "Talks resume", "Diplomats met on Monday"],
+    ["2", "Team wins cup", "The home side won 2-1"],
+    ["3", "Oil prices rise", "Crude rose on supply fears"],
+    ["1", "Election held", "Voters went to the polls"],
+    ["2", "Record broken", "A sprinter set a new mark"],
+    ["4", "New chip unveiled", "The chip is faster"],
+]
+
+
+@pytest.fixture
+def ag_file(tmp_path: Path) -> str:
+    return write_csv(tmp_path / "ag.csv", None, AG_ROWS, quoting=csv.QUOTE_ALL)
+
+
+@pytest.fixture
+def text_label_csv(tmp_path: Path) -> str:
+    return write_csv(tmp_path / "data.csv", ["text", "label"], balanced_rows(20, ["neg", "pos", "neutral"]))
+
+
+@pytest.fixture(scope="module")
+def ag_splits() -> Splits:
+    cfg = DataConfig(train_file=str(AG_DIR / "train.csv"), test_file=str(AG_DIR / "test.csv"))
+    return load_splits(cfg, seed=13)
+
+
+# ---------------------------------------------------------------- format detection
+
+@pytest.mark.parametrize("name, fmt", [("a.tsv", "tsv"), ("a.jsonl", "jsonl"), ("a.json", "jsonl"),
+                                       ("a.parquet", "parquet"), ("a.txt", "txt"), ("a.TSV", "tsv")])
+def test_detect_format_by_extension(tmp_path: Path, name: str, fmt: str) -> None:
+    """It tells the format from the file extension."""
+    assert detect_format(str(tmp_path / name)) == fmt
+
+
+def test_detect_format_header_csv(text_label_csv: str) -> None:
+    """It reads a .csv with a header row as plain CSV."""
+    assert detect_format(text_label_csv) == "csv"
+
+
+def test_detect_format_ag_news_small_file(ag_file: str) -> None:
+    """It recognises a small file in the original AG News layout."""
+    assert detect_format(ag_file) == "ag_news"
+
+
+@needs_ag
+def test_detect_format_ag_news_real_file() -> None:
+    """It recognises the real AG News test.csv."""
+    assert detect_format(str(AG_DIR / "test.csv")) == "ag_news"
+
+
+def test_detect_format_declared_wins(ag_file: str) -> None:
+    """It returns a declared format without looking at the file."""
+    assert detect_format(ag_file, "csv") == "csv"
+    assert detect_format("whatever.bin", "parquet") == "parquet"
+
+
+def test_detect_format_stdin_is_text() -> None:
+    """It treats "-" (stdin) as plain text."""
+    assert detect_format("-") == "txt"
+
+
+def test_detect_format_unknown_declared() -> None:
+    """It rejects an unknown declared format, listing the known ones."""
+    one_line_error(lambda: detect_format("a.csv", "xml"), "'xml'", "data.format", "jsonl")
+
+
+def test_detect_format_unknown_extension(tmp_path: Path) -> None:
+    """It rejects an unknown extension and says to set data.format."""
+    one_line_error(lambda: detect_format(str(tmp_path / "a.xlsx")), "'.xlsx'", "data.format")
+
+
+# ---------------------------------------------------------------- AG News
+
+@needs_ag
+def test_ag_news_real_test_file(ag_splits: Splits) -> None:
+    """It reads the whole real test.csv: 7,600 rows, 1,900 per class, AG News label names."""
+    assert ag_splits.test is not None
+    assert len(ag_splits.test.texts) == 7600
+    assert collections.Counter(ag_splits.test.labels) == {0: 1900, 1: 1900, 2: 1900, 3: 1900}
+    assert ag_splits.label_names == AG_NEWS_LABELS
+
+
+@needs_ag
+def test_ag_news_text_is_title_space_description() -> None:
+    """It joins title and description with a space and keeps backslash sequences as they are."""
+    with open(AG_DIR / "test.csv", newline="", encoding="utf-8") as f:
+        first = next(csv.reader(f))
+    got = read_labeled(str(AG_DIR / "test.csv"), DataConfig(), AG_NEWS_LABELS)
+    assert got.texts[0] == f"{first[1]} {first[2]}"
+    assert got.labels is not None and got.labels[0] == int(first[0]) - 1
+    assert any("\\" in t for t in got.texts[:50])
+
+
+@needs_ag
+def test_ag_news_real_train_split_sizes(ag_splits: Splits) -> None:
+    """It holds out a stratified 10% of the real training pool (10,429 rows)."""
+    assert len(ag_splits.train.texts) + len(ag_splits.validation.texts) == 10429
+    assert len(ag_splits.validation.texts) == 1043
+    pool = {0: 2630, 1: 2452, 2: 2594, 3: 2753}
+    counts = collections.Counter(ag_splits.validation.labels)
+    for label, n in pool.items():
+        assert abs(counts[label] - n * 0.1) <= 1
+
+
+def test_ag_news_small_file_labels(ag_file: str) -> None:
+    """It maps class 1-4 to label 0-3 with the AG News names."""
+    s = load_splits(DataConfig(train_file=ag_file, validation_file=ag_file), seed=0)
+    assert s.label_names == AG_NEWS_LABELS
+    assert s.train.labels == [int(r[0]) - 1 for r in AG_ROWS]
+    assert s.train.texts[0] == "Wall St. Bears Claw Back Reuters - Short-sellers, Wall Street's\\dwindling band"
+
+
+def test_ag_news_declared_format(tmp_path: Path) -> None:
+    """It reads the AG News layout under another extension when data.format is ag_news."""
+    path = write_csv(tmp_path / "ag.data", None, AG_ROWS, quoting=csv.QUOTE_ALL)
+    assert read_texts(path, DataConfig(format="ag_news"))[1] == "Space probe launched A probe #39;s launch went well"
+
+
+def test_ag_news_bad_class_in_later_row(tmp_path: Path) -> None:
+    """It names the row whose AG News class is not a positive integer."""
+    rows = AG_ROWS + [["x", "Title", "Description"]]
+    path = write_csv(tmp_path / "ag.csv", None, rows, quoting=csv.QUOTE_ALL)
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0),
+                   "row 9", "'x'", "class")
+
+
+# ---------------------------------------------------------------- formats and columns
+
+def test_csv_string_labels_sorted(text_label_csv: str) -> None:
+    """It takes the sorted unique string labels of the training data as the label set."""
+    s = load_splits(DataConfig(train_file=text_label_csv), seed=0)
+    assert s.label_names == ["neg", "neutral", "pos"]
+    ids = {t: l for t, l in zip(s.train.texts + s.validation.texts, s.train.labels + s.validation.labels)}
+    assert ids["text 0 about pos"] == 2 and ids["text 0 about neg"] == 0
+
+
+def test_integer_labels_named_by_id(tmp_path: Path) -> None:
+    """It names integer label ids "0".."K-1"."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], balanced_rows(10, ["0", "2", "1"]))
+    s = load_splits(DataConfig(train_file=path), seed=0)
+    assert s.label_names == ["0", "1", "2"]
+    assert sorted(set(s.train.labels)) == [0, 1, 2]
+
+
+def test_multiple_text_columns_joined(tmp_path: Path) -> None:
+    """It joins several text columns with one space, in the configured order."""
+    rows = [["Head", "Body text", "a"], ["Other", "More", "b"]] * 5
+    path = write_csv(tmp_path / "d.csv", ["title", "body", "y"], rows)
+    cfg = DataConfig(train_file=path, validation_file=path, text_columns=["title", "body"], label_column="y")
+    assert load_splits(cfg, 0).train.texts[:2] == ["Head Body text", "Other More"]
+
+
+def test_tsv(tmp_path: Path) -> None:
+    """It reads a tab-separated file with a header, commas and quotes inside texts."""
+    df = pd.DataFrame({"sentence": ['a, "quoted" b', "c\td", "plain"] * 4, "label": ["x", "y", "x"] * 4})
+    path = tmp_path / "d.tsv"
+    df.to_csv(path, sep="\t", index=False)
+    tl = read_labeled(str(path), DataConfig(text_columns=["sentence"]), ["x", "y"])
+    assert tl.texts[:3] == ['a, "quoted" b', "c\td", "plain"]
+    assert tl.labels[:3] == [0, 1, 0]
+
+
+def test_jsonl_int_labels(tmp_path: Path) -> None:
+    """It reads JSON lines with integer labels."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": i % 2} for i in range(20)])
+    s = load_splits(DataConfig(train_file=path), seed=0)
+    assert s.label_names == ["0", "1"]
+    assert len(s.train.texts) == 18 and len(s.validation.texts) == 2
+
+
+def test_json_array(tmp_path: Path) -> None:
+    """It also reads a .json file holding one array of objects."""
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"text": "a", "label": "p"}, {"text": "b", "label": "q"}]), encoding="utf-8")
+    assert read_labeled(str(path), DataConfig(), ["p", "q"]).labels == [0, 1]
+
+
+def test_parquet(tmp_path: Path) -> None:
+    """It reads Parquet with string texts and integer labels."""
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"review": [f"r{i}" for i in range(10)], "stars": [i % 3 for i in range(10)]}).to_parquet(path)
+    tl = read_labeled(str(path), DataConfig(text_columns=["review"], label_column="stars"), ["a", "b", "c"])
+    assert tl.texts[:2] == ["r0", "r1"] and tl.labels[:4] == [0, 1, 2, 0]
+
+
+def test_na_like_texts_stay_strings(tmp_path: Path) -> None:
+    """It keeps "NA", "null" and "" as literal strings rather than missing values."""
+    path = write_csv(tmp_path / "d.csv", ["text"], [["NA"], ["null"], [""], ["None"]])
+    assert read_texts(path, DataConfig()) == ["NA", "null", "", "None"]
+
+
+def test_label_names_accept_names_and_ids(tmp_path: Path) -> None:
+    """It maps a label column holding names and ids onto explicit label_names."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], [["a", "pos"], ["b", "0"], ["c", "neg"], ["d", "1"]])
+    tl = read_labeled(path, DataConfig(), ["neg", "pos"])
+    assert tl.labels == [1, 0, 0, 1]
+
+
+def test_label_names_order_from_config(tmp_path: Path) -> None:
+    """It uses data.label_names as the label order instead of sorting."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], balanced_rows(10, ["pos", "neg"]))
+    s = load_splits(DataConfig(train_file=path, label_names=["pos", "neg"]), seed=0)
+    assert s.label_names == ["pos", "neg"]
+    assert all(l == (0 if t.endswith("pos") else 1) for t, l in zip(s.train.texts, s.train.labels))
+
+
+def test_validation_and_test_files(tmp_path: Path, text_label_csv: str) -> None:
+    """It uses given validation and test files as they are (no split) with the training label set."""
+    val = write_csv(tmp_path / "v.csv", ["text", "label"], [["v1", "pos"], ["v2", "neg"]])
+    test = write_csv(tmp_path / "t.csv", ["text", "label"], [["t1", "neutral"], ["t2", "pos"], ["t3", "neg"]])
+    s = load_splits(DataConfig(train_file=text_label_csv, validation_file=val, test_file=test), seed=0)
+    assert len(s.train.texts) == 60
+    assert s.validation == TextLabels(["v1", "v2"], [2, 0])
+    assert s.test == TextLabels(["t1", "t2", "t3"], [1, 2, 0])
+
+
+def test_max_eval_rows_caps_validation_and_test(tmp_path: Path, text_label_csv: str) -> None:
+    """It keeps only the first max_eval_rows of the validation split and the test file."""
+    test = write_csv(tmp_path / "t.csv", ["text", "label"], [[f"t{i}", "pos"] for i in range(10)])
+    s = load_splits(DataConfig(train_file=text_label_csv, test_file=test, max_eval_rows=3), seed=0)
+    assert len(s.validation.texts) == 3
+    assert s.test is not None and s.test.texts == ["t0", "t1", "t2"]
+
+
+def test_max_train_rows_stratified_subsample(tmp_path: Path) -> None:
+    """It subsamples the pool to max_train_rows (stratified, seeded) before the validation split."""
+    rows = balanced_rows(300, ["a"]) + balanced_rows(100, ["b"])  # 3:1
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
+    cfg = DataConfig(train_file=path, max_train_rows=80)
+    s = load_splits(cfg, seed=1)
+    assert len(s.train.texts) + len(s.validation.texts) == 80
+    assert collections.Counter(s.train.labels + s.validation.labels) == {0: 60, 1: 20}
+    assert load_splits(cfg, seed=1) == s
+
+
+# ---------------------------------------------------------------- read_texts
+
+def test_read_texts_plain_text(tmp_path: Path) -> None:
+    """It reads one text per line, keeping empty lines and dropping CR line endings."""
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"first text\r\n\nthird, with comma\n")
+    assert read_texts(str(path), DataConfig()) == ["first text", "", "third, with comma"]
+
+
+def test_read_texts_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It reads plain text from stdin for the path "-"."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("héllo\nworld\n".encode())))
+    assert read_texts("-", DataConfig()) == ["héllo", "world"]
+
+
+def test_read_texts_table_ignores_labels_keeps_empty(tmp_path: Path) -> None:
+    """It reads the text column of a table without a label column and keeps empty texts."""
+    path = write_csv(tmp_path / "in.csv", ["id", "text"], [["1", "hello"], ["2", ""], ["3", "bye"]])
+    assert read_texts(path, DataConfig()) == ["hello", "", "bye"]
+
+
+def test_read_texts_jsonl_columns(tmp_path: Path) -> None:
+    """It joins the configured text columns of JSON lines for prediction."""
+    path = write_jsonl(tmp_path / "in.jsonl", [{"t": "A", "d": "b"}, {"t": "C", "d": "d"}])
+    assert read_texts(path, DataConfig(text_columns=["t", "d"])) == ["A b", "C d"]
+
+
+def test_read_texts_ag_news(ag_file: str) -> None:
+    """It reads AG News layout files for prediction as title + description."""
+    assert read_texts(ag_file, DataConfig())[2] == "Talks resume Diplomats met on Monday"
+
+
+# ---------------------------------------------------------------- splits
+
+def test_split_reproducible(text_label_csv: str) -> None:
+    """It gives the same split for the same seed and a different one for another seed."""
+    cfg = DataConfig(train_file=text_label_csv, val_fraction=0.2)
+    a, b, c = load_splits(cfg, 7), load_splits(cfg, 7), load_splits(cfg, 8)
+    assert a == b
+    assert set(a.validation.texts) != set(c.validation.texts)
+
+
+def test_split_stratified_proportions(tmp_path: Path) -> None:
+    """It keeps each class's share in the validation split."""
+    rows = balanced_rows(200, ["a"]) + balanced_rows(50, ["b"]) + balanced_rows(150, ["c"])
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
+    s = load_splits(DataConfig(train_file=path, val_fraction=0.2), seed=3)
+    assert collections.Counter(s.validation.labels) == {0: 40, 1: 10, 2: 30}
+    assert set(s.train.texts).isdisjoint(s.validation.texts)
+    assert len(s.train.texts) == 320
+
+
+def test_split_falls_back_when_a_class_is_tiny(tmp_path: Path) -> None:
+    """It still splits (unstratified, seeded) when a class has a single row."""
+    rows = balanced_rows(20, ["a", "b"]) + [["lonely", "c"]]
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
+    cfg = DataConfig(train_file=path)
+    s = load_splits(cfg, seed=0)
+    assert len(s.train.texts) + len(s.validation.texts) == 41
+    assert s.label_names == ["a", "b", "c"]
+    assert load_splits(cfg, seed=0) == s
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 0.6, 1.0])
+def test_val_fraction_out_of_range(text_label_csv: str, fraction: float) -> None:
+    """It rejects val_fraction outside (0, 0.5]."""
+    one_line_error(lambda: load_splits(DataConfig(train_file=text_label_csv, val_fraction=fraction), 0),
+                   "data.val_fraction", str(fraction), "(0, 0.5]")
+
+
+def test_val_fraction_half_allowed(text_label_csv: str) -> None:
+    """It accepts val_fraction 0.5."""
+    assert len(load_splits(DataConfig(train_file=text_label_csv, val_fraction=0.5), 0).validation.texts) == 30
+
+
+# ---------------------------------------------------------------- errors
+
+def test_missing_train_file(tmp_path: Path) -> None:
+    """It names a missing train file and the option to check."""
+    path = str(tmp_path / "x.csv")
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0),
+                   f"train file '{path}' does not exist", "--train-file")
+
+
+def test_missing_validation_file(tmp_path: Path, text_label_csv: str) -> None:
+    """It names a missing validation file and --validation-file."""
+    one_line_error(lambda: load_splits(DataConfig(train_file=text_label_csv, validation_file="nope.jsonl"), 0),
+                   "validation file 'nope.jsonl' does not exist", "--validation-file")
+
+
+def test_missing_input_file_for_predict() -> None:
+    """It names a missing input file for prediction."""
+    one_line_error(lambda: read_texts("absent.txt", DataConfig()), "'absent.txt' does not exist")
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    """It says when the path is a directory."""
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(tmp_path)), 0), "is a directory", "--train-file")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    """It names the first non-UTF-8 byte and its position and says to re-save as UTF-8."""
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"text,label\ncaf\xe9,a\n")
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0),
+                   "not valid UTF-8", "byte 0xe9 at position 14", "re-save it as UTF-8", str(path))
+
+
+def test_corrupt_csv(tmp_path: Path) -> None:
+    """It reports a CSV whose rows have more fields than the header."""
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\na,b\nc,d,e,f\n", encoding="utf-8")
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0), "cannot parse", "as CSV", str(path))
+
+
+def test_corrupt_parquet(tmp_path: Path) -> None:
+    """It reports a damaged Parquet file."""
+    path = tmp_path / "d.parquet"
+    path.write_bytes(b"PAR1 this is not really parquet")
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0), "cannot read", "as Parquet")
+
+
+def test_bad_json_line(tmp_path: Path) -> None:
+    """It names the JSON lines line that does not parse."""
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": 0}\n{"text": oops}\n', encoding="utf-8")
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0), "line 2", "not valid JSON")
+
+
+def test_unknown_text_column(text_label_csv: str) -> None:
+    """It lists the available columns and data.text_columns for an unknown text column."""
+    one_line_error(lambda: load_splits(DataConfig(train_file=text_label_csv, text_columns=["body"]), 0),
+                   "text column 'body'", "available columns: text, label", "data.text_columns")
+
+
+def test_unknown_label_column(text_label_csv: str) -> None:
+    """It lists the available columns and data.label_column for an unknown label column."""
+    one_line_error(lambda: load_splits(DataConfig(train_file=text_label_csv, label_column="y"), 0),
+                   "label column 'y'", "available columns: text, label", "data.label_column")
+
+
+def test_unknown_text_column_for_predict(tmp_path: Path) -> None:
+    """It reports an unknown text column in prediction input too."""
+    path = write_jsonl(tmp_path / "in.jsonl", [{"body": "x"}])
+    one_line_error(lambda: read_texts(path, DataConfig()), "text column 'text'", "available columns: body")
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.jsonl", "d.txt"])
+def test_empty_file(tmp_path: Path, name: str) -> None:
+    """It reports an empty file."""
+    path = tmp_path / name
+    path.write_bytes(b"")
+    reader = read_texts if name.endswith(".txt") else (lambda p, c: load_splits(DataConfig(train_file=p), 0))
+    one_line_error(lambda: reader(str(path), DataConfig()), "is empty")
+
+
+def test_header_only_file(tmp_path: Path) -> None:
+    """It reports a file with a header but no data rows."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], [])
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0), "no data rows")
+
+
+def test_empty_text_in_labeled_split(tmp_path: Path) -> None:
+    """It names the file and 1-based data row of a blank text and says to remove or fill it."""
+    rows = [["good", "a"], ["fine", "b"], ["   ", "a"], ["ok", "b"]]
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0),
+                   f"train file '{path}' row 3 has an empty text", "remove the row or fill in its text")
+
+
+def test_empty_text_all_columns_blank(tmp_path: Path) -> None:
+    """It counts a row empty only when every text column is blank."""
+    rows = [["", "body", "a"], ["", "", "b"], ["t", "", "a"]]
+    path = write_csv(tmp_path / "d.csv", ["title", "body", "label"], rows)
+    one_line_error(lambda: read_labeled(path, DataConfig(text_columns=["title", "body"]), ["a", "b"]),
+                   "row 2 has an empty text")
+
+
+def test_label_not_in_set(tmp_path: Path, text_label_csv: str) -> None:
+    """It names an unknown validation label, its file and row, and lists the valid labels."""
+    val = write_csv(tmp_path / "v.csv", ["text", "label"], [["x", "pos"], ["y", "positive"]])
+    one_line_error(lambda: load_splits(DataConfig(train_file=text_label_csv, validation_file=val), 0),
+                   "'positive'", f"validation file '{val}' row 2", "valid labels: neg, neutral, pos")
+
+
+def test_label_id_out_of_range(tmp_path: Path) -> None:
+    """It rejects a label id beyond the explicit label set."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], [["x", "0"], ["y", "5"]])
+    one_line_error(lambda: read_labeled(path, DataConfig(), ["a", "b"]), "'5'", "row 2", "valid labels: a, b")
+
+
+def test_missing_label(tmp_path: Path) -> None:
+    """It names a row without a label."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], [["x", "a"], ["y", ""], ["z", "b"]])
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0), "row 2 has no label")
+
+
+def test_single_class(tmp_path: Path) -> None:
+    """It requires at least two classes in the training data."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], balanced_rows(10, ["only"]))
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0), "needs at least 2 classes", "'only'")
+
+
+def test_plain_text_cannot_train(tmp_path: Path) -> None:
+    """It refuses a plain text file as labelled training data."""
+    path = tmp_path / "d.txt"
+    path.write_text("a\nb\n", encoding="utf-8")
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0), "plain text", "no labels")
+
+
+# ---------------------------------------------------------------- hub
+
+def test_hub_offline_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It turns a hub failure into one line that says to pass --train-file, without network waits."""
+    import datasets
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Both libraries read these at import time, which may have happened before this test.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")  # no cached copy to fall back on
+    monkeypatch.chdir(tmp_path)  # no local folder named ag_news either
+    one_line_error(lambda: load_splits(DataConfig(), 0),
+                   "cannot load dataset 'ag_news' from the Hugging Face hub (no network or no such dataset: ",
+                   "pass a local file with --train-file (CSV/TSV/JSONL/Parquet)")
+
+
+def test_hub_dataset_splits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It takes hub splits and ClassLabel names, uses a "valid" split, and drops -1 test labels."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["neg", "pos"])})
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"text": [f"t{i}" for i in range(10)], "label": [i % 2 for i in range(10)]},
+                                            features=features),
+        "valid": datasets.Dataset.from_dict({"text": ["v0", "v1"], "label": [1, 0]}, features=features),
+        "test": datasets.Dataset.from_dict({"text": ["x", "y"], "label": [-1, -1]}, features=features),
+    })
+    seen = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: seen.append(a) or dd)
+    s = load_splits(DataConfig(dataset="someone/reviews", dataset_config="en"), 0)
+    assert seen == [("someone/reviews", "en")]
+    assert s.label_names == ["neg", "pos"]
+    assert len(s.train.texts) == 10 and s.validation == TextLabels(["v0", "v1"], [1, 0])
+    assert s.test == TextLabels(["x", "y"], None)
+
+
+# ---------------------------------------------------------------- batching
+
+LENGTHS = [int(x) for x in np.random.default_rng(0).integers(1, 200, size=1234)]
+
+
+def test_grouped_batches_are_a_permutation() -> None:
+    """It uses every index exactly once, in full batches but the last."""
+    batches = length_grouped_batches(LENGTHS, 16, seed=0, epoch=0, mega_batch_factor=4)
+    assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
+    assert sum(len(b) < 16 for b in batches) == 1 and all(0 < len(b) <= 16 for b in batches)
+
+
+def test_grouped_batches_deterministic() -> None:
+    """It returns the same batches for the same seed and epoch."""
+    assert length_grouped_batches(LENGTHS, 16, 5, 2) == length_grouped_batches(LENGTHS, 16, 5, 2)
+
+
+def test_grouped_batches_differ_across_epochs_and_seeds() -> None:
+    """It returns different batches for another epoch or seed."""
+    base = length_grouped_batches(LENGTHS, 16, 5, 2)
+    assert length_grouped_batches(LENGTHS, 16, 5, 3) != base
+    assert length_grouped_batches(LENGTHS, 16, 6, 2) != base
+
+
+def test_grouped_batches_longest_first() -> None:
+    """It puts the batch holding the longest example first."""
+    for epoch in range(5):
+        batches = length_grouped_batches(LENGTHS, 8, 0, epoch, mega_batch_factor=10)
+        assert int(np.argmax(LENGTHS)) in batches[0]
+
+
+def test_grouped_batches_small_inputs() -> None:
+    """It handles no examples and fewer examples than one batch."""
+    assert length_grouped_batches([], 4, 0, 0) == []
+    assert sorted(length_grouped_batches([3, 1, 2], 4, 0, 0)[0]) == [0, 1, 2]
+
+
+def test_batches_reject_bad_batch_size() -> None:
+    """It rejects a batch size below 1."""
+    with pytest.raises(ValueError):
+        length_grouped_batches([1, 2], 0, 0, 0)
+    with pytest.raises(ValueError):
+        sorted_batches([1, 2], 0)
+
+
+@needs_ag
+def test_grouped_batches_cut_padding_on_ag_news(ag_splits: Splits) -> None:
+    """It pads far less than random batches on real AG News lengths (word counts)."""
+    lengths = [len(t.split()) for t in ag_splits.train.texts]
+
+    def waste(batches: list[list[int]]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches) - sum(lengths)
+
+    perm = np.random.default_rng(0).permutation(len(lengths)).tolist()
+    random_batches = [perm[i:i + 32] for i in range(0, len(perm), 32)]
+    assert waste(length_grouped_batches(lengths, 32, 0, 0)) < 0.2 * waste(random_batches)
+
+
+def test_sorted_batches() -> None:
+    """It sorts indices by length, longest first, ties in input order, and chunks them."""
+    assert sorted_batches([3, 5, 1, 5, 2], 2) == [[1, 3], [0, 4], [2]]
+    assert sorted_batches([], 3) == []
