@@ -19,33 +19,15 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from .config import FORMATS, DataConfig
 from .errors import DataError
 
 AG_NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
-FORMATS = ("auto", "ag_news", "csv", "tsv", "jsonl", "parquet", "txt")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
                ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}
 _OPTIONS = {"train": "--train-file", "validation": "--validation-file", "test": "--test-file"}
 _ID = re.compile(r"[0-9]+")  # not \d: that also matches non-ASCII digits int() may reject
 _SNIFF_BYTES = 1 << 16
-
-
-@dataclass
-class DataConfig:
-    """Where the texts and labels come from (moves to config.py later)."""
-
-    dataset: str = "ag_news"
-    dataset_config: str | None = None
-    train_file: str | None = None
-    validation_file: str | None = None
-    test_file: str | None = None
-    format: str = "auto"
-    text_columns: list[str] = field(default_factory=lambda: ["text"])
-    label_column: str = "label"
-    label_names: list[str] | None = None
-    val_fraction: float = 0.1
-    max_train_rows: int | None = None
-    max_eval_rows: int | None = None
 
 
 @dataclass

@@ -1,0 +1,263 @@
+"""Encoder + LoRA: load the tokenizer and base model, wrap it with PEFT, and load trained runs back.
+
+A run directory holds everything needed to rebuild the classifier:
+`adapter/` (PEFT adapter with the trained classification head, safetensors), `tokenizer/`,
+`labels.json` and the resolved `config.yaml`. The base model itself is referenced by name.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, LoraConfig, ModelConfig, config_from_dict
+from .errors import CheckpointError, ModelError
+from .io import read_json
+
+ADAPTER_DIR = "adapter"
+TOKENIZER_DIR = "tokenizer"
+LABELS_FILE = "labels.json"
+CONFIG_FILE = "config.yaml"
+
+# Heads that AutoModelForSequenceClassification creates fresh: they must train and be saved with
+# the adapter (PEFT's `modules_to_save`), or a reloaded model would get a new random head.
+HEAD_MODULE_NAMES = ("classifier", "score", "pre_classifier", "out_proj", "logits_proj")
+
+
+def _quiet_transformers() -> None:
+    # The "newly initialized classifier" load report is expected for us and would alarm users.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*Setting `save_embedding_layers`.*")
+    warnings.filterwarnings("ignore", message=".*fine-tuning.*")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bf16 matrix instructions (AMX or AVX-512-BF16).
+
+    Without them bf16 is emulated and measured ~28x slower than fp32 for a LoRA step.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
+
+
+def resolve_device(requested: str | None = None) -> torch.device:
+    if requested and requested != "auto":
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """Map `auto` to what this hardware runs fastest without hurting accuracy: fp32, bf16 or fp16."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def _load_error(kind: str, name: str, err: Exception) -> ModelError:
+    local = Path(name).expanduser()
+    reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    if local.exists():
+        return ModelError(f"cannot load {kind} from '{name}': {reason}; check that it is a saved Hugging Face model directory")
+    return ModelError(
+        f"cannot load {kind} '{name}': it is not a local directory and the Hugging Face hub is unreachable "
+        f"or has no such model ({reason}); pass a local model directory with --model"
+    )
+
+
+def load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as e:  # transformers raises OSError, ValueError, HF hub errors...
+        raise _load_error("tokenizer", name, e) from None
+
+
+def load_base_model(cfg: ModelConfig, label_names: list[str]) -> torch.nn.Module:
+    """The pretrained encoder with a fresh classification head for `label_names` (fp32 weights)."""
+    from transformers import AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    id2label = {i: n for i, n in enumerate(label_names)}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            cfg.name,
+            num_labels=len(label_names),
+            id2label=id2label,
+            label2id={n: i for i, n in id2label.items()},
+            attn_implementation=cfg.attn_implementation,
+            ignore_mismatched_sizes=True,  # a checkpoint with another head size gets a fresh head
+        )
+    except Exception as e:
+        raise _load_error("model", cfg.name, e) from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = 0
+    return model
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the top-level head modules of a sequence-classification model present in `model`."""
+    names = {n.split(".")[0] for n, _ in model.named_children()}
+    return [h for h in HEAD_MODULE_NAMES if h in names]
+
+
+def apply_lora(model: torch.nn.Module, cfg: LoraConfig) -> Any:
+    """Wrap `model` with LoRA adapters; only adapters and the head train."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in cfg.target_modules if t not in present]
+    if missing:
+        linear_names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ModelError(
+            f"lora.target_modules: {', '.join(missing)} not found in the model; "
+            f"its linear layers are named: {', '.join(linear_names)}"
+        )
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        bias=cfg.bias,
+        task_type="SEQ_CLS",
+        modules_to_save=head_modules(model),
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; the head's saved copy is counted once, as PEFT does."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the trained weights only (adapters + head): small enough to keep in memory."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise CheckpointError(f"checkpoint has weights the model lacks ({missing[0]}, ...); wrong checkpoint for this config?")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# Trained runs
+
+
+@dataclass
+class LoadedRun:
+    """A trained classifier ready for inference."""
+
+    run_dir: Path
+    config: Config
+    model: Any  # PeftModel in eval mode
+    tokenizer: Any
+    label_names: list[str]
+    device: torch.device
+    precision: str
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """Raise CheckpointError unless `run_dir` holds a finished run (adapter, tokenizer, labels, config)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory '{run_dir}' does not exist; pass the --out directory of a `loraclf train` run")
+    needed = {
+        CONFIG_FILE: "config",
+        LABELS_FILE: "label names",
+        f"{ADAPTER_DIR}/adapter_config.json": "adapter",
+        TOKENIZER_DIR: "tokenizer",
+    }
+    for rel, what in needed.items():
+        if not (run_dir / rel).exists():
+            raise CheckpointError(
+                f"'{run_dir}' is not a finished loraclf run: its {what} ({rel}) is missing; "
+                "train it to the end (or resume it with `loraclf train --resume`)"
+            )
+    return run_dir
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    from .config import read_yaml
+
+    return config_from_dict(read_yaml(Path(run_dir) / CONFIG_FILE))
+
+
+def read_label_names(run_dir: str | Path) -> list[str]:
+    try:
+        names = read_json(Path(run_dir) / LABELS_FILE)["label_names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"'{Path(run_dir) / LABELS_FILE}' is unreadable; the run directory is damaged, retrain it") from None
+    return [str(n) for n in names]
+
+
+def load_run(
+    run_dir: str | Path,
+    device: str | None = None,
+    precision: str = "auto",
+    base_model: torch.nn.Module | None = None,
+) -> LoadedRun:
+    """Load a trained run for inference.
+
+    Args:
+        run_dir: directory written by `loraclf train`.
+        device: "cpu", "cuda", ... (default: a GPU when present).
+        precision: "auto", "fp32", "bf16" or "fp16" for inference.
+        base_model: an already loaded base model to attach the adapter to (serving shares one).
+    Raises:
+        CheckpointError: the directory is not a finished run.
+        ModelError: the base model or tokenizer cannot be loaded.
+    """
+    from peft import PeftModel
+
+    run_dir = check_run_dir(run_dir)
+    cfg = read_run_config(run_dir)
+    label_names = read_label_names(run_dir)
+    tokenizer = load_tokenizer(str(run_dir / TOKENIZER_DIR))
+    base = base_model if base_model is not None else load_base_model(cfg.model, label_names)
+    try:
+        model = PeftModel.from_pretrained(base, str(run_dir / ADAPTER_DIR), is_trainable=False)
+    except Exception as e:
+        raise CheckpointError(f"cannot load the adapter in '{run_dir / ADAPTER_DIR}': {str(e).splitlines()[0][:200]}; retrain the run") from None
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    model.to(dev)
+    model.eval()
+    return LoadedRun(run_dir, cfg, model, tokenizer, label_names, dev, prec)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def silence_fork_warning() -> None:
+    # Tokenizers warns when a process forks after using its thread pool (DataLoader workers, tune workers).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+logging.getLogger("accelerate").setLevel(logging.WARNING)

