@@ -96,9 +96,15 @@ def train(
     """Fine-tune a LoRA text classifier and write a run directory."""
     from .train import train as run_train
 
+    shortcuts = {"model.name": model, "data.train_file": train_file, "data.validation_file": validation_file,
+                 "data.test_file": test_file, "train.epochs": epochs, "out": str(out) if out else None}
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         from .distributed import relaunch
 
+        if resume is None:  # fail here with one line rather than once per child process
+            cfg = build_config(config, overrides or [], shortcuts)
+            if cfg.train.batch_size % nproc:
+                fail(f"train.batch_size={cfg.train.batch_size} does not split over {nproc} processes; use a multiple of {nproc}")
         raise typer.Exit(relaunch(nproc, sys.argv[1:]))
     if resume is not None:
         from .config import Config
@@ -107,11 +113,7 @@ def train(
         metrics = run_train(cfg, resume, resume=True)
         run_dir = resume
     else:
-        cfg = build_config(
-            config,
-            overrides or [],
-            {"model.name": model, "data.train_file": train_file, "data.validation_file": validation_file, "data.test_file": test_file, "train.epochs": epochs, "out": str(out) if out else None},
-        )
+        cfg = build_config(config, overrides or [], shortcuts)
         run_dir = cfg.run_dir()
         metrics = run_train(cfg, run_dir, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
