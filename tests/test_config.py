@@ -40,7 +40,7 @@ def test_overrides_win_and_parse_types() -> None:
 
 def test_unknown_key_lists_valid_keys() -> None:
     """It names an unknown key and lists the valid keys of its section."""
-    with pytest.raises(ConfigError, match=r"lora\.rank: unknown key; valid keys in lora: r, alpha, dropout, target_modules, bias"):
+    with pytest.raises(ConfigError, match=r"lora\.rank: unknown key; valid keys in lora: r, alpha, dropout, target_modules, bias, modules_to_save"):
         config_from_dict({"lora": {"rank": 8}})
 
 

@@ -86,6 +86,7 @@ class LoraConfig:
     dropout: float = _f(0.15, "Dropout on the adapter's input.")
     target_modules: list[str] = _f(["query", "value"], "Module names that get adapters (RoBERTa/BERT: query, key, value, dense).")
     bias: str = _f("none", f"Which biases train: one of {', '.join(LORA_BIAS)}.")
+    modules_to_save: list[str] = _f([], "Extra modules trained in full and saved with the adapter (e.g. [pooler]); the head always is.")
 
     def check(self, errs: list[str]) -> None:
         if self.r < 1:

@@ -138,7 +138,7 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig) -> Any:
         target_modules=list(cfg.target_modules),
         bias=cfg.bias,
         task_type="SEQ_CLS",
-        modules_to_save=head_modules(model),
+        modules_to_save=head_modules(model) + [m for m in cfg.modules_to_save if m not in HEAD_MODULE_NAMES],
     )
     return get_peft_model(model, peft_cfg)
 
