@@ -480,6 +480,9 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
 def _load_hub(cfg: DataConfig, seed: int) -> Splits:
     what = f"dataset '{cfg.dataset}'" + (f" (config '{cfg.dataset_config}')" if cfg.dataset_config else "")
     try:
+        from .hub import prepare_hub_access
+
+        prepare_hub_access()  # fail fast, and without pages of retries, when there is no network
         import datasets  # slow import; local files do not need it
 
         dd = datasets.load_dataset(cfg.dataset, cfg.dataset_config)

@@ -80,10 +80,18 @@ def _load_error(kind: str, name: str, err: Exception) -> ModelError:
     )
 
 
+def _prepare(name: str) -> None:
+    if not Path(name).expanduser().exists():
+        from .hub import prepare_hub_access
+
+        prepare_hub_access()
+
+
 def load_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
     _quiet_transformers()
+    _prepare(name)
     try:
         return AutoTokenizer.from_pretrained(name)
     except Exception as e:  # transformers raises OSError, ValueError, HF hub errors...
@@ -95,6 +103,7 @@ def load_base_model(cfg: ModelConfig, label_names: list[str]) -> torch.nn.Module
     from transformers import AutoModelForSequenceClassification
 
     _quiet_transformers()
+    _prepare(cfg.name)
     id2label = {i: n for i, n in enumerate(label_names)}
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
