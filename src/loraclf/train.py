@@ -190,8 +190,17 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
             raise RunDirError(f"run directory '{run_dir}' already exists; pass --overwrite to replace it or --resume {run_dir} to continue it")
 
 
+_TOKEN_CACHE: dict[tuple, list[list[int]]] = {}
+
+
 def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
-    return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+    """Token ids without padding, cached in-process: tune's trials reuse them instead of re-tokenizing."""
+    key = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), max_length, len(texts), hash(tuple(texts)))
+    if key not in _TOKEN_CACHE:
+        if len(_TOKEN_CACHE) >= 8:
+            _TOKEN_CACHE.pop(next(iter(_TOKEN_CACHE)))
+        _TOKEN_CACHE[key] = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+    return _TOKEN_CACHE[key]
 
 
 def _distributed_eval(accelerator: Any, model: torch.nn.Module, ids: list[list[int]], labels: list[int], batch: int, precision: str, pad_id: int, names: list[str]) -> dict[str, Any]:
