@@ -132,6 +132,8 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig) -> Any:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    # Module names by their last part: PEFT matches target_modules and modules_to_save by suffix.
+    # An extra module the model lacks (e.g. `pooler` in RoBERTa, whose head has its own dense layer) is skipped.
     present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     missing = [t for t in cfg.target_modules if t not in present]
     if missing:
@@ -147,7 +149,7 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig) -> Any:
         target_modules=list(cfg.target_modules),
         bias=cfg.bias,
         task_type="SEQ_CLS",
-        modules_to_save=head_modules(model) + [m for m in cfg.modules_to_save if m not in HEAD_MODULE_NAMES],
+        modules_to_save=head_modules(model) + [m for m in cfg.modules_to_save if m not in HEAD_MODULE_NAMES and m in present],
     )
     return get_peft_model(model, peft_cfg)
 
