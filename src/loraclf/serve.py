@@ -497,8 +497,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "invalid_request", "; ".join(parts) + more + "; see /docs for the request schema"
 
 
-def _request_model(settings: ServeSettings) -> type[BaseModel]:
-    # Built per app so that the served schema states this server's limits (maxItems, and maxLength in reject mode).
+def _request_model(settings: ServeSettings, names: list[str]) -> type[BaseModel]:
+    # Built per app so that the served schema states this server's rules: maxItems, maxLength in reject mode,
+    # `adapter` required exactly when several adapters are loaded, and the loaded names as its enum (other
+    # names still get the friendlier 404 unknown_adapter rather than a validation error).
     n, chars = settings.max_texts_per_request, settings.max_text_chars
     if settings.long_text == "reject":
         text_type: Any = Annotated[StrictStr, Field(max_length=chars)]
@@ -509,7 +511,9 @@ def _request_model(settings: ServeSettings) -> type[BaseModel]:
     return create_model(
         "ClassifyRequest",
         __config__=ConfigDict(extra="forbid"),
-        adapter=(Optional[StrictStr], Field(None, max_length=64, description="Adapter name from GET /v1/adapters; optional when only one is loaded.")),
+        adapter=(StrictStr, Field(description="Adapter name (required: several are loaded).", json_schema_extra={"enum": names}))
+        if len(names) > 1
+        else (Optional[StrictStr], Field(None, description="Adapter name; optional: one is loaded.", json_schema_extra={"enum": [*names, None]})),
         texts=(list[text_type], Field(min_length=1, max_length=n, description=f"1 to {n} texts. {rule}")),
     )
 
@@ -527,7 +531,7 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
     """
     settings = settings or ServeSettings()
     specs = parse_run_specs(run_dirs)
-    ClassifyRequest = _request_model(settings)
+    ClassifyRequest = _request_model(settings, [name for name, _ in specs])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -568,6 +572,8 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, code, message = _validation_message(exc)
+        if any(tuple(e.get("loc", ())) == ("body", "adapter") and e.get("type") == "missing" for e in exc.errors()):
+            code, message = "adapter_required", f"several adapters are loaded ({', '.join(request.app.state.adapters)}); name one in 'adapter'"
         ctype = request.headers.get("content-type", "")
         if status == 422 and "json" not in ctype.lower():
             message = f"send the body as JSON with 'Content-Type: application/json' (got {ctype or 'no content type'}); " + message
