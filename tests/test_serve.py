@@ -155,6 +155,11 @@ def test_adapters_share_one_base_model(live: LiveServer, runs: dict[str, Path]) 
     emb_b = sport.classifier.run.model.get_input_embeddings().weight
     assert emb_a.data_ptr() == emb_b.data_ptr()
     assert sorted(news.group.model.peft_config) == sorted([news.key, sport.key])
+    # Everything in memory: one base plus two small adapters and heads, far from two bases.
+    run = news.classifier.run
+    base_params = sum(p.numel() for p in load_base_model(run.config.model, run.label_names).parameters())
+    served_params = sum(p.numel() for p in news.group.model.parameters())
+    assert base_params < served_params < 1.5 * base_params
     listed = httpx.get(live.url + "/v1/adapters").json()["adapters"]
     assert [(a["name"], a["labels"]) for a in listed] == [("news", ["World", "Sports", "Business", "Sci/Tech"]), ("sport", ["sports", "world"])]
     assert {a["base_model"] for a in listed} == {yaml.safe_load((runs["news"] / "config.yaml").read_text())["model"]["name"]}

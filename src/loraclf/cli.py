@@ -178,6 +178,8 @@ def serve(
     from .serve import ServeSettings
     from .serve import serve as run_server
 
+    if log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
+        raise ConfigError(f"--log-level {log_level!r}: choose critical, error, warning, info or debug")
     token = None
     if auth_token_env:
         token = os.environ.get(auth_token_env)

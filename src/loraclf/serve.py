@@ -210,7 +210,8 @@ def _shape_heads_for(model: Any, adapter_dir: Path, key: str) -> None:
 
 
 def load_adapters(specs: Sequence[tuple[str, Path]], settings: ServeSettings, load_base: Any = None) -> dict[str, Adapter]:
-    """Load every run, sharing one base model among runs whose config names the same model.name.
+    """Load every run, sharing one base model among runs whose config names the same model.name
+    (except runs trained with lora.bias != none, which change the base's biases and so get their own copy).
 
     Args:
         specs: (adapter name, run directory) pairs from `parse_run_specs`.
@@ -233,12 +234,14 @@ def load_adapters(specs: Sequence[tuple[str, Path]], settings: ServeSettings, lo
         labels = read_label_names(run_dir)
         tokenizer = load_tokenizer(str(run_dir / TOKENIZER_DIR))
         key, adapter_dir = f"adapter{i}", run_dir / ADAPTER_DIR
-        group = groups.get(cfg.model.name)
+        # A run that trained the base model's biases (lora.bias != none) changes the base itself: it gets its own.
+        share = cfg.model.name if cfg.lora.bias == "none" else f"{cfg.model.name} ({name}: lora.bias={cfg.lora.bias})"
+        group = groups.get(share)
         try:
             if group is None:
                 base = load_base(cfg.model, labels)
                 model = PeftModel.from_pretrained(base, str(adapter_dir), adapter_name=key, is_trainable=False, torch_device="cpu")
-                group = groups[cfg.model.name] = BaseGroup(cfg.model.name, model, active=key)
+                group = groups[share] = BaseGroup(cfg.model.name, model, active=key)
             else:
                 _shape_heads_for(group.model, adapter_dir, key)
                 group.model.load_adapter(str(adapter_dir), adapter_name=key, is_trainable=False, torch_device="cpu")
