@@ -149,5 +149,51 @@ def config_show(
     typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
 
 
+# ---------------------------------------------------------------------------------------------
+# serve
+
+
+@app.command()
+@guarded
+def serve(
+    run_dirs: List[str] = typer.Argument(..., metavar="RUN_DIR|NAME=RUN_DIR...", help="Finished runs to serve; each is an adapter named after its directory (or NAME). Runs with the same base model share one copy of it."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default; 0.0.0.0 exposes the server: use --auth-token-env)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    max_texts_per_request: int = typer.Option(64, "--max-texts-per-request", help="Most texts per request (more: 422)."),
+    max_text_chars: int = typer.Option(10_000, "--max-text-chars", help="Most characters per text; see --long-text."),
+    long_text: str = typer.Option("truncate", "--long-text", help="Texts over --max-text-chars: 'truncate' (result says truncated=true) or 'reject' (422)."),
+    max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Largest request body (more: 413)."),
+    max_queue: int = typer.Option(256, "--max-queue", help="Requests waiting for inference before new ones get 503 + Retry-After."),
+    max_batch_texts: int = typer.Option(64, "--max-batch-texts", help="Most texts per micro-batch."),
+    max_batch_wait_ms: float = typer.Option(5.0, "--max-batch-wait-ms", help="Longest a request waits for others to join its batch (0: only what is already queued)."),
+    batching: bool = typer.Option(True, "--batching/--no-batching", help="Gather concurrent requests into micro-batches (off: one request per forward pass)."),
+    inference_batch_size: int = typer.Option(32, "--inference-batch-size", help="Texts per forward pass (length-sorted groups)."),
+    retry_after_s: int = typer.Option(1, "--retry-after-s", help="Retry-After seconds sent with 503 when the queue is full."),
+    auth_token_env: Optional[str] = typer.Option(None, "--auth-token-env", help="Require 'Authorization: Bearer <token>' on /v1/*, the token read from this environment variable."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical, error, warning, info, debug."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log one line per request."),
+) -> None:
+    """Serve classifiers over HTTP (POST /v1/classify, GET /v1/adapters, GET /health, /docs)."""
+    from .errors import ConfigError
+    from .serve import ServeSettings
+    from .serve import serve as run_server
+
+    if log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
+        raise ConfigError(f"--log-level {log_level!r}: choose critical, error, warning, info or debug")
+    token = None
+    if auth_token_env:
+        token = os.environ.get(auth_token_env)
+        if not token:
+            raise ConfigError(f"--auth-token-env {auth_token_env}: that environment variable is unset or empty; export the token in it")
+    settings = ServeSettings(
+        host=host, port=port, max_texts_per_request=max_texts_per_request, max_text_chars=max_text_chars, long_text=long_text,  # type: ignore[arg-type]
+        max_body_bytes=max_body_bytes, max_queue=max_queue, max_batch_texts=max_batch_texts, max_batch_wait_ms=max_batch_wait_ms,
+        batching=batching, inference_batch_size=inference_batch_size, retry_after_s=retry_after_s, device=device, precision=precision, auth_token=token,
+    )
+    run_server(run_dirs, settings, log_level=log_level, access_log=access_log)
+
+
 if __name__ == "__main__":  # `python -m loraclf.cli` (used by the multi-process launcher)
     app()
