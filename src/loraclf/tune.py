@@ -389,9 +389,14 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = _say) ->
                 trial.set_user_attr("pruned_step", step)
                 raise optuna.TrialPruned(f"pruned at step {step} with val_accuracy {m['val_accuracy']:.4f}")
 
-        metrics = train(tcfg, run_dir, overwrite=True, on_eval=on_eval, splits=splits)
-        for k in ("val_accuracy", "val_loss", "epochs_run", "global_step"):
-            trial.set_user_attr("steps_run" if k == "global_step" else k, metrics[k])
+        try:
+            metrics = train(tcfg, run_dir, overwrite=True, on_eval=on_eval, splits=splits)
+            for k in ("val_accuracy", "val_loss", "epochs_run", "global_step"):
+                trial.set_user_attr("steps_run" if k == "global_step" else k, metrics[k])
+        except optuna.exceptions.UpdateFinishedTrialError:
+            current["stale"] = True
+            raise
+        current["returned"] = True
         return float(metrics["val_accuracy"])
 
     ran, started = 0, time.monotonic()
@@ -418,6 +423,17 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = _say) ->
         except KeyboardInterrupt:
             _requeue_interrupted(study, current.get("number"))
             raise
+        except Exception:
+            # Another worker saw no heartbeat from this trial for tune.grace_period seconds (an
+            # overloaded machine), failed it and queued its retry; optuna then cannot record this
+            # run's result (the exception type varies). Anything else is a real error.
+            mine = _trial_by_number(study, current.get("number"))
+            if not (current.get("stale") or current.get("returned")) or mine is None or mine.state != TrialState.FAIL:
+                raise
+            say(f"[{job.worker}] trial {current.get('number')} was failed by another worker for a missed heartbeat "
+                f"(tune.grace_period={cfg.tune.grace_period}s is too short for this machine); its retry runs instead")
+            release_memory()
+            continue
         release_memory()
         ran += 1
         t = _trial_by_number(study, current.get("number"))
