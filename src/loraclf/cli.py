@@ -195,5 +195,50 @@ def serve(
     run_server(run_dirs, settings, log_level=log_level, access_log=access_log)
 
 
+# ---------------------------------------------------------------------------------------------
+# loraclf tune
+
+
+@app.command(context_settings={"allow_extra_args": False})
+@guarded
+def tune(
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", help="Override any config field, e.g. tune.pruner=median data.max_train_rows=2000."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config with a tune section (presets in configs/)."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Finished trials the whole study should hold, all workers together (tune.trials)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds (tune.timeout)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Database URL shared by workers/machines, e.g. postgresql://user:pass@host/db (default: STUDY_DIR/study.db)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes on this machine (one GPU each with CUDA; cores split on CPU)."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name; the same name resumes it or joins it from another machine (tune.study_name)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study directory (default studies/<study_name>)."),
+    train_best: bool = typer.Option(False, "--train-best", help="Retrain the best config into STUDY_DIR/best, score the test split, write submission.csv."),
+    model: Optional[str] = typer.Option(None, "--model", help="Pretrained encoder: hub id or local directory (model.name)."),
+    train_file: Optional[str] = typer.Option(None, "--train-file", help="Local training file (data.train_file)."),
+    validation_file: Optional[str] = typer.Option(None, "--validation-file", help="Local validation file (data.validation_file)."),
+    test_file: Optional[str] = typer.Option(None, "--test-file", help="Local test file, used only by --train-best (data.test_file)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training data when the space does not choose it (train.epochs)."),
+) -> None:
+    """Search hyperparameters with Optuna (pruning, parallel workers, shared studies) and write the study directory."""
+    from .tune import run_study
+
+    cfg = build_config(
+        config,
+        overrides or [],
+        {"model.name": model, "data.train_file": train_file, "data.validation_file": validation_file, "data.test_file": test_file,
+         "train.epochs": epochs, "tune.trials": trials, "tune.timeout": timeout, "tune.storage": storage, "tune.study_name": study_name},
+    )
+    s = run_study(cfg, out, workers=workers, retrain_best=train_best)
+    typer.echo(f"study: {s['study_name']}  storage: {s['storage']}  dir: {s['study_dir']}  wall: {s['wall_seconds']}s")
+    typer.echo("trials: " + ", ".join(f"{k} {v}" for k, v in s["trials"].items()))
+    best = s["best"]
+    if best:
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        typer.echo(f"best: trial {best['number']} val_accuracy {best['val_accuracy']:.4f}  {params}")
+    if "train_best" in s:
+        tb = s["train_best"]
+        acc = f"test_accuracy {tb['test_accuracy']:.4f} on {tb['test_rows']} rows" if "test_accuracy" in tb else f"{tb['test_rows']} test rows"
+        typer.echo(f"train-best: {acc}  run: {tb['best_run_dir']}  submission: {tb['submission']}")
+    typer.echo(f"log: {s['experiment_log']}")
+
+
 if __name__ == "__main__":  # `python -m loraclf.cli` (used by the multi-process launcher)
     app()

@@ -150,6 +150,10 @@ class TrainConfig:
             errs.append(f"train.threads: {self.threads} must be at least 1 (or null for all cores)")
 
 
+SEARCH_TYPES = ("categorical", "int", "float")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+
+
 @dataclass
 class SearchParam:
     """One dimension of the search space: categorical `choices`, or a `low`..`high` range."""
@@ -161,6 +165,108 @@ class SearchParam:
     log: bool = _f(False, "Sample on a log scale (int/float).")
     step: float | None = _f(None, "Step between values (int/float, optional).")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical form stored with a study: only the keys this type uses."""
+        if self.type == "categorical":
+            return {"type": self.type, "choices": list(self.choices or [])}
+        d: dict[str, Any] = {"type": self.type, "low": self.low, "high": self.high, "log": self.log}
+        if self.step is not None:
+            d["step"] = self.step
+        return d
+
+
+def _number(v: Any) -> Any:
+    """YAML 1.1 reads `1e-5` as a string: turn numeric strings back into numbers, leave the rest."""
+    if isinstance(v, str):
+        for conv in (int, float):
+            try:
+                return conv(v)
+            except ValueError:
+                pass
+    return v
+
+
+def is_config_field(dotted: str) -> bool:
+    """True when `dotted` names a leaf field of Config (e.g. `lora.r`, not `lora` or `lora.rank`)."""
+    cls: Any = Config
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls) or part not in {f.name for f in dataclasses.fields(cls)}:
+            return False
+        cls = typing.get_type_hints(cls)[part]
+        if not dataclasses.is_dataclass(cls):
+            return i == len(parts) - 1
+    return False
+
+
+def parse_search_param(key: str, raw: Any, errs: list[str]) -> SearchParam | None:
+    """Check one `tune.space` entry and return it as a SearchParam (None when it is unusable)."""
+    where = f"tune.space.{key}"
+    if not is_config_field(key):
+        errs.append(f"{where}: {key!r} is not a config field; use a dotted field such as lora.r or train.lr")
+        return None
+    # tune loads the data once per worker, and tune/name/out describe the study itself, not a trial.
+    if key in ("name", "out") or key.startswith(("data.", "tune.")):
+        errs.append(f"{where}: data, tune, name and out cannot be searched (data is loaded once per worker); search model, lora or train fields")
+        return None
+    if not isinstance(raw, dict):
+        errs.append(f"{where}: expected a mapping like {{type: categorical, choices: [4, 8]}}, got {raw!r}")
+        return None
+    known = {f.name for f in dataclasses.fields(SearchParam)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        errs.append(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        return None
+    p = SearchParam(**{k: _number(v) if k in ("low", "high", "step") else v for k, v in raw.items()})
+    if p.type not in SEARCH_TYPES:
+        errs.append(f"{where}.type: {p.type!r} is not a parameter type; use one of {', '.join(SEARCH_TYPES)}")
+        return None
+    if p.type == "categorical":
+        if not isinstance(p.choices, list) or not p.choices:
+            errs.append(f"{where}.choices: missing or empty; list the values to try, e.g. choices: [4, 8, 16]")
+            return None
+        p.choices = [_number(c) for c in p.choices]
+        bad = [c for c in p.choices if not (c is None or isinstance(c, (bool, int, float, str)))]
+        if bad:
+            errs.append(f"{where}.choices: {bad[0]!r} is not a plain value; write lists as one string, e.g. 'query,value'")
+            return None
+        if len(set(map(repr, p.choices))) != len(p.choices):
+            errs.append(f"{where}.choices: {p.choices} repeats a value; list each choice once")
+        return p
+    if p.choices is not None:
+        errs.append(f"{where}: choices only go with type categorical; give low and high for type {p.type}")
+        return None
+    for name in ("low", "high", "step"):
+        v = getattr(p, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            errs.append(f"{where}.{name}: {v!r} is not a number")
+            return None
+    if p.low is None or p.high is None:
+        errs.append(f"{where}: type {p.type} needs both low and high")
+        return None
+    if p.type == "int" and not all(float(v).is_integer() for v in (p.low, p.high, p.step or 1)):
+        errs.append(f"{where}: type int needs whole-number low, high and step")
+        return None
+    if p.low >= p.high:
+        errs.append(f"{where}: low ({p.low}) must be below high ({p.high})")
+        return None
+    if not isinstance(p.log, bool):
+        errs.append(f"{where}.log: {p.log!r} must be true or false")
+        return None
+    if p.log and p.low <= 0:
+        errs.append(f"{where}: a log scale needs low > 0 (got {p.low})")
+        return None
+    if p.step is not None and (p.step <= 0 or (p.log and not (p.type == "int" and p.step == 1))):
+        errs.append(f"{where}.step: {p.step} must be positive and cannot be combined with log: true")
+        return None
+    if p.type == "int":
+        p.low, p.high = int(p.low), int(p.high)
+        p.step = None if p.step is None else int(p.step)
+    else:
+        p.low, p.high = float(p.low), float(p.high)
+        p.step = None if p.step is None else float(p.step)
+    return p
+
 
 @dataclass
 class TuneConfig:
@@ -169,8 +275,13 @@ class TuneConfig:
     direction: str = _f("maximize", "Optimise validation accuracy upwards.")
     trials: int = _f(20, "Trials to run in total for this study (all workers together).")
     timeout: float | None = _f(None, "Stop starting trials after this many seconds.")
-    sampler_seed: int = _f(42, "Seed of the TPE sampler.")
-    pruner: str = _f("hyperband", "none, median, successive_halving or hyperband.")
+    sampler_seed: int = _f(42, "Seed of the TPE sampler (each trial's draws depend on this seed and its number only).")
+    sampler_startup_trials: int = _f(5, "Random trials before TPE starts modelling (optuna's default 10 is half of a small study).")
+    pruner: str = _f("hyperband", f"Early stopping of bad trials: one of {', '.join(PRUNERS)}.")
+    eval_points_per_epoch: int = _f(4, "Validation points per epoch a trial reports to the pruner (sets train.eval_every_steps; 0 keeps it).")
+    pruner_startup_trials: int = _f(2, "median: finished trials before any pruning.")
+    min_resource: int | None = _f(None, "successive_halving/hyperband: steps before the first pruning decision (default: the first evaluation).")
+    reduction_factor: int = _f(3, "successive_halving/hyperband: keep 1 in this many trials at each rung.")
     heartbeat_interval: int = _f(10, "Seconds between a running trial's heartbeats (a dead worker's trial is failed and retried).")
     grace_period: int = _f(30, "Seconds without a heartbeat after which a trial counts as dead.")
     max_retries: int = _f(2, "Times a trial whose worker died is retried.")
@@ -182,16 +293,46 @@ class TuneConfig:
             "train.lr": {"type": "categorical", "choices": [1e-5, 2e-5, 3e-5]},
             "train.epochs": {"type": "categorical", "choices": [2, 3]},
         },
-        "Search space: dotted config field -> {type, choices | low, high, log, step}.",
+        "Search space: dotted config field -> {type: categorical|int|float, choices | low, high, log, step}.",
     )
+
+    def search_params(self, errs: list[str] | None = None) -> dict[str, SearchParam]:
+        """The space as checked SearchParams (problems go to `errs`; unusable entries are left out)."""
+        errs = [] if errs is None else errs
+        if not isinstance(self.space, dict) or not self.space:
+            errs.append("tune.space: is empty; give at least one field, e.g. lora.r: {type: categorical, choices: [4, 8, 16]}")
+            return {}
+        out = {}
+        for key, raw in self.space.items():
+            p = parse_search_param(str(key), raw, errs)
+            if p is not None:
+                out[str(key)] = p
+        return out
 
     def check(self, errs: list[str]) -> None:
         if self.trials < 1:
             errs.append(f"tune.trials: {self.trials} must be at least 1")
+        if self.timeout is not None and self.timeout <= 0:
+            errs.append(f"tune.timeout: {self.timeout} must be positive (or null for none)")
         if self.direction not in ("maximize", "minimize"):
             errs.append(f"tune.direction: {self.direction!r} must be maximize or minimize")
-        if self.pruner not in ("none", "median", "successive_halving", "hyperband"):
-            errs.append(f"tune.pruner: {self.pruner!r} is not a pruner; use none, median, successive_halving or hyperband")
+        if self.pruner not in PRUNERS:
+            errs.append(f"tune.pruner: {self.pruner!r} is not a pruner; use one of {', '.join(PRUNERS)}")
+        if not self.study_name or "/" in self.study_name or self.study_name.startswith("."):
+            errs.append(f"tune.study_name: {self.study_name!r} must be a non-empty name without '/' (it names the study directory)")
+        for name in ("sampler_startup_trials", "eval_points_per_epoch", "pruner_startup_trials", "max_retries"):
+            if getattr(self, name) < 0:
+                errs.append(f"tune.{name}: {getattr(self, name)} must not be negative")
+        for name in ("heartbeat_interval", "grace_period"):
+            if getattr(self, name) < 1:
+                errs.append(f"tune.{name}: {getattr(self, name)} must be at least 1 (seconds)")
+        if self.grace_period <= self.heartbeat_interval:
+            errs.append(f"tune.grace_period: {self.grace_period} must exceed tune.heartbeat_interval ({self.heartbeat_interval}), or live trials count as dead")
+        if self.min_resource is not None and self.min_resource < 1:
+            errs.append(f"tune.min_resource: {self.min_resource} must be at least 1 (or null)")
+        if self.reduction_factor < 2:
+            errs.append(f"tune.reduction_factor: {self.reduction_factor} must be at least 2")
+        self.search_params(errs)
 
 
 @dataclass
