@@ -162,3 +162,13 @@ def test_evaluate_bad_input_exits_2_with_one_line_and_writes_nothing(case: str, 
             "not_utf8": "UTF-8", "header_only": "no data rows"}[case] in line
     assert not out.exists()
     assert not (run / "eval").exists()
+
+
+def test_evaluate_out_that_is_a_file_exits_2(trained_tiny_run: Path, ag_small: dict[str, Path], tmp_path: Path) -> None:
+    """It refuses an --out that names a file, leaving the file as it was."""
+    out = tmp_path / "taken"
+    out.write_text("mine", encoding="utf-8")
+    r = runner.invoke(app, ["evaluate", str(trained_tiny_run), "--data", str(ag_small["test"]), "--out", str(out)])
+    assert r.exit_code == 2
+    assert "is a file" in one_error_line(r)
+    assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

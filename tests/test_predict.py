@@ -180,3 +180,15 @@ def test_predict_empty_stdin_exits_2(trained_tiny_run: Path) -> None:
     assert r.exit_code == 2
     assert "stdin is empty" in one_error_line(r)
     assert r.stdout == ""
+
+
+def test_predict_output_that_is_a_directory_exits_2(trained_tiny_run: Path, tmp_path: Path) -> None:
+    """It refuses an --output that names a directory, before loading the model, and writes nothing into it."""
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    outdir = tmp_path / "outdir"
+    outdir.mkdir()
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(src), "--output", str(outdir)])
+    assert r.exit_code == 2
+    assert "is a directory" in one_error_line(r)
+    assert list(outdir.iterdir()) == []

@@ -20,6 +20,7 @@ import torch
 
 from .config import DataConfig
 from .data import TextLabels, read_labeled
+from .errors import DataError
 from .io import atomic_write, write_json
 
 PAD_MULTIPLE = 8  # pad lengths to a multiple of 8: fewer distinct shapes, aligned matrix tiles
@@ -271,17 +272,20 @@ def evaluate_run(
 
     Raises:
         CheckpointError: `run_dir` is not a finished run.
-        DataError: the file is missing, unreadable, empty, not UTF-8, lacks a column or has unknown labels.
+        DataError: the file is missing, unreadable, empty, not UTF-8, lacks a column or has unknown labels;
+            `out_dir` is a file.
     """
     from .model import check_run_dir, read_label_names, read_run_config
     from .predict import Classifier
 
     run_dir = check_run_dir(run_dir)
+    out = Path(out_dir) if out_dir is not None else default_eval_dir(run_dir, data_path)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out '{out}' is a file; give a directory for metrics.json, {CONFUSION_FILE} and {ERRORS_FILE}")
     data_cfg = data_config_for(read_run_config(run_dir).data, format, text_columns, label_column)
     data = read_labeled(data_path, data_cfg, read_label_names(run_dir))
     clf = Classifier.from_run_dir(run_dir, device=device, precision=precision, batch_size=batch_size)
     ev = evaluate_data(clf, data, data_path)
-    out = Path(out_dir) if out_dir is not None else default_eval_dir(run_dir, data_path)
     extra = {"run_dir": str(run_dir), "precision": clf.run.precision, "device": str(clf.run.device)}
     return ev, write_evaluation(ev, out, extra)
 

@@ -159,8 +159,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw a run's learning curves to `out` (default RUN_DIR/learning_curves.png).
 
     Raises:
-        RunDirError: the directory has no usable log.jsonl.
+        RunDirError: the directory has no usable log.jsonl, or `out` is a directory.
     """
     train_rows, eval_rows = read_log(run_dir)
+    if out is not None and Path(out).is_dir():
+        raise RunDirError(f"--out '{out}' is a directory; give a file name such as {Path(out) / CURVES_FILE}")
     png = learning_curves_png(train_rows, eval_rows, title=Path(run_dir).resolve().name)
     return write_png(Path(out) if out else Path(run_dir) / CURVES_FILE, png)

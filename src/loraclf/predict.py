@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .errors import DataError
 from .evaluate import data_config_for, run_inference, softmax
 from .io import atomic_write
 from .model import LoadedRun, check_run_dir, load_run, read_run_config
@@ -166,11 +167,13 @@ def predict_file(
 
     Raises:
         CheckpointError: `run_dir` is not a finished run.
-        DataError: the input is missing, empty, not UTF-8, or lacks a text column.
+        DataError: the input is missing, empty, not UTF-8, or lacks a text column; the output is a directory.
     """
     from .data import read_texts
 
     run_dir = check_run_dir(run_dir)
+    if output_path != "-" and Path(output_path).is_dir():
+        raise DataError(f"--output '{output_path}' is a directory; give a file name such as {Path(output_path) / 'submission.csv'}")
     texts = read_texts(input_path, data_config_for(read_run_config(run_dir).data, format, text_columns))
     clf = Classifier.from_run_dir(run_dir, device=device, precision=precision, batch_size=batch_size)
     table = predictions_csv(clf.predict_proba(texts), clf.label_names, label_names, probabilities)

@@ -193,8 +193,12 @@ def build_report(
     Raises:
         CheckpointError: `run_dir` is not a finished run.
         DataError: `data` (or the run's test file) cannot be read or scored.
+        RunDirError: `out` is a directory.
     """
     run_dir = M.check_run_dir(run_dir)
+    path = Path(out) if out is not None else run_dir / REPORT_FILE
+    if path.is_dir():
+        raise RunDirError(f"--out '{path}' is a directory; give a file name such as {path / REPORT_FILE}")
     cfg = M.read_run_config(run_dir)
     label_names = M.read_label_names(run_dir)
     notes: list[str] = []
@@ -224,7 +228,6 @@ def build_report(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
     )
-    path = Path(out) if out is not None else run_dir / REPORT_FILE
     with atomic_write(path) as f:
         f.write(page)
     return ReportResult(path, notes, ev)
