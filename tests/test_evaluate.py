@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from conftest import AG_NAMES, read_ag_rows
 from loraclf.cli import app
 from loraclf.config import DataConfig
+from loraclf.errors import DataError
 from loraclf.evaluate import Evaluation, compute_metrics, data_config_for, default_eval_dir, errors_csv, format_metrics
 
 runner = CliRunner()
@@ -65,6 +66,8 @@ def test_data_config_for_applies_only_given_options() -> None:
     cfg = data_config_for(base, text_columns="title, body", label_column="y")
     assert cfg.text_columns == ["title", "body"] and cfg.label_column == "y" and cfg.format == "auto"
     assert data_config_for(base) == base
+    with pytest.raises(DataError, match="--text-columns is empty"):
+        data_config_for(base, text_columns=" , ")
     assert default_eval_dir("runs/r", "data/test.csv") == Path("runs/r/eval/test")
 
 

@@ -192,3 +192,19 @@ def test_predict_output_that_is_a_directory_exits_2(trained_tiny_run: Path, tmp_
     assert r.exit_code == 2
     assert "is a directory" in one_error_line(r)
     assert list(outdir.iterdir()) == []
+
+
+def test_predict_detects_the_input_format_whatever_the_run_trained_on(trained_tiny_run: Path, tmp_path: Path) -> None:
+    """It reads a .txt input as lines even when the run's config fixes data.format to csv."""
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_tiny_run, run, ignore=shutil.ignore_patterns("eval"))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["format"] = "csv"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    src = tmp_path / "in.txt"
+    src.write_text("text\nsecond line, with a comma\n", encoding="utf-8")
+    r = runner.invoke(app, ["predict", str(run), "--input", str(src)])
+    assert r.exit_code == 0, r.output
+    assert len(read_csv(r.stdout)) == 2  # as CSV it would be one row under a "text" header

@@ -190,7 +190,7 @@ def predict(
     output: str = typer.Option("-", "--output", "-o", help="CSV to write (ID,Label), or - for stdout."),
     label_names: bool = typer.Option(False, "--label-names", help="Write class names instead of class ids in Label."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Add one p_<class> probability column per class."),
-    format: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP + " Stdin is read as txt unless set."),
+    format: Optional[str] = typer.Option(None, "--format", help="Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default auto: from the file name and content; stdin is txt)."),
     text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),

@@ -175,6 +175,9 @@ def data_config_for(
 
     Args:
         text_columns: a list, or one string of comma-separated column names.
+
+    Raises:
+        DataError: `text_columns` names no column.
     """
     changes: dict[str, Any] = {}
     if format is not None:
@@ -182,6 +185,8 @@ def data_config_for(
     if text_columns is not None:
         cols = [c.strip() for c in text_columns.split(",")] if isinstance(text_columns, str) else list(text_columns)
         changes["text_columns"] = [c for c in cols if c]
+        if not changes["text_columns"]:
+            raise DataError("--text-columns is empty; name at least one text column, e.g. --text-columns title,description")
     if label_column is not None:
         changes["label_column"] = label_column
     return dataclasses.replace(run_data, **changes)

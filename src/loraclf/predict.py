@@ -159,7 +159,8 @@ def predict_file(
             (one text per line), or "-" for plain text on stdin (unless `format` says otherwise).
         output_path: the CSV to write, or "-" for stdout.
         label_names, probabilities: see `predictions_csv`.
-        format, text_columns: override the run's data settings for this input.
+        format: the input format (default "auto": detected from the name and content).
+        text_columns: the text column(s) (default: the run's data.text_columns).
         device, precision, batch_size: inference settings.
 
     Returns:
@@ -174,7 +175,9 @@ def predict_file(
     run_dir = check_run_dir(run_dir)
     if output_path != "-" and Path(output_path).is_dir():
         raise DataError(f"--output '{output_path}' is a directory; give a file name such as {Path(output_path) / 'submission.csv'}")
-    texts = read_texts(input_path, data_config_for(read_run_config(run_dir).data, format, text_columns))
+    # The format is detected from the input unless given: new text rarely comes in the training
+    # file's format (stdin is plain text); the text columns are the run's unless given.
+    texts = read_texts(input_path, data_config_for(read_run_config(run_dir).data, format or "auto", text_columns))
     clf = Classifier.from_run_dir(run_dir, device=device, precision=precision, batch_size=batch_size)
     table = predictions_csv(clf.predict_proba(texts), clf.label_names, label_names, probabilities)
     if output_path == "-":
