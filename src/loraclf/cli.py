@@ -240,5 +240,117 @@ def tune(
     typer.echo(f"log: {s['experiment_log']}")
 
 
+# ---------------------------------------------------------------------------------------------
+# evaluate, predict, export, plot, report
+
+
+DEVICE_HELP = "Device for inference: cpu, cuda, cuda:1 ... (default: a GPU when present)."
+PRECISION_HELP = "Inference precision: auto, fp32, bf16 or fp16."
+FORMAT_HELP = "Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default: the run's data.format)."
+TEXT_COLUMNS_HELP = "Text column(s), comma-separated, joined with a space (default: the run's data.text_columns)."
+
+
+@app.command()
+@guarded
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train`."),
+    data: str = typer.Option(..., "--data", help="Labelled file to score (CSV/TSV/JSONL/Parquet/AG News CSV)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default RUN_DIR/eval/<data file stem>)."),
+    format: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (default: the run's data.label_column)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
+) -> None:
+    """Score a trained run on a labelled file: metrics table, metrics.json, confusion matrix, errors CSV."""
+    from .evaluate import evaluate_run, format_metrics
+
+    ev, paths = evaluate_run(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
+                             device=device, precision=precision, batch_size=batch_size)
+    typer.echo(format_metrics(ev.metrics))
+    typer.echo("")
+    typer.echo(f"wrote {paths['metrics']}")
+    typer.echo(f"wrote {paths['confusion_matrix']}")
+    typer.echo(f"wrote {paths['errors']} ({len(ev.errors())} misclassified rows)")
+
+
+@app.command()
+@guarded
+def predict(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train` (or an adapter export)."),
+    input: str = typer.Option(..., "--input", "-i", help="Texts to classify: CSV/TSV/JSONL/Parquet/AG News CSV, .txt (one per line), or - for stdin."),
+    output: str = typer.Option("-", "--output", "-o", help="CSV to write (ID,Label), or - for stdout."),
+    label_names: bool = typer.Option(False, "--label-names", help="Write class names instead of class ids in Label."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Add one p_<class> probability column per class."),
+    format: Optional[str] = typer.Option(None, "--format", help="Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default auto: from the file name and content; stdin is txt)."),
+    text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
+) -> None:
+    """Classify texts with a trained run; predictions in input order, written atomically."""
+    from .predict import predict_file
+
+    n = predict_file(run_dir, input, output, label_names=label_names, probabilities=probabilities, format=format,
+                     text_columns=text_columns, device=device, precision=precision, batch_size=batch_size)
+    if output != "-":
+        typer.echo(f"wrote {n} predictions to {output}", err=True)
+
+
+@app.command()
+@guarded
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train`."),
+    out_dir: Path = typer.Argument(..., help="Directory to create."),
+    merged: bool = typer.Option(False, "--merged", help="Merge LoRA into the base model: a standalone transformers model (pipeline-ready)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR."),
+) -> None:
+    """Export a run: the adapter alone (default) or a merged standalone model (--merged)."""
+    from .export import export_run, human_size
+
+    res = export_run(run_dir, out_dir, merged=merged, overwrite=overwrite)
+    kind = "merged model" if res.merged else "adapter"
+    typer.echo(f"exported {kind} to {res.out_dir}")
+    typer.echo(f"  weights  {human_size(res.weights_bytes)}")
+    typer.echo(f"  total    {human_size(res.size_bytes)} on disk")
+    if res.merged:
+        typer.echo(f'  use: transformers.pipeline("text-classification", model="{res.out_dir}")(texts, truncation=True)')
+
+
+@app.command()
+@guarded
+def plot(
+    run_dir: Path = typer.Argument(..., help="Run directory (finished or still training)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/learning_curves.png)."),
+) -> None:
+    """Draw a run's learning curves (train/val loss, val accuracy against steps) from its log.jsonl."""
+    from .plots import plot_run
+
+    typer.echo(f"wrote {plot_run(run_dir, out)}")
+
+
+@app.command()
+@guarded
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train`."),
+    data: Optional[str] = typer.Option(None, "--data", help="Labelled file to evaluate (default: the run's data.test_file, if any)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default RUN_DIR/report.html)."),
+    format: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (default: the run's data.label_column)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+) -> None:
+    """Write one self-contained HTML page about a run: config, metrics, curves, confusion matrix, errors."""
+    from .report import build_report
+
+    res = build_report(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
+                       device=device, precision=precision)
+    for note in res.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"wrote {res.path}")
+
+
 if __name__ == "__main__":  # `python -m loraclf.cli` (used by the multi-process launcher)
     app()

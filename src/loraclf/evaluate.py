@@ -1,15 +1,27 @@
-"""Scoring: batched inference over token ids, and metrics from logits.
+"""Scoring: batched inference over token ids, metrics from logits, and `loraclf evaluate`.
 
 `run_inference` is shared by training's evaluation, `loraclf evaluate`, `predict` and `serve`:
 length-sorted batches (little padding), `inference_mode`, results back in input order.
+`evaluate_run` scores a labelled file with a trained run and writes metrics.json, a confusion
+matrix picture and a CSV of the misclassified rows.
 """
 from __future__ import annotations
 
 import contextlib
+import csv
+import dataclasses
+import io
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from .config import DataConfig
+from .data import TextLabels, read_labeled
+from .errors import DataError
+from .io import atomic_write, write_json
 
 PAD_MULTIPLE = 8  # pad lengths to a multiple of 8: fewer distinct shapes, aligned matrix tiles
 
@@ -107,3 +119,194 @@ def compute_metrics(logits: np.ndarray, labels: Sequence[int], label_names: Sequ
         },
         "confusion_matrix": confusion_matrix(y, pred, labels=list(range(k))).tolist(),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# `loraclf evaluate`: score a labelled file with a trained run, write metrics, picture and errors.
+
+METRICS_FILE = "metrics.json"
+CONFUSION_FILE = "confusion_matrix.png"
+ERRORS_FILE = "errors.csv"
+EVAL_DIR = "eval"
+
+
+@dataclass
+class Evaluation:
+    """A labelled data set scored by a classifier: inputs, logits and the metrics they give."""
+
+    source: str  # the data file ("-" for stdin)
+    texts: list[str]
+    labels: np.ndarray  # int64 [n]
+    logits: np.ndarray  # float32 [n, k]
+    label_names: list[str]
+    metrics: dict[str, Any]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return softmax(self.logits)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+    def errors(self) -> list[dict[str, Any]]:
+        """Misclassified rows in file order: row (0-based), text, true, predicted, confidence."""
+        probs = self.probabilities
+        pred = self.predictions
+        return [
+            {
+                "row": int(i),
+                "text": self.texts[i],
+                "true": self.label_names[self.labels[i]],
+                "predicted": self.label_names[pred[i]],
+                "confidence": float(probs[i, pred[i]]),
+            }
+            for i in np.flatnonzero(pred != self.labels)
+        ]
+
+
+def data_config_for(
+    run_data: DataConfig,
+    format: str | None = None,
+    text_columns: Sequence[str] | str | None = None,
+    label_column: str | None = None,
+) -> DataConfig:
+    """The run's data settings with the command line's --format/--text-columns/--label-column applied.
+
+    Args:
+        text_columns: a list, or one string of comma-separated column names.
+
+    Raises:
+        DataError: `text_columns` names no column.
+    """
+    changes: dict[str, Any] = {}
+    if format is not None:
+        changes["format"] = format
+    if text_columns is not None:
+        cols = [c.strip() for c in text_columns.split(",")] if isinstance(text_columns, str) else list(text_columns)
+        changes["text_columns"] = [c for c in cols if c]
+        if not changes["text_columns"]:
+            raise DataError("--text-columns is empty; name at least one text column, e.g. --text-columns title,description")
+    if label_column is not None:
+        changes["label_column"] = label_column
+    return dataclasses.replace(run_data, **changes)
+
+
+def evaluate_data(classifier: Any, data: TextLabels, source: str = "") -> Evaluation:
+    """Score labelled texts with a `loraclf.predict.Classifier`.
+
+    Args:
+        classifier: a loaded Classifier (its label set indexes `data.labels`).
+        data: texts and label ids.
+        source: where the data came from (kept for the report).
+
+    Returns:
+        The Evaluation: logits in input order and `compute_metrics` over them.
+    """
+    labels = np.asarray(data.labels if data.labels is not None else [], dtype=np.int64)
+    logits = classifier.logits(data.texts)
+    names = list(classifier.label_names)
+    return Evaluation(source, list(data.texts), labels, logits, names, compute_metrics(logits, labels, names))
+
+
+def default_eval_dir(run_dir: str | Path, data_path: str) -> Path:
+    """RUN_DIR/eval/<data file stem> ("stdin" for standard input)."""
+    stem = "stdin" if data_path == "-" else Path(data_path).stem or "data"
+    return Path(run_dir) / EVAL_DIR / stem
+
+
+def errors_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The misclassified rows as CSV text (header: row,text,true,predicted,confidence)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["row", "text", "true", "predicted", "confidence"], lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "confidence": f"{r['confidence']:.6f}"})
+    return buf.getvalue()
+
+
+def write_evaluation(ev: Evaluation, out_dir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write metrics.json, confusion_matrix.png and errors.csv into `out_dir`.
+
+    Everything is rendered in memory first and each file is written atomically, so a failure
+    leaves no half-written file (and other files already in `out_dir` are left alone).
+
+    Returns:
+        {"metrics": path, "confusion_matrix": path, "errors": path}.
+    """
+    from .plots import confusion_matrix_png, write_png
+
+    out_dir = Path(out_dir)
+    errors = ev.errors()
+    metrics = {**ev.metrics, "label_names": ev.label_names, "data": ev.source, "n_errors": len(errors), **(extra or {})}
+    png = confusion_matrix_png(ev.metrics["confusion_matrix"], ev.label_names, title=f"Confusion matrix: {Path(ev.source).name or 'stdin'}")
+    table = errors_csv(errors)
+    paths = {"metrics": out_dir / METRICS_FILE, "confusion_matrix": out_dir / CONFUSION_FILE, "errors": out_dir / ERRORS_FILE}
+    write_png(paths["confusion_matrix"], png)
+    with atomic_write(paths["errors"]) as f:
+        f.write(table)
+    write_json(paths["metrics"], metrics)  # last: its presence means the evaluation is complete
+    return paths
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    data_path: str,
+    out_dir: str | Path | None = None,
+    *,
+    format: str | None = None,
+    text_columns: Sequence[str] | str | None = None,
+    label_column: str | None = None,
+    device: str | None = None,
+    precision: str = "auto",
+    batch_size: int | None = None,
+) -> tuple[Evaluation, dict[str, Path]]:
+    """Evaluate a trained run on a labelled file and write the results.
+
+    The data is read (and checked) before the model loads, so bad input fails fast.
+
+    Args:
+        run_dir: directory written by `loraclf train`.
+        data_path: labelled CSV/TSV/JSONL/Parquet/AG News file ("-": stdin with an explicit format).
+        out_dir: where to write (default RUN_DIR/eval/<data file stem>).
+        format, text_columns, label_column: override the run's data settings for this file.
+        device, precision, batch_size: inference settings.
+
+    Returns:
+        (the Evaluation, the paths written).
+
+    Raises:
+        CheckpointError: `run_dir` is not a finished run.
+        DataError: the file is missing, unreadable, empty, not UTF-8, lacks a column or has unknown labels;
+            `out_dir` is a file.
+    """
+    from .model import check_run_dir, read_label_names, read_run_config
+    from .predict import Classifier
+
+    run_dir = check_run_dir(run_dir)
+    out = Path(out_dir) if out_dir is not None else default_eval_dir(run_dir, data_path)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out '{out}' is a file; give a directory for metrics.json, {CONFUSION_FILE} and {ERRORS_FILE}")
+    data_cfg = data_config_for(read_run_config(run_dir).data, format, text_columns, label_column)
+    data = read_labeled(data_path, data_cfg, read_label_names(run_dir))
+    clf = Classifier.from_run_dir(run_dir, device=device, precision=precision, batch_size=batch_size)
+    ev = evaluate_data(clf, data, data_path)
+    extra = {"run_dir": str(run_dir), "precision": clf.run.precision, "device": str(clf.run.device)}
+    return ev, write_evaluation(ev, out, extra)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A plain-text summary: accuracy, macro-F1, loss, then one line per class."""
+    names = list(metrics["per_class"])
+    width = max([len(n) for n in names] + [5])
+    lines = [
+        f"accuracy   {metrics['accuracy']:.4f}",
+        f"macro_f1   {metrics['macro_f1']:.4f}",
+        f"loss       {metrics['loss']:.4f}",
+        f"n          {metrics['n']}",
+        "",
+        f"{'class':{width}s}  precision  recall      f1  support",
+    ]
+    for name, m in metrics["per_class"].items():
+        lines.append(f"{name:{width}s}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:6.4f}  {m['support']:7d}")
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""`loraclf predict` and the Classifier API: order, row count, truncation, stdin, options, bad input."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import AG_NAMES, read_ag_rows
+from loraclf.cli import app
+from loraclf.predict import Classifier, predictions_csv
+
+runner = CliRunner()
+LONG = "breaking news " * 3000  # ~6,000 tokens: far past model.max_length (64 in the tiny run)
+
+
+def sample_texts(n: int = 30) -> list[str]:
+    """AG News texts of varied lengths, plus an empty and a very long one in the middle."""
+    texts = [f"{t} {d}" for _, t, d in read_ag_rows("test.csv", n, stride=53)]
+    return texts[:10] + ["", LONG] + texts[10:]
+
+
+@pytest.fixture(scope="module")
+def clf(trained_tiny_run: Path) -> Classifier:
+    return Classifier.from_run_dir(trained_tiny_run, precision="fp32")
+
+
+def read_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def one_error_line(result) -> str:
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python API
+
+
+def test_classifier_batches_return_input_order(clf: Classifier) -> None:
+    """It gives each text the logits it gets alone, although batches are grouped by length."""
+    texts = sample_texts()
+    batched = clf.logits(texts)
+    alone = np.stack([clf.logits([t])[0] for t in texts])
+    assert batched.shape == (len(texts), len(AG_NAMES))
+    assert np.ptp(alone[:, 0]) > 1e-4  # the texts do get different logits, so a reordering would show
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+def test_classifier_truncates_long_and_keeps_empty_texts(clf: Classifier) -> None:
+    """It cuts long texts to model.max_length and classifies empty ones rather than dropping either."""
+    ids = clf.tokenize(["", LONG, "short text"])
+    assert len(ids) == 3 and len(ids[1]) == clf.max_length and 0 < len(ids[0]) <= 2
+    assert len(clf.predict(["", LONG])) == 2
+
+
+def test_classifier_predict_proba_classify_and_names_agree(clf: Classifier) -> None:
+    """It returns probabilities summing to 1 whose argmax is the predicted id, name and score."""
+    texts = sample_texts(8)
+    probs = clf.predict_proba(texts)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    ids = clf.predict_ids(texts)
+    assert ids == probs.argmax(axis=1).tolist()
+    assert clf.predict(texts) == [AG_NAMES[i] for i in ids]
+    out = clf.classify(texts)
+    assert [o["id"] for o in out] == ids and [o["label"] for o in out] == clf.predict(texts)
+    assert [o["score"] for o in out] == pytest.approx(probs.max(axis=1).tolist())
+    assert clf.predict([]) == [] and clf.predict_proba([]).shape == (0, 4)
+
+
+def test_classifier_rejects_a_bare_string(clf: Classifier) -> None:
+    """It refuses a single string (which would be classified character by character)."""
+    with pytest.raises(TypeError, match="list of texts"):
+        clf.predict("one text")
+
+
+def test_predictions_csv_layouts() -> None:
+    """It writes ID,Label with class ids by default, names with label_as_name, and p_<class> columns."""
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    assert predictions_csv(probs, ["neg", "pos"]) == "ID,Label\n0,0\n1,1\n"
+    assert predictions_csv(probs, ["neg", "pos"], label_as_name=True, probabilities=True) == (
+        "ID,Label,p_neg,p_pos\n0,neg,0.900000,0.100000\n1,pos,0.200000,0.800000\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def test_predict_keeps_order_and_row_count(trained_tiny_run: Path, clf: Classifier, tmp_path: Path) -> None:
+    """It writes one row per input row, in input order, including empty and very long texts."""
+    texts = sample_texts()
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t, "other": i}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    out = tmp_path / "sub.csv"
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(src), "--output", str(out), "--probabilities", "--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    rows = read_csv(out.read_text(encoding="utf-8"))
+    assert [int(x["ID"]) for x in rows] == list(range(len(texts)))
+    got = np.array([[float(x[f"p_{n}"]) for n in AG_NAMES] for x in rows])
+    alone = np.stack([clf.predict_proba([t])[0] for t in texts])
+    np.testing.assert_allclose(got, alone, atol=2e-6)
+    assert [int(x["Label"]) for x in rows] == got.argmax(axis=1).tolist()
+
+
+def test_predict_reads_plain_text_from_stdin(trained_tiny_run: Path, clf: Classifier) -> None:
+    """It classifies stdin lines (blank lines included) and prints the CSV to stdout."""
+    texts = ["Stocks rally as rates fall", "", "Team wins the cup final", "New chip doubles battery life"]
+    r = subprocess.run([sys.executable, "-m", "loraclf.cli", "predict", str(trained_tiny_run), "--input", "-", "--label-names"],
+                       input="\n".join(texts) + "\n", capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = read_csv(r.stdout)
+    assert [x["ID"] for x in rows] == ["0", "1", "2", "3"]
+    assert [x["Label"] for x in rows] == clf.predict(texts)
+
+
+def test_predict_stdin_through_clirunner(trained_tiny_run: Path) -> None:
+    """It reads CSV from stdin when --format csv is given."""
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", "-", "--format", "csv"], input="text\nhello\nworld\n")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == "ID,Label" and len(r.stdout.splitlines()) == 3
+
+
+def test_predict_reads_ag_news_and_text_files(trained_tiny_run: Path, ag_small: dict[str, Path], tmp_path: Path) -> None:
+    """It accepts the AG News CSV layout (title + description) and a .txt file, one row per line or record."""
+    out = tmp_path / "a.csv"
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(ag_small["test"]), "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(read_csv(out.read_text())) == 200
+    txt = tmp_path / "t.txt"
+    txt.write_text("one\ntwo\n\nfour\n", encoding="utf-8")
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(txt)])
+    assert r.exit_code == 0, r.output
+    assert len(read_csv(r.stdout)) == 4
+
+
+@pytest.mark.parametrize("case", ["no_text_column", "empty", "not_utf8", "not_a_run", "no_tokenizer", "missing_file"])
+def test_predict_bad_input_exits_2_and_keeps_old_output(case: str, trained_tiny_run: Path, tmp_path: Path) -> None:
+    """It rejects bad input with one line and exit 2, leaving an existing output file untouched."""
+    run = trained_tiny_run
+    src = tmp_path / "in.csv"
+    src.write_text("text\nhello\n", encoding="utf-8")
+    if case == "no_text_column":
+        src.write_text("body,label\nhello,1\n", encoding="utf-8")
+    elif case == "empty":
+        src.write_text("", encoding="utf-8")
+    elif case == "not_utf8":
+        src.write_bytes(b"text\n\xff\xfe bad\n")
+    elif case == "not_a_run":
+        run = tmp_path
+    elif case == "no_tokenizer":
+        run = tmp_path / "run"
+        shutil.copytree(trained_tiny_run, run, ignore=shutil.ignore_patterns("tokenizer", "eval"))
+    elif case == "missing_file":
+        src = tmp_path / "absent.csv"
+    out = tmp_path / "sub.csv"
+    out.write_text("old\n", encoding="utf-8")
+    r = runner.invoke(app, ["predict", str(run), "--input", str(src), "--output", str(out)])
+    assert r.exit_code == 2, r.output
+    line = one_error_line(r)
+    assert {"no_text_column": "text column 'text'", "empty": "empty", "not_utf8": "UTF-8", "not_a_run": "not a finished loraclf run",
+            "no_tokenizer": "tokenizer", "missing_file": "does not exist"}[case] in line
+    assert out.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sub.csv")] == []  # no temp file left
+
+
+def test_predict_empty_stdin_exits_2(trained_tiny_run: Path) -> None:
+    """It rejects empty standard input with one line and prints no CSV."""
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", "-"], input="")
+    assert r.exit_code == 2
+    assert "stdin is empty" in one_error_line(r)
+    assert r.stdout == ""
+
+
+def test_predict_output_that_is_a_directory_exits_2(trained_tiny_run: Path, tmp_path: Path) -> None:
+    """It refuses an --output that names a directory, before loading the model, and writes nothing into it."""
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    outdir = tmp_path / "outdir"
+    outdir.mkdir()
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(src), "--output", str(outdir)])
+    assert r.exit_code == 2
+    assert "is a directory" in one_error_line(r)
+    assert list(outdir.iterdir()) == []
+
+
+def test_predict_detects_the_input_format_whatever_the_run_trained_on(trained_tiny_run: Path, tmp_path: Path) -> None:
+    """It reads a .txt input as lines even when the run's config fixes data.format to csv."""
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_tiny_run, run, ignore=shutil.ignore_patterns("eval"))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["format"] = "csv"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    src = tmp_path / "in.txt"
+    src.write_text("text\nsecond line, with a comma\n", encoding="utf-8")
+    r = runner.invoke(app, ["predict", str(run), "--input", str(src)])
+    assert r.exit_code == 0, r.output
+    assert len(read_csv(r.stdout)) == 2  # as CSV it would be one row under a "text" header
