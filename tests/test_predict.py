@@ -208,3 +208,13 @@ def test_predict_detects_the_input_format_whatever_the_run_trained_on(trained_ti
     r = runner.invoke(app, ["predict", str(run), "--input", str(src)])
     assert r.exit_code == 0, r.output
     assert len(read_csv(r.stdout)) == 2  # as CSV it would be one row under a "text" header
+
+
+@pytest.mark.parametrize("option", [["--precision", "fp8"], ["--device", "gpu"]])
+def test_predict_bad_device_or_precision_exits_2(option: list[str], trained_tiny_run: Path, tmp_path: Path) -> None:
+    """It rejects an unknown precision or device with one line, before reading the input."""
+    out = tmp_path / "sub.csv"
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", "-", "--output", str(out), *option], input="hello\n")
+    assert r.exit_code == 2
+    assert option[1] in one_error_line(r)
+    assert not out.exists()

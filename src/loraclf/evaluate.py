@@ -276,13 +276,15 @@ def evaluate_run(
         (the Evaluation, the paths written).
 
     Raises:
+        ConfigError: unknown device or precision.
         CheckpointError: `run_dir` is not a finished run.
         DataError: the file is missing, unreadable, empty, not UTF-8, lacks a column or has unknown labels;
             `out_dir` is a file.
     """
     from .model import check_run_dir, read_label_names, read_run_config
-    from .predict import Classifier
+    from .predict import Classifier, check_inference_options
 
+    check_inference_options(device, precision)
     run_dir = check_run_dir(run_dir)
     out = Path(out_dir) if out_dir is not None else default_eval_dir(run_dir, data_path)
     if out.exists() and not out.is_dir():

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .evaluate import data_config_for, run_inference, softmax
 from .io import atomic_write
 from .model import LoadedRun, check_run_dir, load_run, read_run_config
@@ -57,9 +57,11 @@ class Classifier:
             base_model: an already loaded base model to attach the adapter to.
 
         Raises:
+            ConfigError: unknown device or precision, or a GPU asked for where there is none.
             CheckpointError: the directory is not a finished run.
             ModelError: the base model or tokenizer cannot be loaded.
         """
+        check_inference_options(device, precision)
         return cls(load_run(run_dir, device=device, precision=precision, base_model=base_model), batch_size)
 
     @property
@@ -97,6 +99,22 @@ class Classifier:
         probs = self.predict_proba(texts)
         ids = probs.argmax(axis=1) if len(probs) else []
         return [{"label": self.label_names[i], "id": int(i), "score": float(probs[n, i])} for n, i in enumerate(ids)]
+
+
+def check_inference_options(device: str | None, precision: str) -> None:
+    """Raise ConfigError for a device or precision inference cannot use (one line, before any loading)."""
+    from .config import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r} is not a precision; use one of {', '.join(PRECISIONS)}")
+    if device is None or device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device!r}: no CUDA GPU is available here; use --device cpu")
 
 
 def _check_texts(texts: Sequence[str]) -> None:
@@ -167,11 +185,13 @@ def predict_file(
         The number of rows predicted.
 
     Raises:
+        ConfigError: unknown device or precision.
         CheckpointError: `run_dir` is not a finished run.
         DataError: the input is missing, empty, not UTF-8, or lacks a text column; the output is a directory.
     """
     from .data import read_texts
 
+    check_inference_options(device, precision)
     run_dir = check_run_dir(run_dir)
     if output_path != "-" and Path(output_path).is_dir():
         raise DataError(f"--output '{output_path}' is a directory; give a file name such as {Path(output_path) / 'submission.csv'}")

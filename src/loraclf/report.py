@@ -191,10 +191,14 @@ def build_report(
         The ReportResult: path written, notes on skipped sections, the Evaluation if any.
 
     Raises:
+        ConfigError: unknown device or precision.
         CheckpointError: `run_dir` is not a finished run.
         DataError: `data` (or the run's test file) cannot be read or scored.
         RunDirError: `out` is a directory.
     """
+    from .predict import check_inference_options
+
+    check_inference_options(device, precision)
     run_dir = M.check_run_dir(run_dir)
     path = Path(out) if out is not None else run_dir / REPORT_FILE
     if path.is_dir():
