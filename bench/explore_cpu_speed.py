@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("LORACLF_AGNEWS", "/work/shared/data/ag_news"))
+DATA = Path(os.environ.get("LORACLF_AGNEWS", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news")))
 OUT_DIR = ROOT / "bench" / "results" / "explore"
 BATCH = 32
 MEGA = 50  # mega-batch = 50 batches (HF uses min(50, n // (4*bs)))

@@ -75,7 +75,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("LORACLF_AGNEWS", "/work/shared/data/ag_news"))
+DEFAULT_DATA = Path(os.environ.get("LORACLF_AGNEWS", str(ROOT.parent / "shared" / "data" / "ag_news")))
 DEFAULT_JSON = ROOT / "bench" / "results" / "train_speed.json"
 
 # The study's configuration (shared by both sides).
