@@ -1,4 +1,4 @@
-"""Tests for loraclf.data: formats, labels, splits, one-line errors, hub failure, batching."""
+"""Tests for loraclf.data: formats, labels, splits, one-line errors, hub failure."""
 from __future__ import annotations
 
 import collections
@@ -19,12 +19,11 @@ from loraclf.data import (
     Splits,
     TextLabels,
     detect_format,
-    length_grouped_batches,
     load_splits,
     read_labeled,
     read_texts,
-    sorted_batches,
 )
+from loraclf.batching import length_grouped_batches
 from loraclf.errors import DataError
 
 AG_DIR = Path(__file__).resolve().parents[2] / "shared/data/ag_news"
@@ -553,50 +552,7 @@ def test_hub_dataset_splits(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.test == TextLabels(["x", "y"], None)
 
 
-# ---------------------------------------------------------------- batching
-
-LENGTHS = [int(x) for x in np.random.default_rng(0).integers(1, 200, size=1234)]
-
-
-def test_grouped_batches_are_a_permutation() -> None:
-    """It uses every index exactly once, in full batches but the last."""
-    batches = length_grouped_batches(LENGTHS, 16, seed=0, epoch=0, mega_batch_factor=4)
-    assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
-    assert sum(len(b) < 16 for b in batches) == 1 and all(0 < len(b) <= 16 for b in batches)
-
-
-def test_grouped_batches_deterministic() -> None:
-    """It returns the same batches for the same seed and epoch."""
-    assert length_grouped_batches(LENGTHS, 16, 5, 2) == length_grouped_batches(LENGTHS, 16, 5, 2)
-
-
-def test_grouped_batches_differ_across_epochs_and_seeds() -> None:
-    """It returns different batches for another epoch or seed."""
-    base = length_grouped_batches(LENGTHS, 16, 5, 2)
-    assert length_grouped_batches(LENGTHS, 16, 5, 3) != base
-    assert length_grouped_batches(LENGTHS, 16, 6, 2) != base
-
-
-def test_grouped_batches_longest_first() -> None:
-    """It puts the batch holding the longest example first."""
-    for epoch in range(5):
-        batches = length_grouped_batches(LENGTHS, 8, 0, epoch, mega_batch_factor=10)
-        assert int(np.argmax(LENGTHS)) in batches[0]
-
-
-def test_grouped_batches_small_inputs() -> None:
-    """It handles no examples and fewer examples than one batch."""
-    assert length_grouped_batches([], 4, 0, 0) == []
-    assert sorted(length_grouped_batches([3, 1, 2], 4, 0, 0)[0]) == [0, 1, 2]
-
-
-def test_batches_reject_bad_batch_size() -> None:
-    """It rejects a batch size below 1."""
-    with pytest.raises(ValueError):
-        length_grouped_batches([1, 2], 0, 0, 0)
-    with pytest.raises(ValueError):
-        sorted_batches([1, 2], 0)
-
+# ---------------------------------------------------------------- batching on real data
 
 @needs_ag
 def test_grouped_batches_cut_padding_on_ag_news(ag_splits: Splits) -> None:
@@ -609,9 +565,3 @@ def test_grouped_batches_cut_padding_on_ag_news(ag_splits: Splits) -> None:
     perm = np.random.default_rng(0).permutation(len(lengths)).tolist()
     random_batches = [perm[i:i + 32] for i in range(0, len(perm), 32)]
     assert waste(length_grouped_batches(lengths, 32, 0, 0)) < 0.2 * waste(random_batches)
-
-
-def test_sorted_batches() -> None:
-    """It sorts indices by length, longest first, ties in input order, and chunks them."""
-    assert sorted_batches([3, 5, 1, 5, 2], 2) == [[1, 3], [0, 4], [2]]
-    assert sorted_batches([], 3) == []

@@ -58,7 +58,7 @@ def test_two_processes_match_one_process(tiny_model: Path, split_files: dict[str
     # The reported validation accuracy equals a recount with the saved adapter on the same file.
     from loraclf.config import DataConfig
     from loraclf.data import read_labeled
-    from loraclf.predict import Classifier
+    from loraclf.inference import Classifier
 
     clf = Classifier.from_run_dir(tmp_path / "two", device="cpu")
     val = read_labeled(str(split_files["val"]), DataConfig(), clf.label_names)

@@ -14,7 +14,9 @@ from conftest import AG_NAMES, read_ag_rows
 from loraclf.cli import app
 from loraclf.config import DataConfig
 from loraclf.errors import DataError
-from loraclf.evaluate import Evaluation, compute_metrics, data_config_for, default_eval_dir, errors_csv, format_metrics
+from loraclf.data import data_config_for
+from loraclf.evaluate import Evaluation, errors_csv
+from loraclf.metrics import compute_metrics, format_metrics
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -68,7 +70,6 @@ def test_data_config_for_applies_only_given_options() -> None:
     assert data_config_for(base) == base
     with pytest.raises(DataError, match="--text-columns is empty"):
         data_config_for(base, text_columns=" , ")
-    assert default_eval_dir("runs/r", "data/test.csv") == Path("runs/r/eval/test")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from conftest import AG_NAMES, REPO, read_ag_rows, write_ag_csv
 from loraclf.cli import app
-from loraclf.predict import Classifier
+from loraclf.inference import Classifier
 
 runner = CliRunner()
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from conftest import AG_NAMES, read_ag_rows
 from loraclf.cli import app
-from loraclf.predict import Classifier, predictions_csv
+from loraclf.inference import Classifier
+from loraclf.predict import predictions_csv
 
 runner = CliRunner()
 LONG = "breaking news " * 3000  # ~6,000 tokens: far past model.max_length (64 in the tiny run)

@@ -16,7 +16,6 @@ import yaml
 from typer.testing import CliRunner
 
 from loraclf.cli import app
-from loraclf.plots import read_log
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -64,16 +63,6 @@ def report_html(trained_tiny_run: Path, tmp_path_factory: pytest.TempPathFactory
 
 # ---------------------------------------------------------------------------------------------
 # Learning curves
-
-
-def test_read_log_keeps_last_row_per_step_and_skips_a_cut_line(tmp_path: Path) -> None:
-    """It sorts rows by step, keeps a resumed run's last row for a step, and ignores a final half-written line."""
-    rows = [{"step": 20, "train_loss": 1.0}, {"step": 10, "train_loss": 1.5}, {"step": 10, "val_loss": 1.2, "val_accuracy": 0.5},
-            {"step": 20, "train_loss": 0.9}]
-    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 30, "train_lo', encoding="utf-8")
-    train, evals = read_log(tmp_path)
-    assert [(r["step"], r["train_loss"]) for r in train] == [(10, 1.5), (20, 0.9)]
-    assert [(r["step"], r["val_accuracy"]) for r in evals] == [(10, 0.5)]
 
 
 def test_plot_writes_learning_curves_png(run: Path) -> None:

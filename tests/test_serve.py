@@ -26,7 +26,7 @@ from conftest import read_ag_rows, write_ag_csv
 from loraclf.cli import app as cli_app
 from loraclf.errors import CheckpointError, ConfigError
 from loraclf.model import load_base_model
-from loraclf.predict import Classifier
+from loraclf.inference import Classifier
 from loraclf.serve import ServeSettings, create_app, is_loopback, parse_run_specs
 
 LORACLF = [sys.executable, "-m", "loraclf.cli"]

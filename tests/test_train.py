@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import SHARED, read_ag_rows, write_ag_csv
 from loraclf.cli import app
-from loraclf.train import epoch_batches, lr_factor
+from loraclf.train import lr_factor
 
 LORACLF = [sys.executable, "-m", "loraclf.cli"]
 QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "train.warmup_steps=2", "train.progress=false", "model.max_length=64"]
@@ -36,17 +36,6 @@ def test_lr_factor_warmup_then_cosine_to_zero() -> None:
     assert lr_factor(100, 10, 100, "cosine") == pytest.approx(0.0, abs=1e-9)
     assert lr_factor(55, 10, 100, "linear") == pytest.approx(0.5)
     assert lr_factor(70, 0, 100, "constant") == 1.0
-
-
-def test_epoch_batches_cover_every_example_once() -> None:
-    """It yields each index once per epoch, deterministically, differently across epochs."""
-    lengths = [(i * 37) % 100 + 1 for i in range(1000)]
-    a = epoch_batches(lengths, 32, 42, 0, True)
-    assert sorted(i for b in a for i in b) == list(range(1000))
-    assert a == epoch_batches(lengths, 32, 42, 0, True)
-    assert a != epoch_batches(lengths, 32, 42, 1, True)
-    r = epoch_batches(lengths, 32, 42, 0, False)
-    assert sorted(i for b in r for i in b) == list(range(1000))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -256,7 +256,7 @@ def test_study_directory_holds_log_best_and_plots(resumed_study: dict[str, Any])
         assert (d / f"{name}.png").stat().st_size > 1000, name
     row = resumed_study["final"][0]
     assert Path(row["run_dir"]) == d / "trials" / "trial-0"
-    from loraclf.predict import Classifier
+    from loraclf.inference import Classifier
 
     assert Classifier.from_run_dir(row["run_dir"]).predict(["team game win"]) in (["sports"], ["business"])
     for col in ("val_loss", "epochs_run", "duration_s", "worker"):

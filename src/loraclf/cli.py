@@ -94,6 +94,7 @@ def train(
     nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs)."),
 ) -> None:
     """Fine-tune a LoRA text classifier and write a run directory."""
+    from .train import resume as resume_run
     from .train import train as run_train
 
     shortcuts = {"model.name": model, "data.train_file": train_file, "data.validation_file": validation_file,
@@ -107,10 +108,7 @@ def train(
                 fail(f"train.batch_size={cfg.train.batch_size} does not split over {nproc} processes; use a multiple of {nproc}")
         raise typer.Exit(relaunch(nproc, sys.argv[1:]))
     if resume is not None:
-        from .config import Config
-
-        cfg = Config()  # replaced by the checkpoint's config inside train()
-        metrics = run_train(cfg, resume, resume=True)
+        metrics = resume_run(resume)  # the checkpoint's config: same data, model and schedule
         run_dir = resume
     else:
         cfg = build_config(config, overrides or [], shortcuts)
@@ -264,7 +262,8 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
 ) -> None:
     """Score a trained run on a labelled file: metrics table, metrics.json, confusion matrix, errors CSV."""
-    from .evaluate import evaluate_run, format_metrics
+    from .evaluate import evaluate_run
+    from .metrics import format_metrics
 
     ev, paths = evaluate_run(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
                              device=device, precision=precision, batch_size=batch_size)

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import sys
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -519,64 +520,30 @@ def _load_hub(cfg: DataConfig, seed: int) -> Splits:
     return _assemble(pool, val, test, names, cfg, seed, train.source)
 
 
-# ---------------------------------------------------------------- batching
+# ---------------------------------------------------------------- command-line overrides
 
-def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
-                           mega_batch_factor: int = 50) -> list[list[int]]:
-    """Training batches of similar-length examples, shuffled, reproducible per (seed, epoch).
-
-    Indices are shuffled, cut into mega-batches of `batch_size * mega_batch_factor`, each sorted
-    by length (longest first) and chunked, so a batch pads to a near neighbour's length instead of
-    the longest text in the data; the batch order is then shuffled again.
-
-    Args:
-        lengths: length (e.g. token count) of each example.
-        batch_size: examples per batch (the last batch may be short).
-        seed: run seed.
-        epoch: epoch number; each epoch gets a different but reproducible order.
-        mega_batch_factor: batches per sorting window (bigger: less padding, less randomness).
-
-    Returns:
-        Batches of indices; every index appears exactly once and the first batch holds the
-        longest example, so an out-of-memory error shows up at step 1, not hours later.
-
-    Raises:
-        ValueError: batch_size or mega_batch_factor below 1.
-    """
-    if batch_size < 1 or mega_batch_factor < 1:
-        raise ValueError(f"batch_size ({batch_size}) and mega_batch_factor ({mega_batch_factor}) must be >= 1")
-    if not lengths:
-        return []
-    lens = np.asarray(lengths)
-    rng = np.random.default_rng([seed, epoch])
-    perm = rng.permutation(len(lens))
-    mega = batch_size * mega_batch_factor
-    batches: list[list[int]] = []
-    for start in range(0, len(perm), mega):
-        chunk = perm[start:start + mega]
-        chunk = chunk[np.argsort(-lens[chunk], kind="stable")]
-        batches.extend(chunk[j:j + batch_size].tolist() for j in range(0, len(chunk), batch_size))
-    batches = [batches[k] for k in rng.permutation(len(batches))]
-    longest = int(np.argmax(lens))
-    first = next(k for k, b in enumerate(batches) if longest in b)
-    batches[0], batches[first] = batches[first], batches[0]
-    return batches
-
-
-def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Inference batches: indices sorted by length, longest first (stable), chunked.
+def data_config_for(
+    run_data: DataConfig,
+    format: str | None = None,
+    text_columns: Sequence[str] | str | None = None,
+    label_column: str | None = None,
+) -> DataConfig:
+    """The run's data settings with the command line's --format/--text-columns/--label-column applied.
 
     Args:
-        lengths: length of each example.
-        batch_size: examples per batch (the last batch may be short).
-
-    Returns:
-        Batches of indices; the caller puts predictions back in input order.
+        text_columns: a list, or one string of comma-separated column names.
 
     Raises:
-        ValueError: batch_size below 1.
+        DataError: `text_columns` names no column.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size ({batch_size}) must be >= 1")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # sorted() is stable
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    changes: dict[str, Any] = {}
+    if format is not None:
+        changes["format"] = format
+    if text_columns is not None:
+        cols = [c.strip() for c in text_columns.split(",")] if isinstance(text_columns, str) else list(text_columns)
+        changes["text_columns"] = [c for c in cols if c]
+        if not changes["text_columns"]:
+            raise DataError("--text-columns is empty; name at least one text column, e.g. --text-columns title,description")
+    if label_column is not None:
+        changes["label_column"] = label_column
+    return dataclasses.replace(run_data, **changes)

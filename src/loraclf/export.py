@@ -18,12 +18,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import model as M
 from .errors import RunDirError
 from .io import atomic_dir, write_json
+from .rundir import ADAPTER_DIR, CONFIG_FILE, LABELS_FILE, METRICS_FILE, TOKENIZER_DIR, RunDir
 
 EXPORT_INFO = "loraclf_export.json"
-ADAPTER_COPY = (M.ADAPTER_DIR, M.TOKENIZER_DIR, M.LABELS_FILE, M.CONFIG_FILE, "metrics.json")
+ADAPTER_COPY = (ADAPTER_DIR, TOKENIZER_DIR, LABELS_FILE, CONFIG_FILE, METRICS_FILE)
 
 
 @dataclass
@@ -66,21 +66,21 @@ def _export_adapter(run_dir: Path, tmp: Path) -> int:
             shutil.copytree(src, tmp / name)
         elif src.is_file():
             shutil.copy2(src, tmp / name)
-    return dir_size(tmp / M.ADAPTER_DIR)
+    return dir_size(tmp / ADAPTER_DIR)
 
 
-def _export_merged(run_dir: Path, tmp: Path) -> int:
+def _export_merged(run: RunDir, tmp: Path) -> int:
     # fp32 on CPU: the merged weights must reproduce the adapter model's logits (to ~1e-6), and
     # the export must not depend on which accelerator this machine happens to have.
-    run = M.load_run(run_dir, device="cpu", precision="fp32")
-    merged = run.model.merge_and_unload()  # LoRA folded into the linears; modules_to_save head kept
-    names = run.label_names
+    loaded = run.load(device="cpu", precision="fp32")
+    merged = loaded.model.merge_and_unload()  # LoRA folded into the linears; modules_to_save head kept
+    names = loaded.label_names
     merged.config.id2label = {i: n for i, n in enumerate(names)}
     merged.config.label2id = {n: i for i, n in enumerate(names)}
     merged.config.num_labels = len(names)
     merged.save_pretrained(str(tmp))
-    tok = run.tokenizer
-    tok.model_max_length = run.config.model.max_length  # where `truncation=True` cuts, as in training
+    tok = loaded.tokenizer
+    tok.model_max_length = loaded.config.model.max_length  # where `truncation=True` cuts, as in training
     tok.save_pretrained(str(tmp))
     return sum(p.stat().st_size for p in tmp.glob("*.safetensors"))
 
@@ -103,14 +103,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path, merged: bool = False, o
         RunDirError: `out_dir` exists (without `overwrite`) or overlaps `run_dir`.
         ModelError: the base model named in the run's config cannot be loaded (merged only).
     """
-    run_dir = M.check_run_dir(run_dir)
+    run = RunDir(run_dir).check_loadable()
+    run_dir = run.path
     out_dir = Path(out_dir)
     _check_target(run_dir, out_dir, overwrite)
-    names = M.read_label_names(run_dir)
-    cfg = M.read_run_config(run_dir)
+    names = run.label_names()
+    cfg = run.read_config()
     with atomic_dir(out_dir) as tmp:
-        weights = _export_merged(run_dir, tmp) if merged else _export_adapter(run_dir, tmp)
-        write_json(tmp / M.LABELS_FILE, {"label_names": names})
+        weights = _export_merged(run, tmp) if merged else _export_adapter(run_dir, tmp)
+        RunDir(tmp).write_labels(names)
         write_json(
             tmp / EXPORT_INFO,
             {

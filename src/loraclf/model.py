@@ -1,8 +1,6 @@
-"""Encoder + LoRA: load the tokenizer and base model, wrap it with PEFT, and load trained runs back.
+"""Encoder + LoRA: devices and precision, the tokenizer and base model, PEFT adapters on top.
 
-A run directory holds everything needed to rebuild the classifier:
-`adapter/` (PEFT adapter with the trained classification head, safetensors), `tokenizer/`,
-`labels.json` and the resolved `config.yaml`. The base model itself is referenced by name.
+Loading a *trained* run back is `loraclf.rundir.RunDir.load`; this module knows models, not files.
 """
 from __future__ import annotations
 
@@ -10,20 +8,13 @@ import functools
 import logging
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import Config, LoraConfig, ModelConfig, config_from_dict
+from .config import LoraConfig, ModelConfig
 from .errors import CheckpointError, ModelError
-from .io import read_json
-
-ADAPTER_DIR = "adapter"
-TOKENIZER_DIR = "tokenizer"
-LABELS_FILE = "labels.json"
-CONFIG_FILE = "config.yaml"
 
 # Heads that AutoModelForSequenceClassification creates fresh: they must train and be saved with
 # the adapter (PEFT's `modules_to_save`), or a reloaded model would get a new random head.
@@ -174,96 +165,6 @@ def load_trainable_state_dict(model: torch.nn.Module, state: dict[str, torch.Ten
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))
-
-
-# ---------------------------------------------------------------------------------------------
-# Trained runs
-
-
-@dataclass
-class LoadedRun:
-    """A trained classifier ready for inference."""
-
-    run_dir: Path
-    config: Config
-    model: Any  # PeftModel in eval mode
-    tokenizer: Any
-    label_names: list[str]
-    device: torch.device
-    precision: str
-
-
-def check_run_dir(run_dir: str | Path) -> Path:
-    """Raise CheckpointError unless `run_dir` holds a finished run (adapter, tokenizer, labels, config)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory '{run_dir}' does not exist; pass the --out directory of a `loraclf train` run")
-    needed = {
-        CONFIG_FILE: "config",
-        LABELS_FILE: "label names",
-        f"{ADAPTER_DIR}/adapter_config.json": "adapter",
-        TOKENIZER_DIR: "tokenizer",
-    }
-    for rel, what in needed.items():
-        if not (run_dir / rel).exists():
-            raise CheckpointError(
-                f"'{run_dir}' is not a finished loraclf run: its {what} ({rel}) is missing; "
-                "train it to the end (or resume it with `loraclf train --resume`)"
-            )
-    return run_dir
-
-
-def read_run_config(run_dir: str | Path) -> Config:
-    from .config import read_yaml
-
-    return config_from_dict(read_yaml(Path(run_dir) / CONFIG_FILE))
-
-
-def read_label_names(run_dir: str | Path) -> list[str]:
-    try:
-        names = read_json(Path(run_dir) / LABELS_FILE)["label_names"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"'{Path(run_dir) / LABELS_FILE}' is unreadable; the run directory is damaged, retrain it") from None
-    return [str(n) for n in names]
-
-
-def load_run(
-    run_dir: str | Path,
-    device: str | None = None,
-    precision: str = "auto",
-    base_model: torch.nn.Module | None = None,
-) -> LoadedRun:
-    """Load a trained run for inference.
-
-    Args:
-        run_dir: directory written by `loraclf train`.
-        device: "cpu", "cuda", ... (default: a GPU when present).
-        precision: "auto", "fp32", "bf16" or "fp16" for inference.
-        base_model: an already loaded base model to attach the adapter to (serving shares one).
-    Raises:
-        CheckpointError: the directory is not a finished run.
-        ModelError: the base model or tokenizer cannot be loaded.
-    """
-    from peft import PeftModel
-
-    run_dir = check_run_dir(run_dir)
-    cfg = read_run_config(run_dir)
-    label_names = read_label_names(run_dir)
-    tokenizer = load_tokenizer(str(run_dir / TOKENIZER_DIR))
-    base = base_model if base_model is not None else load_base_model(cfg.model, label_names)
-    try:
-        model = PeftModel.from_pretrained(base, str(run_dir / ADAPTER_DIR), is_trainable=False)
-    except Exception as e:
-        raise CheckpointError(f"cannot load the adapter in '{run_dir / ADAPTER_DIR}': {str(e).splitlines()[0][:200]}; retrain the run") from None
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    model.to(dev)
-    model.eval()
-    return LoadedRun(run_dir, cfg, model, tokenizer, label_names, dev, prec)
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def silence_fork_warning() -> None:

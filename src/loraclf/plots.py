@@ -7,15 +7,13 @@ failure while drawing never leaves a half-written file.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import RunDirError
 from .io import atomic_write
+from .rundir import CURVES_FILE, RunDir
 
-LOG_FILE = "log.jsonl"  # same name train.py writes
-CURVES_FILE = "learning_curves.png"
 DPI = 110  # ~1000 px wide figures: sharp in a report, small as base64 (tens of kB)
 
 
@@ -36,52 +34,6 @@ def _png(fig: Any) -> bytes:
     finally:
         plt.close(fig)  # pyplot keeps every figure alive until closed
     return buf.getvalue()
-
-
-def read_log(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The train rows and the eval rows of a run's log.jsonl, each sorted by step.
-
-    A resumed run may have logged a step twice; the last row for a step wins.
-
-    Args:
-        run_dir: a run directory (finished or not) holding log.jsonl.
-
-    Returns:
-        (train rows with step and train_loss, eval rows with step and val_* fields).
-
-    Raises:
-        RunDirError: no log.jsonl, an unreadable line, or no rows at all.
-    """
-    path = Path(run_dir) / LOG_FILE
-    if not Path(run_dir).is_dir():
-        raise RunDirError(f"run directory '{run_dir}' does not exist; pass the --out directory of a `loraclf train` run")
-    if not path.is_file():
-        raise RunDirError(f"'{run_dir}' has no {LOG_FILE}; it is not a loraclf run directory (or training never started)")
-    train: dict[int, dict[str, Any]] = {}
-    evals: dict[int, dict[str, Any]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunDirError(f"cannot read '{path}' ({type(e).__name__}); the run directory is damaged") from None
-    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if lineno == last:
-                continue  # a line cut off by a crash mid-write: the rows before it are still good
-            raise RunDirError(f"'{path}' line {lineno} is not JSON; the log is damaged") from None
-        if not isinstance(row, dict) or "step" not in row:
-            continue
-        if "train_loss" in row:
-            train[int(row["step"])] = row
-        if "val_loss" in row or "val_accuracy" in row:
-            evals[int(row["step"])] = row
-    if not train and not evals:
-        raise RunDirError(f"'{path}' has no training or evaluation rows yet; plot it once training has logged a step")
-    return [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]
 
 
 def learning_curves_png(train_rows: Sequence[dict[str, Any]], eval_rows: Sequence[dict[str, Any]], title: str = "") -> bytes:
@@ -161,7 +113,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     Raises:
         RunDirError: the directory has no usable log.jsonl, or `out` is a directory.
     """
-    train_rows, eval_rows = read_log(run_dir)
+    train_rows, eval_rows = RunDir(run_dir).read_log()
     if out is not None and Path(out).is_dir():
         raise RunDirError(f"--out '{out}' is a directory; give a file name such as {Path(out) / CURVES_FILE}")
     png = learning_curves_png(train_rows, eval_rows, title=Path(run_dir).resolve().name)

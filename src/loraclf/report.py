@@ -18,11 +18,10 @@ from typing import Any, Sequence
 
 import yaml
 
-from . import model as M
 from .errors import RunDirError
-from .io import atomic_write, read_json
+from .io import atomic_write
+from .rundir import REPORT_FILE, RunDir
 
-REPORT_FILE = "report.html"
 ERROR_SAMPLE = 20  # misclassified rows shown: enough to see patterns, short enough to read
 TEXT_LIMIT = 300  # characters of each error's text shown
 
@@ -114,10 +113,10 @@ def _training_section(metrics: dict[str, Any] | None, label_names: list[str], no
 
 
 def _curves_section(run_dir: Path, notes: list[str]) -> str:
-    from .plots import learning_curves_png, read_log
+    from .plots import learning_curves_png
 
     try:
-        train_rows, eval_rows = read_log(run_dir)
+        train_rows, eval_rows = RunDir(run_dir).read_log()
     except RunDirError as e:
         notes.append(f"no learning curves: {e}")
         return _note(notes[-1])
@@ -147,9 +146,9 @@ def _evaluation_section(ev: Any) -> str:
 def _evaluate(run_dir: Path, cfg: Any, label_names: list[str], data: str | None, overrides: dict[str, Any],
               device: str | None, precision: str, notes: list[str]) -> Any:
     """Score `data` (or the run's test file); None with a note when there is nothing to score."""
-    from .data import read_labeled
-    from .evaluate import data_config_for, evaluate_data
-    from .predict import Classifier
+    from .data import data_config_for, read_labeled
+    from .evaluate import evaluate_data
+    from .inference import Classifier
 
     path = data
     if path is None:
@@ -196,18 +195,18 @@ def build_report(
         DataError: `data` (or the run's test file) cannot be read or scored.
         RunDirError: `out` is a directory.
     """
-    from .predict import check_inference_options
+    from .inference import check_inference_options
 
     check_inference_options(device, precision)
-    run_dir = M.check_run_dir(run_dir)
+    run = RunDir(run_dir).check_loadable()
+    run_dir = run.path
     path = Path(out) if out is not None else run_dir / REPORT_FILE
     if path.is_dir():
         raise RunDirError(f"--out '{path}' is a directory; give a file name such as {path / REPORT_FILE}")
-    cfg = M.read_run_config(run_dir)
-    label_names = M.read_label_names(run_dir)
+    cfg = run.read_config()
+    label_names = run.label_names()
     notes: list[str] = []
-    metrics_path = run_dir / "metrics.json"
-    metrics = read_json(metrics_path) if metrics_path.is_file() else None
+    metrics = run.read_metrics()
     overrides = {"format": format, "text_columns": text_columns, "label_column": label_column}
     ev = _evaluate(run_dir, cfg, label_names, data, overrides, device, precision, notes)
     eval_html = _evaluation_section(ev) if ev is not None else _note(notes[-1])

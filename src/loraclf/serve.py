@@ -49,11 +49,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import ConfigError, LoraclfError, ModelError
-from .model import (
-    ADAPTER_DIR, TOKENIZER_DIR, LoadedRun, check_run_dir, load_base_model, load_tokenizer, read_label_names,
-    read_run_config, resolve_device, resolve_precision,
-)
-from .predict import Classifier
+from .inference import Classifier
+from .model import load_base_model, load_tokenizer, resolve_device, resolve_precision
+from .rundir import LoadedRun, RunDir
 
 # uvicorn configures this logger, so our start-up and warning lines appear beside its own.
 log = logging.getLogger("uvicorn.error")
@@ -136,7 +134,7 @@ def parse_run_specs(items: Sequence[str | Path | tuple[str, str | Path]]) -> lis
             raise ConfigError(f"serve: adapter name '{name}' (from '{item}') must be 1-64 letters, digits, '.', '_' or '-'; name it with NAME=RUN_DIR")
         if any(name == n for n, _ in specs):
             raise ConfigError(f"serve: adapter name '{name}' is given twice; name one of them with NAME=RUN_DIR")
-        specs.append((name, check_run_dir(path)))
+        specs.append((name, RunDir(path).check_loadable().path))
     return specs
 
 
@@ -230,10 +228,10 @@ def load_adapters(specs: Sequence[tuple[str, Path]], settings: ServeSettings, lo
     groups: dict[str, BaseGroup] = {}
     adapters: dict[str, Adapter] = {}
     for i, (name, run_dir) in enumerate(specs):
-        cfg = read_run_config(run_dir)
-        labels = read_label_names(run_dir)
-        tokenizer = load_tokenizer(str(run_dir / TOKENIZER_DIR))
-        key, adapter_dir = f"adapter{i}", run_dir / ADAPTER_DIR
+        run = RunDir(run_dir)
+        cfg, labels = run.read_config(), run.label_names()
+        tokenizer = load_tokenizer(str(run.tokenizer_dir))
+        key, adapter_dir = f"adapter{i}", run.adapter_dir
         # A run that trained the base model's biases (lora.bias != none) changes the base itself: it gets its own.
         share = cfg.model.name if cfg.lora.bias == "none" else f"{cfg.model.name} ({name}: lora.bias={cfg.lora.bias})"
         group = groups.get(share)
@@ -250,8 +248,8 @@ def load_adapters(specs: Sequence[tuple[str, Path]], settings: ServeSettings, lo
         except Exception as e:  # PEFT raises ValueError/RuntimeError/KeyError for damaged or mismatched adapters
             raise ModelError(f"cannot load the adapter in '{adapter_dir}' onto base model '{cfg.model.name}': "
                              f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}; retrain the run or serve it alone") from None
-        run = LoadedRun(run_dir, cfg, group.model, tokenizer, labels, dev, prec)
-        adapters[name] = Adapter(name, key, Classifier(run, settings.inference_batch_size), group)
+        loaded = LoadedRun(run_dir, cfg, group.model, tokenizer, labels, dev, prec)
+        adapters[name] = Adapter(name, key, Classifier(loaded, settings.inference_batch_size), group)
     for group in groups.values():
         group.model.to(dev)
         group.model.eval()

@@ -32,6 +32,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from .batching import TokenCache, steps_per_epoch
 from .config import Config, SearchParam, config_from_dict, set_dotted
 from .data import Splits, load_splits, read_labeled
 from .errors import ConfigError, LoraclfError
@@ -238,8 +239,7 @@ def make_pruner(tune: Any, first_eval_step: int) -> Any:
 
 def eval_interval(train_cfg: Any, n_train: int, points_per_epoch: int) -> int:
     """Optimizer steps between evaluations so an epoch (or max_steps, if shorter) has `points_per_epoch`."""
-    batches = -(-n_train // train_cfg.batch_size)
-    per_epoch = -(-batches // train_cfg.grad_accum)
+    per_epoch = steps_per_epoch(n_train, train_cfg.batch_size, train_cfg.grad_accum)
     span = min(per_epoch, train_cfg.max_steps) if train_cfg.max_steps else per_epoch
     return max(1, -(-span // max(1, points_per_epoch)))
 
@@ -354,6 +354,7 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = _say) ->
     params = check_space_values(cfg)
     splits = splits or load_splits(cfg.data, cfg.train.seed)
     splits = dataclasses.replace(splits, test=None)  # trials are chosen on validation; the test set stays unseen
+    token_cache = TokenCache()  # trials with the same tokenizer and max_length tokenize once
     n_train = len(splits.train.texts)
     study_dir = Path(job.study_dir)
     study = open_study(cfg, make_storage(job.storage, cfg.tune), params, eval_interval(cfg.train, n_train, cfg.tune.eval_points_per_epoch))
@@ -390,7 +391,7 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = _say) ->
                 raise optuna.TrialPruned(f"pruned at step {step} with val_accuracy {m['val_accuracy']:.4f}")
 
         try:
-            metrics = train(tcfg, run_dir, overwrite=True, on_eval=on_eval, splits=splits)
+            metrics = train(tcfg, run_dir, overwrite=True, on_eval=on_eval, splits=splits, token_cache=token_cache)
             for k in ("val_accuracy", "val_loss", "epochs_run", "global_step"):
                 trial.set_user_attr("steps_run" if k == "global_step" else k, metrics[k])
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -602,7 +603,9 @@ def train_best(cfg: Config, study_dir: Path, say: Say = _say) -> dict[str, Any]:
     Raises:
         LoraclfError: no test split, bad data.
     """
-    from .predict import Classifier
+    from .inference import Classifier
+    from .metrics import compute_metrics, softmax
+    from .predict import predictions_csv, write_predictions
     from .train import train
 
     run_dir = study_dir / "best"
@@ -614,18 +617,16 @@ def train_best(cfg: Config, study_dir: Path, say: Say = _say) -> dict[str, Any]:
     if test is None:
         raise ConfigError("--train-best needs a test split; pass --test-file (or data.test_file)")
     clf = Classifier.from_run_dir(run_dir)
-    ids = clf.predict_ids(test.texts)
+    logits = clf.logits(test.texts)
+    names = clf.label_names
     del clf
     release_memory()
     path = study_dir / "submission.csv"
-    with atomic_write(path) as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["ID", "Label"])
-        w.writerows(enumerate(ids))
-    out: dict[str, Any] = {"best_run_dir": str(run_dir), "submission": str(path), "test_rows": len(ids),
+    write_predictions(path, predictions_csv(softmax(logits), names))
+    out: dict[str, Any] = {"best_run_dir": str(run_dir), "submission": str(path), "test_rows": len(logits),
                            "best_val_accuracy_retrained": metrics["val_accuracy"]}
     if test.labels is not None:
-        out["test_accuracy"] = float(np.mean(np.asarray(ids) == np.asarray(test.labels)))
+        out["test_accuracy"] = compute_metrics(logits, test.labels, names)["accuracy"]
     return out
 
 

@@ -1,0 +1,133 @@
+"""Tests for loraclf.batching: tokenize + cache, padding, training and inference batches."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from loraclf.batching import (TokenCache, epoch_batches, inference_batches, length_grouped_batches, pad_batch,
+                              process_slice, steps_per_epoch)
+
+LENGTHS = [int(x) for x in np.random.default_rng(0).integers(1, 200, size=1234)]
+
+
+def test_grouped_batches_are_a_permutation() -> None:
+    """It uses every index exactly once, in full batches but the last."""
+    batches = length_grouped_batches(LENGTHS, 16, seed=0, epoch=0, mega_batch_factor=4)
+    assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
+    assert sum(len(b) < 16 for b in batches) == 1 and all(0 < len(b) <= 16 for b in batches)
+
+
+def test_grouped_batches_deterministic() -> None:
+    """It returns the same batches for the same seed and epoch."""
+    assert length_grouped_batches(LENGTHS, 16, 5, 2) == length_grouped_batches(LENGTHS, 16, 5, 2)
+
+
+def test_grouped_batches_differ_across_epochs_and_seeds() -> None:
+    """It returns different batches for another epoch or seed."""
+    base = length_grouped_batches(LENGTHS, 16, 5, 2)
+    assert length_grouped_batches(LENGTHS, 16, 5, 3) != base
+    assert length_grouped_batches(LENGTHS, 16, 6, 2) != base
+
+
+def test_grouped_batches_longest_first() -> None:
+    """It puts the batch holding the longest example first."""
+    for epoch in range(5):
+        batches = length_grouped_batches(LENGTHS, 8, 0, epoch, mega_batch_factor=10)
+        assert int(np.argmax(LENGTHS)) in batches[0]
+
+
+def test_grouped_batches_small_inputs() -> None:
+    """It handles no examples and fewer examples than one batch."""
+    assert length_grouped_batches([], 4, 0, 0) == []
+    assert sorted(length_grouped_batches([3, 1, 2], 4, 0, 0)[0]) == [0, 1, 2]
+
+
+def test_batches_reject_bad_batch_size() -> None:
+    """It rejects a batch size below 1."""
+    with pytest.raises(ValueError):
+        length_grouped_batches([1, 2], 0, 0, 0)
+    with pytest.raises(ValueError):
+        inference_batches([1, 2], 0)
+
+
+
+def test_epoch_batches_cover_every_example_once() -> None:
+    """It gives every example once per epoch, grouped or random, and the same batches for the same epoch."""
+    lengths = list(range(1, 101))
+    a = epoch_batches(lengths, 32, 42, 0, True)
+    assert sorted(i for b in a for i in b) == list(range(100))
+    assert a == epoch_batches(lengths, 32, 42, 0, True)
+    assert a != epoch_batches(lengths, 32, 42, 1, True)
+    r = epoch_batches(lengths, 32, 42, 0, False)
+    assert sorted(i for b in r for i in b) == list(range(100)) and r != a
+
+
+def test_inference_batches_sorted_longest_first() -> None:
+    """It sorts indices by length, longest first, ties in input order, and chunks them."""
+    assert inference_batches([3, 5, 1, 5, 2], 2) == [[1, 3], [0, 4], [2]]
+    assert inference_batches([], 3) == []
+
+
+def test_inference_batches_keep_to_the_token_budget() -> None:
+    """It packs more short rows than long ones into a batch, never over the budget unless a row alone is."""
+    lengths = [int(x) for x in np.random.default_rng(1).integers(1, 300, size=500)] + [3000]
+    batches = inference_batches(lengths, 64, max_tokens=2048)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        padded = len(b) * max(lengths[i] for i in b)
+        assert len(b) <= 64 and (padded <= 2048 or len(b) == 1)
+    assert len(batches[0]) == 1 and lengths[batches[0][0]] == 3000  # over the budget alone
+    assert len(batches[-1]) > len(batches[1])  # short rows share bigger batches
+
+
+def test_steps_per_epoch_counts_the_short_last_step() -> None:
+    """It counts optimizer steps, a short last batch and a short last accumulation included."""
+    assert steps_per_epoch(100, 32, 1) == 4
+    assert steps_per_epoch(100, 32, 2) == 2
+    assert steps_per_epoch(128, 32, 3) == 2
+    assert steps_per_epoch(1, 32, 1) == 1
+
+
+def test_process_slices_partition_a_global_batch() -> None:
+    """It splits full and short global batches over processes so every row lands on exactly one."""
+    full, short = list(range(10, 18)), [1, 2, 3, 4, 5]
+    for batch in (full, short):
+        parts = [process_slice(batch, 8, r, 2) for r in range(2)]
+        assert sorted(parts[0] + parts[1]) == sorted(batch)
+    assert process_slice(full, 8, 1, 2) == [14, 15, 16, 17]
+
+
+def test_pad_batch_rounds_width_and_masks_padding() -> None:
+    """It right-pads to a multiple of 8 and marks real tokens in the attention mask."""
+    out = pad_batch([[5, 6, 7], [9]], pad_id=1)
+    assert out["input_ids"].shape == (2, 8)
+    assert out["input_ids"][1].tolist() == [9] + [1] * 7
+    assert out["attention_mask"].sum(dim=1).tolist() == [3, 1]
+    assert pad_batch([[5, 6, 7]], 0, pad_multiple=1)["input_ids"].shape == (1, 3)
+
+
+class _CountingTokenizer:
+    name_or_path = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __len__(self) -> int:
+        return 100
+
+    def __call__(self, texts, truncation, max_length, padding):  # noqa: ANN001 - a tokenizer's signature
+        self.calls += 1
+        return {"input_ids": [[len(t)] * min(len(t), max_length) for t in texts]}
+
+
+def test_token_cache_reuses_and_bounds_entries() -> None:
+    """It tokenizes the same texts once, keys on max_length, and drops the oldest entry past its size."""
+    tok, cache = _CountingTokenizer(), TokenCache(max_entries=2)
+    a = cache.tokenize(tok, ["abc", "de"], 8)
+    assert cache.tokenize(tok, ["abc", "de"], 8) is a and tok.calls == 1
+    assert cache.tokenize(tok, ["abc", "de"], 2) == [[3, 3], [2, 2]] and tok.calls == 2
+    cache.tokenize(tok, ["x"], 8)
+    assert len(cache) == 2
+    cache.tokenize(tok, ["abc", "de"], 8)
+    assert tok.calls == 4  # the first entry was dropped
