@@ -119,7 +119,8 @@ def train(
 
 
 def _print_metrics(metrics: dict[str, Any], run_dir: Path) -> None:
-    keys = ["val_accuracy", "val_macro_f1", "val_loss", "test_accuracy", "test_macro_f1", "trainable_params", "train_seconds", "train_samples_per_s", "peak_memory_mb"]
+    keys = ["val_accuracy", "val_macro_f1", "val_loss", "best_step", "global_step", "stopped_early", "test_accuracy", "test_macro_f1",
+            "trainable_params", "train_seconds", "train_samples_per_s", "peak_memory_mb"]
     typer.echo(f"run: {run_dir}")
     for k in keys:
         if k in metrics:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +33,7 @@ from ..inference import autocast_context, run_inference
 from ..metrics import compute_metrics
 from ..rundir import RunDir
 from .checkpoint import LoopState, load_checkpoint, save_checkpoint, set_rng_state
+from .console import describe_run
 from .optim import make_optimizer
 
 # Called after every evaluation with (global_step, metrics); tune uses it to report and prune.
@@ -56,8 +58,9 @@ class TrainRecipe:
 
     def __init__(self, cfg: Config, run_dir: str | Path | None = None, *, overwrite: bool = False,
                  on_eval: EvalCallback | None = None, splits: Splits | None = None,
-                 token_cache: TokenCache | None = None) -> None:
+                 token_cache: TokenCache | None = None, console: bool = True) -> None:
         self.cfg = cfg
+        self.console = console  # the data/model/schedule block and one line per evaluation, on stderr
         self.run = RunDir(run_dir if run_dir is not None else cfg.run_dir())
         self.overwrite = overwrite
         self.on_eval = on_eval
@@ -139,6 +142,8 @@ class TrainRecipe:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
         self.model = model
         self.optimizer, self.scheduler = make_optimizer(model, cfg.train, self.total_steps)
+        if self.is_main and self.console:
+            self._say(describe_run(self))
 
     def resume(self) -> None:
         """Restore the checkpoint's weights, optimizer, schedule, loop position and RNGs (no-op for a new run)."""
@@ -288,12 +293,17 @@ class TrainRecipe:
             self.run.append_log(step=state.global_step, epoch=round(epoch_float, 4), **val)
         if self.cfg.train.tracker != "none":
             self.accelerator.log(val, step=state.global_step)
-        if m["accuracy"] > state.best_val_accuracy:
+        better = m["accuracy"] > state.best_val_accuracy
+        if better:
             state.best_val_accuracy, state.best_step, state.best_metrics = m["accuracy"], state.global_step, val
             state.best_weights = M.trainable_state_dict(self._inner_model())
             state.evals_since_best = 0
         else:
             state.evals_since_best += 1
+        if self.is_main and self.console:
+            self._say(f"eval  step {state.global_step}/{self.total_steps} (epoch {epoch_float:.2f}): "
+                      f"val_accuracy {m['accuracy']:.4f}  val_loss {m['loss']:.4f}  val_macro_f1 {m['macro_f1']:.4f}"
+                      + ("  (best so far)" if better else f"  (best {state.best_val_accuracy:.4f} at step {state.best_step})"))
         self.save_checkpoint()
         if self.on_eval is not None:
             self.on_eval(state.global_step, dict(val, step=state.global_step, epoch=epoch_float))
@@ -304,6 +314,12 @@ class TrainRecipe:
         if self.is_main:
             save_checkpoint(self.run, self._inner_model(), self.optimizer, self.scheduler, self.state, self.cfg)
         self.accelerator.wait_for_everyone()
+
+    def _say(self, text: str) -> None:
+        from tqdm.auto import tqdm
+
+        for line in text.splitlines():
+            tqdm.write(line, file=sys.stderr)  # above a progress bar, not through it
 
     def _inner_model(self) -> torch.nn.Module:
         """The PeftModel itself: DDP and torch.compile wrappers removed."""
@@ -358,7 +374,7 @@ class TrainRecipe:
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, *, overwrite: bool = False, on_eval: EvalCallback | None = None,
-          splits: Splits | None = None, token_cache: TokenCache | None = None) -> dict[str, Any]:
+          splits: Splits | None = None, token_cache: TokenCache | None = None, console: bool = True) -> dict[str, Any]:
     """Train a LoRA classifier as `cfg` says and write the run directory.
 
     Args:
@@ -368,12 +384,14 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, overwrite: bool = F
         on_eval: called as on_eval(global_step, val_metrics) after every evaluation; may raise to stop.
         splits: already loaded data (tune loads it once for all trials).
         token_cache: token ids to reuse across runs over the same texts (tune's trials share one).
+        console: print the run's description and one line per evaluation to stderr.
     Returns:
         The metrics written to metrics.json.
     Raises:
         LoraclfError: bad data, model, config or run directory (nothing is written).
     """
-    recipe = TrainRecipe(cfg, run_dir, overwrite=overwrite, on_eval=on_eval, splits=splits, token_cache=token_cache)
+    recipe = TrainRecipe(cfg, run_dir, overwrite=overwrite, on_eval=on_eval, splits=splits, token_cache=token_cache,
+                         console=console)
     recipe.setup()
     recipe.fit()
     return recipe.finish()
