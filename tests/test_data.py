@@ -5,6 +5,7 @@ import collections
 import csv
 import io
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,7 @@ from loraclf.errors import DataError
 
 AG_DIR = Path(__file__).resolve().parents[2] / "shared/data/ag_news"
 needs_ag = pytest.mark.skipif(not (AG_DIR / "test.csv").is_file(), reason=f"shared AG News data not found at {AG_DIR}")
+AG_VAL_FRACTION = 0.1
 
 
 # ---------------------------------------------------------------- helpers
@@ -56,6 +58,19 @@ def write_csv(path: Path, header: list[str] | None, rows: list[list[Any]], delim
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return str(path)
+
+
+def ag_rows(name: str) -> list[list[str]]:
+    """The rows (class 1..N, title, description) of a shared AG News file, read with the csv module."""
+    with open(AG_DIR / name, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.reader(f) if r]
+    assert rows and all(len(r) == 3 for r in rows), f"{name} is not in the AG News layout"
+    return rows
+
+
+def ag_label_counts(rows: list[list[str]]) -> collections.Counter[int]:
+    """Rows per label id (class 1 is label 0)."""
+    return collections.Counter(int(r[0]) - 1 for r in rows)
 
 
 def balanced_rows(n_per_class: int, classes: list[str]) -> list[list[str]]:
@@ -87,7 +102,8 @@ def text_label_csv(tmp_path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def ag_splits() -> Splits:
-    cfg = DataConfig(train_file=str(AG_DIR / "train.csv"), test_file=str(AG_DIR / "test.csv"))
+    cfg = DataConfig(train_file=str(AG_DIR / "train.csv"), test_file=str(AG_DIR / "test.csv"),
+                     val_fraction=AG_VAL_FRACTION)
     return load_splits(cfg, seed=13)
 
 
@@ -141,33 +157,35 @@ def test_detect_format_unknown_extension(tmp_path: Path) -> None:
 
 @needs_ag
 def test_ag_news_real_test_file(ag_splits: Splits) -> None:
-    """It reads the whole real test.csv: 7,600 rows, 1,900 per class, AG News label names."""
+    """It reads every row of the real test.csv, in order, with its class and the AG News label names."""
+    rows = ag_rows("test.csv")
     assert ag_splits.test is not None
-    assert len(ag_splits.test.texts) == 7600
-    assert collections.Counter(ag_splits.test.labels) == {0: 1900, 1: 1900, 2: 1900, 3: 1900}
+    assert len(ag_splits.test.texts) == len(rows)
+    assert ag_splits.test.labels == [int(r[0]) - 1 for r in rows]
     assert ag_splits.label_names == AG_NEWS_LABELS
 
 
 @needs_ag
 def test_ag_news_text_is_title_space_description() -> None:
     """It joins title and description with a space and keeps backslash sequences as they are."""
-    with open(AG_DIR / "test.csv", newline="", encoding="utf-8") as f:
-        first = next(csv.reader(f))
+    rows = ag_rows("test.csv")
     got = read_labeled(str(AG_DIR / "test.csv"), DataConfig(), AG_NEWS_LABELS)
-    assert got.texts[0] == f"{first[1]} {first[2]}"
-    assert got.labels is not None and got.labels[0] == int(first[0]) - 1
-    assert any("\\" in t for t in got.texts[:50])
+    assert got.texts == [f"{r[1]} {r[2]}" for r in rows]
+    assert got.labels == [int(r[0]) - 1 for r in rows]
+    assert any("\\" in r[1] + r[2] for r in rows), "test.csv has no backslash sequences to check"
 
 
 @needs_ag
 def test_ag_news_real_train_split_sizes(ag_splits: Splits) -> None:
-    """It holds out a stratified 10% of the real training pool (10,429 rows)."""
-    assert len(ag_splits.train.texts) + len(ag_splits.validation.texts) == 10429
-    assert len(ag_splits.validation.texts) == 1043
-    pool = {0: 2630, 1: 2452, 2: 2594, 3: 2753}
+    """It holds out a stratified val_fraction of the whole real training pool, each class in its share."""
+    pool = ag_label_counts(ag_rows("train.csv"))
+    n = sum(pool.values())
+    assert len(ag_splits.train.texts) + len(ag_splits.validation.texts) == n
+    assert len(ag_splits.validation.texts) == math.ceil(AG_VAL_FRACTION * n)  # the held-out share rounds up
     counts = collections.Counter(ag_splits.validation.labels)
-    for label, n in pool.items():
-        assert abs(counts[label] - n * 0.1) <= 1
+    assert counts + collections.Counter(ag_splits.train.labels) == pool
+    for label, k in pool.items():
+        assert abs(counts[label] - k * AG_VAL_FRACTION) <= 1
 
 
 def test_ag_news_small_file_labels(ag_file: str) -> None:
@@ -269,7 +287,9 @@ def test_label_names_order_from_config(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "d.csv", ["text", "label"], balanced_rows(10, ["pos", "neg"]))
     s = load_splits(DataConfig(train_file=path, label_names=["pos", "neg"]), seed=0)
     assert s.label_names == ["pos", "neg"]
-    assert all(l == (0 if t.endswith("pos") else 1) for t, l in zip(s.train.texts, s.train.labels))
+    rows = list(zip(s.train.texts + s.validation.texts, s.train.labels + s.validation.labels))
+    assert len(rows) == 20  # all() over no rows would pass
+    assert all(l == (0 if t.endswith("pos") else 1) for t, l in rows)
 
 
 def test_validation_and_test_files(tmp_path: Path, text_label_csv: str) -> None:
