@@ -57,6 +57,15 @@ def test_seed_preset_is_the_study() -> None:
     assert (t.lr, t.batch_size, t.eval_batch_size, t.grad_accum, t.epochs, t.weight_decay, t.warmup_steps, t.scheduler, t.seed) == (
         2e-5, 32, 64, 2, 3, 0.01, 500, "cosine", 42)
     assert cfg.data.val_fraction == 0.1
+    assert cfg.lora.modules_to_save == [] and cfg.train.early_stopping_patience == 0 and cfg.train.warmup_ratio == 0.0
+    assert cfg.model.max_length == 512 and cfg.train.group_by_length is False
+    assert cfg.tune.space == {
+        "lora.r": {"type": "categorical", "choices": [4, 8, 16]},
+        "lora.alpha": {"type": "categorical", "choices": [8, 16, 32]},
+        "lora.dropout": {"type": "float", "low": 0.05, "high": 0.2},
+        "train.lr": {"type": "categorical", "choices": [1e-5, 2e-5, 3e-5]},
+        "train.epochs": {"type": "categorical", "choices": [2, 3]},
+    }
 
 
 def test_overrides_win_and_parse_types() -> None:
