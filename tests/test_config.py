@@ -48,6 +48,15 @@ def test_every_shipped_config_validates(path: Path) -> None:
     assert cfg.tune.search_params(errs) and errs == []
 
 
+def test_builtin_defaults_are_default_yaml() -> None:
+    """It gives the same config without --config as with configs/default.yaml, field by field."""
+    builtin, preset = flat(load_config(None).to_dict()), flat(load_config(CONFIG_DIR / "default.yaml").to_dict())
+    assert builtin.keys() == preset.keys()
+    for key in builtin:
+        assert builtin[key] == preset[key], f"{key}: built-in default {builtin[key]!r} != configs/default.yaml {preset[key]!r}"
+    assert Config() == load_config(None)  # the dataclass defaults themselves, not only after validation
+
+
 def test_seed_preset_is_the_study() -> None:
     """It keeps the original study's settings in configs/seed.yaml."""
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "seed.yaml")
@@ -66,6 +75,16 @@ def test_seed_preset_is_the_study() -> None:
         "train.lr": {"type": "categorical", "choices": [1e-5, 2e-5, 3e-5]},
         "train.epochs": {"type": "categorical", "choices": [2, 3]},
     }
+
+
+def test_default_space_searches_around_the_recommendation() -> None:
+    """It searches lr, rank, alpha and dropout around the recommended values, which lie inside the space."""
+    cfg = load_config(None)
+    space = cfg.tune.search_params()
+    assert set(space) == {"train.lr", "lora.r", "lora.alpha", "lora.dropout"}
+    assert space["train.lr"].log and space["train.lr"].low < cfg.train.lr < space["train.lr"].high
+    assert cfg.lora.r in space["lora.r"].choices and cfg.lora.alpha in space["lora.alpha"].choices
+    assert space["lora.dropout"].low <= cfg.lora.dropout <= space["lora.dropout"].high
 
 
 def test_overrides_win_and_parse_types() -> None:

@@ -2,7 +2,7 @@
 
 - schema.py: the sections (DataConfig, ModelConfig, LoraConfig, TrainConfig, TuneConfig, Config), each
   field's type, range and help (`metadata["help"]`, printed by `loraclf config show --fields`), and
-  the built-in defaults.
+  the built-in defaults, which equal configs/default.yaml.
 - space.py: the tune search space (SearchParam) and its checks.
 - loader.py: YAML files, `key=value` overrides, and every problem gathered into one ConfigError line.
 """
