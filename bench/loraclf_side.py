@@ -55,6 +55,9 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
     t.batch_size, t.grad_accum = STUDY["per_device_train_batch_size"], STUDY["gradient_accumulation_steps"]
     t.lr, t.weight_decay, t.warmup_steps = STUDY["learning_rate"], STUDY["weight_decay"], STUDY["warmup_steps"]
     t.scheduler, t.seed, t.epochs, t.progress = STUDY["lr_scheduler_type"], STUDY["seed"], 1, False
+    # Config()'s defaults are our recommendation, not the study's: pin what the baseline does.
+    cfg.lora.modules_to_save = []  # the baseline trains the head only, not the pooler
+    t.eval_batch_size, t.warmup_ratio, t.early_stopping_patience = STUDY["per_device_eval_batch_size"], 0.0, 0
     t.checkpoint_every_steps = 10**9  # the baseline saves nothing either
     t.log_every_steps = 10**9
     cfg.model.compile = bool(getattr(args, "compile", False))

@@ -84,7 +84,7 @@ def minilm_path() -> Path:
 
 # Quick-training overrides for the tiny model (same as tests/test_train.py's QUICK).
 TINY_QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "train.warmup_steps=2",
-              "train.progress=false", "model.max_length=64"]
+              "train.progress=false", "model.max_length=64", "train.early_stopping_patience=0"]
 
 
 @pytest.fixture(scope="session")

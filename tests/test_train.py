@@ -17,7 +17,8 @@ from loraclf.cli import app
 from loraclf.train import lr_factor
 
 LORACLF = [sys.executable, "-m", "loraclf.cli"]
-QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "train.warmup_steps=2", "train.progress=false", "model.max_length=64"]
+QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "train.warmup_steps=2", "train.progress=false", "model.max_length=64",
+         "train.early_stopping_patience=0"]
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -30,8 +30,8 @@ from pg import postgres_server, why_unavailable
 
 LORACLF = [sys.executable, "-m", "loraclf.cli"]
 SPACE = "tune.space={train.lr: {type: float, low: 0.02, high: 0.05, log: true}, lora.r: {type: categorical, choices: [4, 8]}}"
-QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.warmup_steps=0", "train.threads=1", "train.epochs=2",
-         "model.max_length=16", "data.val_fraction=0.25", "lora.dropout=0", "train.progress=false",
+QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.warmup_steps=0", "train.warmup_ratio=0", "train.threads=1",
+         "train.epochs=2", "train.early_stopping_patience=0", "model.max_length=16", "data.val_fraction=0.25", "lora.dropout=0", "train.progress=false",
          "train.checkpoint_every_steps=1000", "tune.pruner=median", "tune.eval_points_per_epoch=3", SPACE]
 DIVERGING = {"train.lr": 1.0, "lora.r": 4}  # Adam moves every weight by ~1 per step: the model turns to noise
 
