@@ -82,7 +82,7 @@ def build_config(config: Optional[Path], overrides: list[str], shortcuts: dict[s
 @guarded
 def train(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", help="Override any config field by its dotted path, e.g. lora.r=16 train.lr=5e-4."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (presets in configs/)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file, or a preset name: default, seed, tune-wide (`loraclf config list`)."),
     model: Optional[str] = typer.Option(None, "--model", help="Pretrained encoder: hub id or local directory (model.name)."),
     train_file: Optional[str] = typer.Option(None, "--train-file", help="Local training file (data.train_file)."),
     validation_file: Optional[str] = typer.Option(None, "--validation-file", help="Local validation file (data.validation_file)."),
@@ -132,7 +132,7 @@ def _print_metrics(metrics: dict[str, Any], run_dir: Path) -> None:
 @guarded
 def config_show(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]..."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config to resolve."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file or preset name to resolve."),
     fields: bool = typer.Option(False, "--fields", help="List every field with its default and help instead."),
 ) -> None:
     """Print the resolved config as YAML (or every field's help with --fields)."""
@@ -141,11 +141,26 @@ def config_show(
     from .config import describe_fields
 
     if fields:
-        for name, default, help_text in describe_fields():
-            typer.echo(f"{name:28s} {default:28s} {help_text}")
+        rows = describe_fields()
+        name_w = max(len(r[0]) for r in rows)
+        default_w = min(max(len(r[1]) for r in rows), 40)  # a long default (the tune space) shifts only its own row
+        for name, default, help_text in rows:
+            typer.echo(f"{name:{name_w}s}  {default:{default_w}s}  {help_text}")
         return
     cfg = build_config(config, overrides or [], {})
     typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
+
+
+@config_app.command("list")
+@guarded
+def config_list() -> None:
+    """List the presets shipped with loraclf: `--config NAME` (or `-c NAME`) uses one."""
+    from .config import preset_summary, presets
+
+    known = presets()
+    width = max(len(n) for n in known)
+    for name, path in known.items():
+        typer.echo(f"{name:{width}s}  {preset_summary(path)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +217,7 @@ def serve(
 @guarded
 def tune(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", help="Override any config field, e.g. tune.pruner=median data.max_train_rows=2000."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config with a tune section (presets in configs/)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file with a tune section, or a preset name (`loraclf config list`)."),
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Finished trials the whole study should hold, all workers together (tune.trials)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds (tune.timeout)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Database URL shared by workers/machines, e.g. postgresql://user:pass@host/db (default: STUDY_DIR/study.db)."),

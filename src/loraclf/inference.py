@@ -68,9 +68,9 @@ def run_inference(
         max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`).
     """
     rows = list(range(len(token_ids))) if indices is None else list(indices)
-    out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
     if not rows:
-        return out
+        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+    out: np.ndarray | None = None
     was_training = model.training
     model.eval()
     try:
@@ -78,9 +78,13 @@ def run_inference(
             for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens):
                 batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                out[pos] = model(**batch).logits.float().cpu().numpy()
+                logits = model(**batch).logits.float().cpu().numpy()
+                if out is None:  # sized by the head that ran: adapters sharing a base may differ in label count
+                    out = np.empty((len(rows), logits.shape[1]), dtype=np.float32)
+                out[pos] = logits
     finally:
         model.train(was_training)
+    assert out is not None  # rows is not empty, so at least one batch ran
     return out
 
 

@@ -6,7 +6,7 @@
 - space.py: the tune search space (SearchParam) and its checks.
 - loader.py: YAML files, `key=value` overrides, and every problem gathered into one ConfigError line.
 """
-from .loader import config_from_dict, get_dotted, load_config, read_yaml, set_dotted
+from .loader import config_from_dict, get_dotted, load_config, preset_summary, presets, read_yaml, resolve_config, set_dotted
 from .schema import (FORMATS, LORA_BIAS, PRECISIONS, PRUNERS, SCHEDULERS, TRACKERS, Config, DataConfig, LoraConfig,
                      ModelConfig, TrainConfig, TuneConfig, describe_fields, is_config_field)
 from .space import SEARCH_TYPES, SearchParam, parse_search_param
@@ -15,5 +15,5 @@ __all__ = [
     "Config", "DataConfig", "ModelConfig", "LoraConfig", "TrainConfig", "TuneConfig", "SearchParam",
     "PRECISIONS", "SCHEDULERS", "FORMATS", "LORA_BIAS", "TRACKERS", "PRUNERS", "SEARCH_TYPES",
     "load_config", "config_from_dict", "read_yaml", "set_dotted", "get_dotted", "is_config_field",
-    "parse_search_param", "describe_fields",
+    "parse_search_param", "describe_fields", "presets", "preset_summary", "resolve_config",
 ]

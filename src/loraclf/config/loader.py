@@ -157,10 +157,46 @@ def get_dotted(cfg: Any, dotted: str) -> Any:
     return node
 
 
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"  # shipped inside the package: a pip install has them
+
+
+def presets() -> dict[str, Path]:
+    """Preset name -> its YAML file (`default`, `seed`, `tune-wide`, ...)."""
+    return {p.stem: p for p in sorted(PRESETS_DIR.glob("*.yaml"))}
+
+
+def preset_summary(path: Path) -> str:
+    """A preset's first comment line: what it is for."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") and line.strip("# ").strip():
+            return line.strip("# ").strip()
+    return ""
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A config file path, or a preset's name (`default`, `seed.yaml`) -> the file to read.
+
+    A path that exists wins over a preset of the same name.
+
+    Raises:
+        ConfigError: neither a file nor a preset (the message lists the presets).
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ConfigError(f"config '{name_or_path}' is a directory; give a YAML file or a preset name ({', '.join(presets())})")
+    known = presets()
+    if path.parent == Path(".") and path.stem in known and path.suffix in ("", ".yaml", ".yml"):
+        return known[path.stem]
+    close = difflib.get_close_matches(path.stem, known, n=1)
+    hint = f" (did you mean the preset '{close[0]}'?)" if close else ""
+    raise ConfigError(f"config file '{name_or_path}' does not exist and is not a preset{hint}; "
+                      f"give a YAML file or a preset name: {', '.join(known)} (`loraclf config list`)")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist; check --config (presets are in configs/)")
+    path = resolve_config(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
