@@ -36,14 +36,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings: ServeSettings, log_level: str = "info",
-          access_log: bool = True) -> None:
+def serve(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings: ServeSettings) -> None:
     """Run the server until SIGINT/SIGTERM; queued and in-flight requests finish first.
 
     Args:
         run_dirs: `RUN_DIR`, `NAME=RUN_DIR` or (name, dir) items; the only adapters the server will load.
-        settings: limits and behaviour, including the address.
-        log_level, access_log: uvicorn's logging.
+        settings: limits and behaviour, including the address, log level and access log.
 
     Raises:
         ConfigError / CheckpointError / ModelError: bad run directories or models (before serving).
@@ -55,7 +53,7 @@ def serve(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings: Ser
     if not is_loopback(settings.host) and not settings.auth_token:
         log.warning("serving on %s without authentication: anyone who can reach it can use it (see --auth-token-env)", settings.host)
     logging.getLogger("uvicorn.error").addFilter(_HideUserErrorTracebacks())
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=access_log,
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=settings.access_log,
                             lifespan="on", timeout_graceful_shutdown=None)
     server = uvicorn.Server(config)
     try:

@@ -1,7 +1,11 @@
 """Serve settings and run specs: what the server may do, and which runs it may load.
 
-Each `ServeSettings` field is a `loraclf serve` option of the same name (`max_queue` -> `--max-queue`),
-with its help in `metadata["help"]`. This module stays light (no torch, no FastAPI at import).
+`ServeSettings` is the single source of the `loraclf serve` options: each field becomes
+`--field-name` with the field's type, default and `metadata["help"]` (cli.py builds them). A field
+with `metadata["env"]` is given on the command line as `--field-name-env VAR`, the name of an
+environment variable holding the value, so secrets stay out of `ps` output.
+
+This module stays light (no torch, no FastAPI): cli.py imports it to build `loraclf --help`.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any, Literal, Sequence
 from ..errors import ConfigError
 
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def _opt(default: Any, help_text: str, **metadata: Any) -> Any:
@@ -38,9 +43,12 @@ class ServeSettings:
     inference_batch_size: int = _opt(32, "Texts per forward pass inside a batch (length-sorted groups).")
     retry_after_s: int = _opt(1, "Retry-After seconds sent with 503 when the queue is full.")
     auth_token: str | None = field(default=None, repr=False, metadata={
-        "help": "Bearer token required on /v1/* as 'Authorization: Bearer <token>' (default: no auth)."})
+        "help": "Bearer token required on /v1/* as 'Authorization: Bearer <token>' (default: no auth).", "env": True})
     device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (default: a GPU when present).")
     precision: str = _opt("auto", "auto, fp32, bf16 or fp16.")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = _opt(
+        "info", "uvicorn log level: critical, error, warning, info, debug.")
+    access_log: bool = _opt(True, "Log one line per request.")
 
     def __post_init__(self) -> None:
         problems = []
@@ -58,6 +66,8 @@ class ServeSettings:
             bad("max_batch_wait_ms", "must be between 0 and 1000")
         if self.long_text not in ("truncate", "reject"):
             bad("long_text", "must be 'truncate' or 'reject'")
+        if self.log_level not in LOG_LEVELS:
+            bad("log_level", "must be critical, error, warning, info or debug")
         if self.auth_token is not None and len(self.auth_token) < 8:
             problems.append("the auth token is shorter than 8 characters; use a long random token")
         # The same device and precision rules as every other inference command (imported here: it needs torch).
