@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import read_ag_rows, write_ag_csv
+import loraclf.serve
 from loraclf.cli import app as cli_app
 from loraclf.errors import CheckpointError, ConfigError
 from loraclf.model import load_base_model
@@ -385,6 +387,8 @@ def _fake_run(d: Path) -> None:
     (["/no/such/run"], "does not exist"),
     (["--max-texts-per-request", "0", "RUN"], "--max-texts-per-request"),
     (["--long-text", "drop", "RUN"], "long_text='drop'"),
+    (["--log-level", "loud", "RUN"], "log_level='loud'"),
+    (["--precision", "fp8", "RUN"], "--precision 'fp8'"),
     (["--auth-token-env", "LORACLF_TEST_UNSET_TOKEN", "RUN"], "LORACLF_TEST_UNSET_TOKEN"),
 ])
 def test_cli_refuses_bad_arguments_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
@@ -396,6 +400,36 @@ def test_cli_refuses_bad_arguments_with_one_line(tmp_path: Path, args: list[str]
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
+
+
+def test_cli_has_an_option_for_every_setting() -> None:
+    """It lists every ServeSettings field in `serve --help` as --field-name (--field-name-env for a secret) with its help and default."""
+    r = CliRunner().invoke(cli_app, ["serve", "--help"], env={"COLUMNS": "400"})  # wide: one line per option
+    assert r.exit_code == 0, r.output
+    lines = [" ".join(ln.strip("│ ").split()) for ln in r.output.splitlines()]
+    for f in dataclasses.fields(ServeSettings):
+        env = bool(f.metadata.get("env"))
+        flag = "--" + f.name.replace("_", "-") + ("-env" if env else "")
+        line = next((ln for ln in lines if ln.startswith(flag + " ")), None)
+        assert line is not None, f"ServeSettings.{f.name} has no {flag} option in `serve --help`"
+        assert " ".join(f.metadata["help"].split()) in line, f"{flag}: the help is not ServeSettings.{f.name}'s"
+        if isinstance(f.default, bool):
+            assert f"--no-{f.name.replace('_', '-')}" in line and f"[default: {'' if f.default else 'no-'}{flag[2:]}]" in line
+        elif f.default is not None and not env:
+            assert f"[default: {f.default}]" in line, f"{flag}: no default shown"
+
+
+def test_cli_options_become_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It builds ServeSettings from the parsed options, the token read from the environment variable named."""
+    _fake_run(tmp_path / "run")
+    served: list[tuple[Any, ServeSettings]] = []
+    monkeypatch.setattr(loraclf.serve, "serve", lambda run_dirs, settings: served.append((run_dirs, settings)))
+    monkeypatch.setenv("LORACLF_TEST_TOKEN", "a-long-enough-token")
+    r = CliRunner().invoke(cli_app, ["serve", f"x={tmp_path / 'run'}", "--max-queue", "7", "--no-batching", "--max-batch-wait-ms", "2.5",
+                                     "--long-text", "reject", "--auth-token-env", "LORACLF_TEST_TOKEN", "--log-level", "warning", "--no-access-log"])
+    assert r.exit_code == 0, r.output
+    assert served == [([f"x={tmp_path / 'run'}"], ServeSettings(max_queue=7, batching=False, max_batch_wait_ms=2.5, long_text="reject",
+                                                                auth_token="a-long-enough-token", log_level="warning", access_log=False))]
 
 
 @pytest.mark.slow

@@ -5,15 +5,20 @@ and exit status 2; anything else is a bug and keeps its traceback. `--debug` re-
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
 
 from .errors import LoraclfError
+from .serve.settings import ServeSettings  # light (no torch): the serve options are built from it
 
 app = typer.Typer(
     add_completion=False,
@@ -167,46 +172,85 @@ def config_list() -> None:
 # serve
 
 
+def _option_type(tp: Any) -> Any:
+    """The type typer parses for a dataclass field's type.
+
+    Literal choices are parsed as plain strings and checked by the dataclass, so a bad value gets the same
+    one-line `error:` as every other bad setting rather than Click's usage message.
+    """
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+    if optional:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is typing.Literal:
+        tp = str
+    return Optional[tp] if optional else tp
+
+
+def options_from(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: give a command taking `**options` one option per field of the dataclass `cls`.
+
+    `max_queue: int = 256` with `metadata["help"]` becomes `--max-queue INTEGER [default: 256]` with that help;
+    a bool becomes `--name/--no-name`; a field with `metadata["env"]` becomes `--name-env VAR`, the name of
+    an environment variable holding the value (read by `from_options`), so secrets stay out of `ps`.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(fn)
+        params = [p.replace(annotation=hints.get(p.name, p.annotation))
+                  for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        field_types = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp, metavar = _option_type(field_types[f.name]), None
+            flag, help_text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            name, decls = f.name, [flag]
+            if f.metadata.get("env"):
+                name, tp, default, decls, metavar = f"{f.name}_env", Optional[str], None, [f"{flag}-env"], "VAR"
+                help_text = f"Names the environment variable that holds this value: {help_text}"
+            elif tp is bool:
+                decls = [f"{flag}/--no-{flag[2:]}"]
+            option = typer.Option(default, *decls, help=help_text, metavar=metavar)
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=tp))
+        fn.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        fn.__annotations__ = {**{p.name: p.annotation for p in params}, "return": None}
+        return fn
+
+    return decorate
+
+
+def from_options(cls: type, options: dict[str, Any]) -> Any:
+    """The dataclass `cls` built from the options `options_from(cls)` added (`--name-env VAR` read from the environment).
+
+    Raises:
+        ConfigError: a named environment variable is unset or empty, or the dataclass refuses a value.
+    """
+    from .errors import ConfigError
+
+    values = dict(options)
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("env"):
+            continue
+        var = values.pop(f"{f.name}_env")
+        if var is None:
+            continue
+        values[f.name] = os.environ.get(var)
+        if not values[f.name]:
+            what = f.name.replace("_", " ")
+            raise ConfigError(f"--{f.name.replace('_', '-')}-env {var}: that environment variable is unset or empty; export the {what} in it")
+    return cls(**values)
+
+
 @app.command()
 @guarded
+@options_from(ServeSettings)
 def serve(
     run_dirs: List[str] = typer.Argument(..., metavar="RUN_DIR|NAME=RUN_DIR...", help="Finished runs to serve; each is an adapter named after its directory (or NAME). Runs with the same base model share one copy of it."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default; 0.0.0.0 exposes the server: use --auth-token-env)."),
-    port: int = typer.Option(8000, "--port", help="TCP port."),
-    max_texts_per_request: int = typer.Option(64, "--max-texts-per-request", help="Most texts per request (more: 422)."),
-    max_text_chars: int = typer.Option(10_000, "--max-text-chars", help="Most characters per text; see --long-text."),
-    long_text: str = typer.Option("truncate", "--long-text", help="Texts over --max-text-chars: 'truncate' (result says truncated=true) or 'reject' (422)."),
-    max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Largest request body (more: 413)."),
-    max_queue: int = typer.Option(256, "--max-queue", help="Requests waiting for inference before new ones get 503 + Retry-After."),
-    max_batch_texts: int = typer.Option(64, "--max-batch-texts", help="Most texts per micro-batch."),
-    max_batch_wait_ms: float = typer.Option(5.0, "--max-batch-wait-ms", help="Longest a request waits for others to join its batch (0: only what is already queued)."),
-    batching: bool = typer.Option(True, "--batching/--no-batching", help="Gather concurrent requests into micro-batches (off: one request per forward pass)."),
-    inference_batch_size: int = typer.Option(32, "--inference-batch-size", help="Texts per forward pass (length-sorted groups)."),
-    retry_after_s: int = typer.Option(1, "--retry-after-s", help="Retry-After seconds sent with 503 when the queue is full."),
-    auth_token_env: Optional[str] = typer.Option(None, "--auth-token-env", help="Require 'Authorization: Bearer <token>' on /v1/*, the token read from this environment variable."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical, error, warning, info, debug."),
-    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log one line per request."),
+    **options: Any,  # one per ServeSettings field, added by options_from
 ) -> None:
     """Serve classifiers over HTTP (POST /v1/classify, GET /v1/adapters, GET /health, /docs)."""
-    from .errors import ConfigError
-    from .serve import ServeSettings
     from .serve import serve as run_server
 
-    if log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
-        raise ConfigError(f"--log-level {log_level!r}: choose critical, error, warning, info or debug")
-    token = None
-    if auth_token_env:
-        token = os.environ.get(auth_token_env)
-        if not token:
-            raise ConfigError(f"--auth-token-env {auth_token_env}: that environment variable is unset or empty; export the token in it")
-    settings = ServeSettings(
-        host=host, port=port, max_texts_per_request=max_texts_per_request, max_text_chars=max_text_chars, long_text=long_text,  # type: ignore[arg-type]
-        max_body_bytes=max_body_bytes, max_queue=max_queue, max_batch_texts=max_batch_texts, max_batch_wait_ms=max_batch_wait_ms,
-        batching=batching, inference_batch_size=inference_batch_size, retry_after_s=retry_after_s, device=device, precision=precision, auth_token=token,
-    )
-    run_server(run_dirs, settings, log_level=log_level, access_log=access_log)
+    run_server(run_dirs, from_options(ServeSettings, options))
 
 
 # ---------------------------------------------------------------------------------------------
