@@ -23,7 +23,10 @@ from .serve.settings import ServeSettings  # light (no torch): the serve options
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 200},  # as wide as the terminal
+    # Plain help wraps long option names instead of cutting them ("--max-texts-per-requ…") on an 80-column terminal.
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
     help="Fine-tune, search, evaluate, predict with and serve LoRA text classifiers.",
 )
 config_app = typer.Typer(help="Inspect configuration fields and presets.", no_args_is_help=True)
