@@ -107,6 +107,15 @@ def train(
 
     shortcuts = {"model.name": model, "data.train_file": train_file, "data.validation_file": validation_file,
                  "data.test_file": test_file, "train.epochs": epochs, "out": str(out) if out else None}
+    if resume is not None:
+        # A resumed run keeps its saved config: an option that would change it is refused, not ignored.
+        ignored = [name for name, given in (("--config", config), ("--model", model), ("--train-file", train_file),
+                                            ("--validation-file", validation_file), ("--test-file", test_file),
+                                            ("--epochs", epochs), ("--out", out), ("--overwrite", overwrite)) if given]
+        ignored += list(overrides or [])
+        if ignored:
+            fail(f"--resume continues '{resume}' with its saved config, so {', '.join(ignored)} would be ignored; "
+                 f"drop {'it' if len(ignored) == 1 else 'them'}, or start a new run with --out to change settings")
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         from .distributed import relaunch
 

@@ -76,3 +76,37 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move the finished directory `new` onto `target`: the old `target` is moved aside first and removed
+    only after the rename, so a crash leaves the old or the new directory, never neither."""
+    new, target = Path(new), Path(target)
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_dir(path: str | os.PathLike, option: str) -> None:
+    """Raise RunDirError unless a directory can be created (or written) at `path`: one line naming `option`.
+
+    Checked before any model loads, so a bad output path costs nothing.
+    """
+    from .errors import RunDirError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{option} '{path}' is a file, not a directory; give a directory path")
+    ancestor = path
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunDirError(f"{option} '{path}' lies under the file '{ancestor}'; give a path inside a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunDirError(f"{option} '{path}': cannot write in '{ancestor}' (permission denied); choose a writable place")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .config import LoraConfig, ModelConfig
-from .errors import CheckpointError, ModelError
+from .errors import CheckpointError, ConfigError, ModelError
 
 # Heads that AutoModelForSequenceClassification creates fresh: they must train and be saved with
 # the adapter (PEFT's `modules_to_save`), or a reloaded model would get a new random head.
@@ -110,6 +110,35 @@ def load_base_model(cfg: ModelConfig, label_names: list[str]) -> torch.nn.Module
     if model.config.pad_token_id is None:
         model.config.pad_token_id = 0
     return model
+
+
+def _accepts_length(model: torch.nn.Module, length: int, pad_id: int) -> bool:
+    """True when a forward pass over one sequence of `length` tokens runs (positions fit the embeddings)."""
+    ids = torch.full((1, length), pad_id, dtype=torch.long)
+    try:
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except (IndexError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+def check_max_length(model: torch.nn.Module, cfg: ModelConfig, tokenizer: Any) -> None:
+    """Raise ConfigError when model.max_length exceeds what the model's position embeddings hold.
+
+    Checked once the model is loaded and before the run directory exists. A length within two of the
+    table's size is probed with one short forward pass, since some models (RoBERTa) offset positions.
+    """
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or cfg.max_length <= positions - 2:
+        return
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if cfg.max_length <= positions and _accepts_length(model, cfg.max_length, pad_id):
+        return
+    limit = next((n for n in (positions, positions - 1, positions - 2) if n < cfg.max_length and _accepts_length(model, n, pad_id)),
+                 positions - 2)
+    raise ConfigError(f"model.max_length={cfg.max_length} is more than '{cfg.name}' accepts ({limit} tokens, the size of its "
+                      f"position embeddings); set model.max_length={limit} or less")
 
 
 def head_modules(model: torch.nn.Module) -> list[str]:

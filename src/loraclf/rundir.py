@@ -36,6 +36,29 @@ REPORT_FILE = "report.html"
 CURVES_FILE = "learning_curves.png"
 
 
+RUN_MARKERS = (CONFIG_FILE, LABELS_FILE, LOG_FILE, CHECKPOINT_FILE, METRICS_FILE)
+
+
+def check_replaceable(path: str | Path, option: str, markers: tuple[str, ...] = RUN_MARKERS, what: str = "loraclf run") -> None:
+    """Raise RunDirError unless `--overwrite` may replace `path`: an empty directory, or one holding `markers`
+    of a loraclf run (or export); never `.`, a directory holding the current one, or the home directory."""
+    p = Path(path).expanduser().resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if p == cwd or p in cwd.parents:
+        raise RunDirError(f"--overwrite would delete '{path}', which holds the current directory; give {option} a directory of its own")
+    if p == home or p in home.parents:
+        raise RunDirError(f"--overwrite would delete '{path}', which holds your home directory; give {option} a directory of its own")
+    if p.exists() and not p.is_dir():
+        raise RunDirError(f"{option} '{path}' is a file, not a directory; give a directory path")
+    if not p.is_dir() or not any(p.iterdir()):
+        return
+    first, others = markers[0], markers[1:]
+    if (p / first).is_file() and (not others or any((p / m).exists() for m in others)):
+        return
+    raise RunDirError(f"--overwrite only replaces a {what} directory, and '{path}' is not one (no {first}"
+                      f"{' beside ' + ' or '.join(others) if others else ''}); choose another {option} or remove it yourself")
+
+
 @dataclass
 class LoadedRun:
     """A trained classifier ready for inference."""

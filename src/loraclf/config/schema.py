@@ -255,6 +255,23 @@ class Config:
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / self.name
 
+    def with_absolute_paths(self) -> "Config":
+        """A copy whose local paths (data files, a local model directory, out) are absolute, so a run's
+        saved config resumes and loads from any working directory. Hub ids stay as they are."""
+        def absolute(p: str | None) -> str | None:
+            return None if p is None else str(Path(p).expanduser().resolve())
+
+        model_name = self.model.name
+        if Path(model_name).expanduser().exists():  # a local directory; otherwise a hub id
+            model_name = absolute(model_name)
+        return dataclasses.replace(
+            self,
+            out=absolute(self.out),
+            data=dataclasses.replace(self.data, train_file=absolute(self.data.train_file),
+                                     validation_file=absolute(self.data.validation_file), test_file=absolute(self.data.test_file)),
+            model=dataclasses.replace(self.model, name=model_name),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -28,7 +28,11 @@ def describe_run(r: "TrainRecipe") -> str:
     t = cfg.train
     rows.append(f"schedule  {t.epochs} epoch{'s' if t.epochs > 1 else ''} x {r.steps_per_epoch} steps"
                 + (f", capped at {t.max_steps}" if t.max_steps else "") + f" = {r.total_steps} steps | batch {t.batch_size} x accum {t.grad_accum} | "
-                f"lr {t.lr:g} {t.scheduler}, warmup {warmup_steps(t, r.total_steps)} | run dir {r.run.path}")
+                f"lr {t.lr:g} {t.scheduler}, warmup {warmup_steps(t, r.total_steps)}")
+    if r.replaces is not None:
+        rows.append(f"run dir   {r.replaces.path} (--overwrite: the new run trains in {r.run.path} and replaces it when it finishes)")
+    else:
+        rows.append(f"run dir   {r.run.path}")
     val_counts = np.bincount(np.asarray(sp.validation.labels or [], dtype=np.int64), minlength=len(r.label_names))
     fewest = int(val_counts.min()) if len(val_counts) else 0
     if fewest < MIN_VAL_PER_CLASS:

@@ -29,9 +29,10 @@ from ..batching import TokenCache, epoch_batches, pad_batch, pad_id_of, process_
 from ..config import Config, config_from_dict
 from ..data import Splits, load_splits
 from ..errors import RunDirError
+from ..io import check_output_dir, replace_dir
 from ..inference import autocast_context, run_inference
 from ..metrics import compute_metrics
-from ..rundir import RunDir
+from ..rundir import RunDir, check_replaceable
 from .checkpoint import LoopState, load_checkpoint, save_checkpoint, set_rng_state
 from .console import describe_run
 from .optim import make_optimizer
@@ -59,15 +60,16 @@ class TrainRecipe:
     def __init__(self, cfg: Config, run_dir: str | Path | None = None, *, overwrite: bool = False,
                  on_eval: EvalCallback | None = None, splits: Splits | None = None,
                  token_cache: TokenCache | None = None, console: bool = True) -> None:
-        self.cfg = cfg
+        self.cfg = cfg.with_absolute_paths()  # the saved config then resumes and loads from any directory
         self.console = console  # the data/model/schedule block and one line per evaluation, on stderr
-        self.run = RunDir(run_dir if run_dir is not None else cfg.run_dir())
+        self.run = RunDir(run_dir if run_dir is not None else self.cfg.run_dir())
         self.overwrite = overwrite
         self.on_eval = on_eval
         self.splits = splits
         self.token_cache = token_cache or TokenCache()
         self.state = LoopState()
         self.checkpoint: dict[str, Any] | None = None
+        self.replaces: RunDir | None = None  # the finished run an --overwrite run replaces at the end
 
     # -----------------------------------------------------------------------------------------
     # setup
@@ -92,9 +94,8 @@ class TrainRecipe:
         from accelerate.utils import set_seed
 
         cfg, resuming = self.cfg, self.checkpoint is not None
-        if not resuming and self.run.is_nonempty() and not self.overwrite:
-            raise RunDirError(f"run directory '{self.run.path}' already exists; pass --overwrite to replace it "
-                              f"or --resume {self.run.path} to continue it")
+        if not resuming:
+            self._plan_run_dir()
         M.silence_fork_warning()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -103,7 +104,9 @@ class TrainRecipe:
         self.tokenizer = M.load_tokenizer(cfg.model.name)
         self.pad_id = pad_id_of(self.tokenizer)
         set_seed(cfg.train.seed)  # before the model: the head's random init depends on it
-        model = M.apply_lora(M.load_base_model(cfg.model, self.label_names), cfg.lora)
+        base = M.load_base_model(cfg.model, self.label_names)
+        M.check_max_length(base, cfg.model, self.tokenizer)
+        model = M.apply_lora(base, cfg.lora)
         self.trainable_params, self.total_params = M.count_parameters(model)
 
         device = M.resolve_device()
@@ -122,8 +125,8 @@ class TrainRecipe:
 
         # Run directory: only rank 0 writes; the others wait until it exists.
         if self.is_main and not resuming:
-            if self.overwrite and self.run.path.exists():
-                shutil.rmtree(self.run.path)
+            if self.replaces is not None and self.run.path.exists():
+                shutil.rmtree(self.run.path)  # a replacement left behind by an interrupted --overwrite
             self.run.path.mkdir(parents=True, exist_ok=True)
             self.run.write_config(cfg)
             self.run.write_labels(self.label_names)
@@ -144,6 +147,19 @@ class TrainRecipe:
         self.optimizer, self.scheduler = make_optimizer(model, cfg.train, self.total_steps)
         if self.is_main and self.console:
             self._say(describe_run(self))
+
+    def _plan_run_dir(self) -> None:
+        """Check the run directory before anything loads. With --overwrite over an existing run, train into a
+        hidden sibling that replaces it only when the new run finishes: a crash or Ctrl-C keeps the old run."""
+        check_output_dir(self.run.path, "--out")
+        if not self.run.is_nonempty():
+            return
+        if not self.overwrite:
+            raise RunDirError(f"run directory '{self.run.path}' already exists; pass --overwrite to replace it "
+                              f"or --resume {self.run.path} to continue it")
+        check_replaceable(self.run.path, "--out")
+        self.replaces = self.run
+        self.run = RunDir(self.run.path.parent / f".{self.run.path.name}.new")
 
     def resume(self) -> None:
         """Restore the checkpoint's weights, optimizer, schedule, loop position and RNGs (no-op for a new run)."""
@@ -367,6 +383,9 @@ class TrainRecipe:
         if self.is_main:
             self.run.save_model_files(inner, self.tokenizer)
             self.run.write_metrics(metrics)
+            if self.replaces is not None:
+                replace_dir(self.run.path, self.replaces.path)
+                self.run = self.replaces
         if cfg.train.tracker != "none":
             acc.end_training()
         acc.wait_for_everyone()
