@@ -14,7 +14,7 @@ from ..config import Config
 from ..io import atomic_write, write_json
 from .space import best_config
 from .storage import masked
-from .study import counted
+from .study import state_counts
 
 LOG_CSV = "experiment_log.csv"
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate")
@@ -83,8 +83,6 @@ def write_best(study_dir: Path, study: Any, cfg: Config, url: str, extra: dict[s
         best = study.best_trial
     except ValueError:
         return None
-    trials = study.get_trials(deepcopy=False)
-    states = [t.state.name.lower() for t in counted(trials)]
     info = {
         "study_name": study.study_name,
         "storage": masked(url),
@@ -93,7 +91,7 @@ def write_best(study_dir: Path, study: Any, cfg: Config, url: str, extra: dict[s
         "val_loss": best.user_attrs.get("val_loss"),
         "params": best.params,
         "run_dir": best.user_attrs.get("run_dir"),
-        "trials": {s: states.count(s) for s in ("complete", "pruned", "fail", "running", "waiting")},
+        "trials": state_counts(study.get_trials(deepcopy=False)),
         **(extra or {}),
     }
     write_json(study_dir / "best.json", info)

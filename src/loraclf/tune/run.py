@@ -24,7 +24,7 @@ from ..errors import ConfigError, LoraclfError
 from .outputs import LOG_CSV, write_best, write_experiment_log, write_plots
 from .space import best_config, check_space_values
 from .storage import check_storage_url, default_storage, make_storage, masked
-from .study import counted, finished, open_study, quiet_optuna
+from .study import finished, open_study, quiet_optuna, state_counts
 from .worker import JOB_ENV, Say, WorkerJob, release_memory, run_worker, say_stderr
 
 
@@ -54,7 +54,7 @@ def train_best(cfg: Config, study_dir: Path, say: Say = say_stderr) -> dict[str,
     if test is None:
         raise ConfigError("--train-best needs a test split; pass --test-file (or data.test_file)")
     clf = Classifier.from_run_dir(run_dir)
-    logits = clf.logits(test.texts)
+    logits = clf.logits(test.texts)  # logits, not probabilities: the test score needs them too
     names = clf.label_names
     del clf
     release_memory()
@@ -165,9 +165,7 @@ def run_study(cfg: Config, study_dir: str | Path | None = None, *, workers: int 
     summary: dict[str, Any] = {"study_name": cfg.tune.study_name, "storage": masked(url), "study_dir": str(study_dir),
                                "wall_seconds": round(wall, 1), "best": best, "plots": plots,
                                "experiment_log": str(study_dir / LOG_CSV)}
-    trials = study.get_trials(deepcopy=False)
-    states = [t.state.name.lower() for t in counted(trials)]
-    summary["trials"] = {s: states.count(s) for s in ("complete", "pruned", "fail", "running", "waiting") if states.count(s)}
+    summary["trials"] = {s: n for s, n in state_counts(study.get_trials(deepcopy=False)).items() if n}
     if retrain_best:
         if best is None:
             raise LoraclfError(f"study '{cfg.tune.study_name}' has no complete trial yet; nothing to retrain (run more trials)")

@@ -27,13 +27,10 @@ def check_space_values(cfg: Config) -> dict[str, SearchParam]:
     params = cfg.tune.search_params(errs)
     if errs:
         raise ConfigError("; ".join(errs))
-    base = cfg.to_dict()
     for key, p in params.items():
         for value in p.choices if p.type == "categorical" else [p.low, p.high]:
-            raw = json.loads(json.dumps(base))
-            set_dotted(raw, key, value)
             try:
-                config_from_dict(raw)
+                apply_params(cfg, {key: value})
             except ConfigError as e:
                 errs.append(f"tune.space.{key}: the value {value!r} makes an invalid config ({e})")
     if errs:

@@ -20,6 +20,7 @@ from .space import canonical_space
 from .storage import masked
 
 SPACE_ATTR = "loraclf_space"  # study user attr: the canonical space, compared on every re-open
+STATES = ("complete", "pruned", "fail", "running", "waiting")  # the states a study summary counts
 
 
 def quiet_optuna() -> None:
@@ -133,6 +134,12 @@ def counted(trials: list[Any]) -> list[Any]:
 def finished(trials: list[Any]) -> list[Any]:
     """Counted trials that are over: complete, pruned, or failed without a retry."""
     return [t for t in counted(trials) if t.state.is_finished()]
+
+
+def state_counts(trials: list[Any]) -> dict[str, int]:
+    """Counted trials per state, for every state in STATES (zeros included)."""
+    states = [t.state.name.lower() for t in counted(trials)]
+    return {s: states.count(s) for s in STATES}
 
 
 def trial_by_number(study: Any, number: int | None) -> Any:
