@@ -134,7 +134,8 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = say_stde
                 raise optuna.TrialPruned(f"pruned at step {step} with val_accuracy {m['val_accuracy']:.4f}")
 
         try:
-            metrics = train(tcfg, run_dir, overwrite=True, on_eval=on_eval, splits=splits, token_cache=token_cache)
+            metrics = train(tcfg, run_dir, overwrite=True, on_eval=on_eval, splits=splits, token_cache=token_cache,
+                            console=False)  # one line per trial from the study instead
             for k in ("val_accuracy", "val_loss", "epochs_run", "global_step"):
                 trial.set_user_attr("steps_run" if k == "global_step" else k, metrics[k])
         except optuna.exceptions.UpdateFinishedTrialError:
