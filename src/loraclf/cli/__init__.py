@@ -5,20 +5,17 @@ and exit status 2; anything else is a bug and keeps its traceback. `--debug` re-
 """
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
 import os
 import sys
-import types
-import typing
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
 
-from .errors import LoraclfError
-from .serve.settings import ServeSettings  # light (no torch): the serve options are built from it
+from ..errors import LoraclfError
+from ..serve.settings import ServeSettings  # light (no torch): the serve options are built from it
+from .options import from_options, options_from
 
 app = typer.Typer(
     add_completion=False,
@@ -61,7 +58,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .. import __version__
 
         typer.echo(f"loraclf {__version__}")
         raise typer.Exit()
@@ -77,7 +74,7 @@ def main(
 
 def build_config(config: Optional[Path], overrides: list[str], shortcuts: dict[str, Any]) -> Any:
     """YAML file (or defaults) + option shortcuts + `key=value` overrides (these win), validated."""
-    from .config import load_config
+    from ..config import load_config
 
     items = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in shortcuts.items() if v is not None]
     return load_config(config, items + list(overrides or []))
@@ -102,8 +99,8 @@ def train(
     nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs)."),
 ) -> None:
     """Fine-tune a LoRA text classifier and write a run directory."""
-    from .train import resume as resume_run
-    from .train import train as run_train
+    from ..train import resume as resume_run
+    from ..train import train as run_train
 
     shortcuts = {"model.name": model, "data.train_file": train_file, "data.validation_file": validation_file,
                  "data.test_file": test_file, "train.epochs": epochs, "out": str(out) if out else None}
@@ -117,7 +114,7 @@ def train(
             fail(f"--resume continues '{resume}' with its saved config, so {', '.join(ignored)} would be ignored; "
                  f"drop {'it' if len(ignored) == 1 else 'them'}, or start a new run with --out to change settings")
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
-        from .distributed import relaunch
+        from ..distributed import relaunch
 
         if resume is None:  # fail here with one line rather than once per child process
             cfg = build_config(config, overrides or [], shortcuts)
@@ -155,7 +152,7 @@ def config_show(
     """Print the resolved config as YAML (or every field's help with --fields)."""
     import yaml
 
-    from .config import describe_fields
+    from ..config import describe_fields
 
     if fields:
         rows = describe_fields()
@@ -172,7 +169,7 @@ def config_show(
 @guarded
 def config_list() -> None:
     """List the presets shipped with loraclf: `--config NAME` (or `-c NAME`) uses one."""
-    from .config import preset_summary, presets
+    from ..config import preset_summary, presets
 
     known = presets()
     width = max(len(n) for n in known)
@@ -184,74 +181,6 @@ def config_list() -> None:
 # serve
 
 
-def _option_type(tp: Any) -> Any:
-    """The type typer parses for a dataclass field's type.
-
-    Literal choices are parsed as plain strings and checked by the dataclass, so a bad value gets the same
-    one-line `error:` as every other bad setting rather than Click's usage message.
-    """
-    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
-    if optional:
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-    if typing.get_origin(tp) is typing.Literal:
-        tp = str
-    return Optional[tp] if optional else tp
-
-
-def options_from(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: give a command taking `**options` one option per field of the dataclass `cls`.
-
-    `max_queue: int = 256` with `metadata["help"]` becomes `--max-queue INTEGER [default: 256]` with that help;
-    a bool becomes `--name/--no-name`; a field with `metadata["env"]` becomes `--name-env VAR`, the name of
-    an environment variable holding the value (read by `from_options`), so secrets stay out of `ps`.
-    """
-
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        hints = typing.get_type_hints(fn)
-        params = [p.replace(annotation=hints.get(p.name, p.annotation))
-                  for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
-        field_types = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            tp, metavar = _option_type(field_types[f.name]), None
-            flag, help_text = "--" + f.name.replace("_", "-"), f.metadata["help"]
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            name, decls = f.name, [flag]
-            if f.metadata.get("env"):
-                name, tp, default, decls, metavar = f"{f.name}_env", Optional[str], None, [f"{flag}-env"], "VAR"
-                help_text = f"Names the environment variable that holds this value: {help_text}"
-            elif tp is bool:
-                decls = [f"{flag}/--no-{flag[2:]}"]
-            option = typer.Option(default, *decls, help=help_text, metavar=metavar)
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=tp))
-        fn.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-        fn.__annotations__ = {**{p.name: p.annotation for p in params}, "return": None}
-        return fn
-
-    return decorate
-
-
-def from_options(cls: type, options: dict[str, Any]) -> Any:
-    """The dataclass `cls` built from the options `options_from(cls)` added (`--name-env VAR` read from the environment).
-
-    Raises:
-        ConfigError: a named environment variable is unset or empty, or the dataclass refuses a value.
-    """
-    from .errors import ConfigError
-
-    values = dict(options)
-    for f in dataclasses.fields(cls):
-        if not f.metadata.get("env"):
-            continue
-        var = values.pop(f"{f.name}_env")
-        if var is None:
-            continue
-        values[f.name] = os.environ.get(var)
-        if not values[f.name]:
-            what = f.name.replace("_", " ")
-            raise ConfigError(f"--{f.name.replace('_', '-')}-env {var}: that environment variable is unset or empty; export the {what} in it")
-    return cls(**values)
-
-
 @app.command()
 @guarded
 @options_from(ServeSettings)
@@ -260,7 +189,7 @@ def serve(
     **options: Any,  # one per ServeSettings field, added by options_from
 ) -> None:
     """Serve classifiers over HTTP (POST /v1/classify, GET /v1/adapters, GET /health, /docs)."""
-    from .serve import serve as run_server
+    from ..serve import serve as run_server
 
     run_server(run_dirs, from_options(ServeSettings, options))
 
@@ -288,7 +217,7 @@ def tune(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training data when the space does not choose it (train.epochs)."),
 ) -> None:
     """Search hyperparameters with Optuna (pruning, parallel workers, shared studies) and write the study directory."""
-    from .tune import run_study
+    from ..tune import run_study
 
     cfg = build_config(
         config,
@@ -334,8 +263,8 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
 ) -> None:
     """Score a trained run on a labelled file: metrics table, metrics.json, confusion matrix, errors CSV."""
-    from .evaluate import evaluate_run
-    from .metrics import format_metrics
+    from ..evaluate import evaluate_run
+    from ..metrics import format_metrics
 
     ev, paths = evaluate_run(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
                              device=device, precision=precision, batch_size=batch_size)
@@ -361,7 +290,7 @@ def predict(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
 ) -> None:
     """Classify texts with a trained run; predictions in input order, written atomically."""
-    from .predict import predict_file
+    from ..predict import predict_file
 
     n = predict_file(run_dir, input, output, label_names=label_names, probabilities=probabilities, format=format,
                      text_columns=text_columns, device=device, precision=precision, batch_size=batch_size)
@@ -378,7 +307,7 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR."),
 ) -> None:
     """Export a run: the adapter alone (default) or a merged standalone model (--merged)."""
-    from .export import export_run, human_size
+    from ..export import export_run, human_size
 
     res = export_run(run_dir, out_dir, merged=merged, overwrite=overwrite)
     kind = "merged model" if res.merged else "adapter"
@@ -396,7 +325,7 @@ def plot(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/learning_curves.png)."),
 ) -> None:
     """Draw a run's learning curves (train/val loss, val accuracy against steps) from its log.jsonl."""
-    from .plots import plot_run
+    from ..plots import plot_run
 
     typer.echo(f"wrote {plot_run(run_dir, out)}")
 
@@ -414,14 +343,10 @@ def report(
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Write one self-contained HTML page about a run: config, metrics, curves, confusion matrix, errors."""
-    from .report import build_report
+    from ..report import build_report
 
     res = build_report(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
                        device=device, precision=precision)
     for note in res.notes:
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {res.path}")
-
-
-if __name__ == "__main__":  # `python -m loraclf.cli` (used by the multi-process launcher)
-    app()
