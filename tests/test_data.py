@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -585,3 +586,75 @@ def test_grouped_batches_cut_padding_on_ag_news(ag_splits: Splits) -> None:
     perm = np.random.default_rng(0).permutation(len(lengths)).tolist()
     random_batches = [perm[i:i + 32] for i in range(0, len(perm), 32)]
     assert waste(length_grouped_batches(lengths, 32, 0, 0)) < 0.2 * waste(random_batches)
+
+
+# ---------------------------------------------------------------- hints name the command's options
+
+def no_data_keys(msg: str) -> None:
+    """predict/evaluate have no data.* keys: a hint must name their options instead."""
+    assert not re.search(r"data\.(format|text_columns|label_column|label_names)", msg), msg
+
+
+def test_missing_text_and_label_columns_reported_together(text_label_csv: str) -> None:
+    """It names every missing text column and the label column in one line, with the data.* keys to set."""
+    cfg = DataConfig(train_file=text_label_csv, text_columns=["title", "body"], label_column="y")
+    one_line_error(lambda: load_splits(cfg, 0), "text columns 'title', 'body' and label column 'y' not found",
+                   "available columns: text, label", "data.text_columns=[", "data.label_column=")
+
+
+def test_evaluate_column_hints_name_options(text_label_csv: str) -> None:
+    """It tells evaluate to pass --text-columns and --label-column, in one line."""
+    cfg = DataConfig(text_columns=["body"], label_column="y")
+    msg = one_line_error(lambda: read_labeled(text_label_csv, cfg, ["neg", "pos"]),
+                         "text column 'body' and label column 'y' not found", "--text-columns", "--label-column")
+    no_data_keys(msg)
+
+
+def test_predict_column_hint_names_option(tmp_path: Path) -> None:
+    """It tells predict to pass --text-columns."""
+    path = write_jsonl(tmp_path / "in.jsonl", [{"body": "x"}])
+    no_data_keys(one_line_error(lambda: read_texts(path, DataConfig()), "text column 'text'", "--text-columns"))
+
+
+@pytest.mark.parametrize("reader", ["predict", "evaluate"])
+def test_format_hints_name_option(tmp_path: Path, reader: str) -> None:
+    """It tells predict and evaluate to pass --format for an unknown format or extension."""
+    read = (lambda p, c: read_texts(p, c)) if reader == "predict" else (lambda p, c: read_labeled(p, c, ["a", "b"]))
+    path = tmp_path / "in.xlsx"
+    path.write_text("x", encoding="utf-8")
+    no_data_keys(one_line_error(lambda: read(str(path), DataConfig()), "'.xlsx'", "--format"))
+    no_data_keys(one_line_error(lambda: read(str(path), DataConfig(format="xml")), "'xml'", "--format"))
+
+
+def test_ag_news_header_hint_names_option_for_evaluate(tmp_path: Path) -> None:
+    """It tells evaluate to pass --format csv for a headed file that passed for AG News."""
+    path = write_csv(tmp_path / "ag.csv", None, AG_ROWS[:2] + [["x", "T", "D"]], quoting=csv.QUOTE_ALL)
+    no_data_keys(one_line_error(lambda: read_labeled(path, DataConfig(format="ag_news"), AG_NEWS_LABELS),
+                                "row 3", "--format csv"))
+
+
+def test_evaluate_unknown_label_hint(tmp_path: Path) -> None:
+    """It does not tell evaluate to set data.label_names: the model's labels are fixed."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], [["x", "pos"], ["y", "positive"]])
+    no_data_keys(one_line_error(lambda: read_labeled(path, DataConfig(), ["neg", "pos"]),
+                                "row 2", "'positive'", "--label-column"))
+
+
+def test_train_unknown_label_hint_names_key(tmp_path: Path, text_label_csv: str) -> None:
+    """It tells train to set data.label_names for a validation label outside the training labels."""
+    val = write_csv(tmp_path / "v.csv", ["text", "label"], [["x", "positive"]])
+    one_line_error(lambda: load_splits(DataConfig(train_file=text_label_csv, validation_file=val), 0),
+                   "'positive'", "data.label_names=")
+
+
+def test_path_hints_name_the_commands_option(tmp_path: Path) -> None:
+    """It tells predict to check --input and evaluate to check --data."""
+    one_line_error(lambda: read_texts("absent.csv", DataConfig()), "input file 'absent.csv' does not exist", "--input")
+    one_line_error(lambda: read_labeled("absent.csv", DataConfig(), ["a", "b"]), "'absent.csv' does not exist", "--data")
+
+
+def test_tune_test_file_role(tmp_path: Path) -> None:
+    """It names --test-file and data.* keys when tune reads its test file with read_labeled."""
+    path = write_csv(tmp_path / "t.csv", ["text", "label"], [["x", "a"]])
+    one_line_error(lambda: read_labeled(path, DataConfig(label_column="y"), ["a", "b"], role="test"),
+                   f"test file '{path}'", "data.label_column=")

@@ -20,11 +20,10 @@ import pandas as pd
 
 from ..config import FORMATS, DataConfig
 from ..errors import DataError
-from ._util import _as_id, _cell, _listing, _one_line
+from ._util import _as_id, _cell, _check_option, _listing, _one_line, _setting, _source
 
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
                ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}
-_OPTIONS = {"train": "--train-file", "validation": "--validation-file", "test": "--test-file"}
 _SNIFF_BYTES = 1 << 16
 _AG_TEXT_COLUMNS = ["title", "description"]
 
@@ -34,14 +33,7 @@ class _Raw(NamedTuple):
     labels: list[Any]  # raw cell values; ints are ids (AG News classes are already 0-based here)
     ag_news: bool
     source: str  # "train file 'x.csv'": the subject of every message about this data
-
-
-def _source(path: str, role: str) -> str:
-    return "stdin" if path == "-" else f"{role} file '{path}'"
-
-
-def _hint(role: str) -> str:
-    return f"check {_OPTIONS[role]}" if role in _OPTIONS else "check the path"
+    role: str  # train, validation, test, eval (see _util._ROLES): which command's options a fix names
 
 
 def _text_columns(cfg: DataConfig) -> list[str]:
@@ -61,9 +53,9 @@ def _check_path(path: str, role: str) -> None:
     """Raise the "does not exist" / "is a directory" message for a path that is not a file."""
     p = Path(path)
     if not p.exists():
-        raise DataError(f"{_source(path, role)} does not exist; {_hint(role)}")
+        raise DataError(f"{_source(path, role)} does not exist; {_check_option(role)}")
     if p.is_dir():
-        raise DataError(f"{_source(path, role)} is a directory, not a file; {_hint(role)}")
+        raise DataError(f"{_source(path, role)} is a directory, not a file; {_check_option(role)}")
 
 
 def _read_bytes(path: str, role: str) -> bytes:
@@ -100,12 +92,13 @@ def _looks_like_ag_news(path: str) -> bool:
     return bool(rows) and all(len(r) == 3 and _ag_class(r[0]) is not None for r in rows)
 
 
-def detect_format(path: str, declared: str = "auto") -> str:
+def detect_format(path: str, declared: str = "auto", *, role: str = "data") -> str:
     """The format of a data file: `declared` unless it is "auto", else judged by extension and content.
 
     Args:
         path: the file ("-" is stdin, read as plain text unless declared otherwise).
         declared: one of auto, ag_news, csv, tsv, jsonl, parquet, txt.
+        role: what the file is to the command reading it (train, input, ...): messages name its options.
 
     Returns:
         One of ag_news, csv, tsv, jsonl, parquet, txt. A .csv file in the original AG News layout
@@ -115,7 +108,8 @@ def detect_format(path: str, declared: str = "auto") -> str:
         DataError: unknown declared format, unknown extension, or a .csv file that cannot be read.
     """
     if declared not in FORMATS:
-        raise DataError(f"unknown data format '{declared}'; set data.format to one of {', '.join(FORMATS)}")
+        raise DataError(f"unknown data format '{declared}'; {_setting(role, 'format', 'FORMAT')} (one of "
+                        f"{', '.join(FORMATS)})")
     if declared != "auto":
         return declared
     if path == "-":
@@ -124,9 +118,9 @@ def detect_format(path: str, declared: str = "auto") -> str:
     fmt = _EXTENSIONS.get(ext)
     if fmt is None:
         raise DataError(f"cannot tell the format of '{path}' from its extension '{ext}'; use .csv, .tsv, .jsonl, "
-                        f".parquet or .txt, or set data.format to one of {', '.join(FORMATS[1:])}")
+                        f".parquet or .txt, or {_setting(role, 'format', 'FORMAT')} (one of {', '.join(FORMATS[1:])})")
     if fmt == "csv":
-        _check_path(path, "data")
+        _check_path(path, role)
         if _looks_like_ag_news(path):
             return "ag_news"
     return fmt
@@ -136,7 +130,7 @@ def _detect(path: str, cfg: DataConfig, role: str) -> tuple[str, str]:
     """The message subject and the format of `path`, once it is known to be a file (or stdin)."""
     if path != "-":
         _check_path(path, role)  # before detect_format, so the message names the role and option
-    return _source(path, role), detect_format(path, cfg.format)
+    return _source(path, role), detect_format(path, cfg.format, role=role)
 
 
 # ---------------------------------------------------------------- tables
@@ -150,7 +144,8 @@ def _read_frame(path: str, fmt: str, role: str) -> pd.DataFrame:
             df = pd.read_parquet(io.BytesIO(data))
         except Exception as e:  # pyarrow raises several unrelated types for a damaged file
             raise DataError(f"cannot read {src} as Parquet ({_one_line(e, 120)}); "
-                            "check that it is a complete Parquet file or set data.format") from e
+                            f"check that it is a complete Parquet file, or {_setting(role, 'format', 'FORMAT')} "
+                            "for another format") from e
     else:
         text = _decode(data, src)
         if not text.strip():
@@ -165,11 +160,11 @@ def _read_frame(path: str, fmt: str, role: str) -> pd.DataFrame:
                                  keep_default_na=False, na_filter=False, index_col=False)
             except (ValueError, csv.Error) as e:  # pandas' ParserError is a ValueError
                 raise DataError(f"cannot parse {src} as {fmt.upper()} ({_one_line(e, 120)}); "
-                                "fix the file or set data.format") from e
+                                f"fix the file, or {_setting(role, 'format', 'FORMAT')} for another format") from e
     if fmt == "ag_news":
         if df.shape[1] != 3:
             raise DataError(f"{src} has {df.shape[1]} columns; the AG News layout has 3 (class, title, "
-                            "description): set data.format to csv for a file with a header row")
+                            f"description): {_setting(role, 'format', 'csv')} for a file with a header row")
         df.columns = ["class", *_AG_TEXT_COLUMNS]
     if len(df) == 0:
         raise DataError(f"{src} has a header but no data rows; add rows")
@@ -198,13 +193,21 @@ def _parse_jsonl(text: str, src: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _require_columns(columns: Sequence[str], cfg: DataConfig, src: str, need_label: bool) -> None:
-    available = f"available columns: {_listing(columns)}"
-    for c in _text_columns(cfg):
-        if c not in columns:
-            raise DataError(f"text column '{c}' not found in {src}; {available}; set data.text_columns")
-    if need_label and cfg.label_column not in columns:
-        raise DataError(f"label column '{cfg.label_column}' not found in {src}; {available}; set data.label_column")
+def _require_columns(columns: Sequence[str], cfg: DataConfig, src: str, need_label: bool, role: str) -> None:
+    """Every missing text column and the missing label column, in one message."""
+    text = [c for c in _text_columns(cfg) if c not in columns]
+    label = need_label and cfg.label_column not in columns
+    if not text and not label:
+        return
+    missing, fixes = [], []
+    if text:
+        missing.append(f"text column{'s' if len(text) > 1 else ''} {', '.join(repr(c) for c in text)}")
+        fixes.append(_setting(role, "text_columns", ["COLUMN", "..."]))
+    if label:
+        missing.append(f"label column '{cfg.label_column}'")
+        fixes.append(_setting(role, "label_column", "COLUMN", verb=not fixes))
+    raise DataError(f"{' and '.join(missing)} not found in {src}; available columns: {_listing(columns)}; "
+                    f"{' and '.join(fixes)}")
 
 
 def _frame_texts(df: pd.DataFrame, cols: list[str]) -> list[str]:
@@ -212,11 +215,11 @@ def _frame_texts(df: pd.DataFrame, cols: list[str]) -> list[str]:
     return [" ".join(parts) for parts in zip(*columns)]
 
 
-def _table_texts(df: pd.DataFrame, fmt: str, cfg: DataConfig, src: str, need_label: bool) -> list[str]:
+def _table_texts(df: pd.DataFrame, fmt: str, cfg: DataConfig, src: str, need_label: bool, role: str) -> list[str]:
     """The texts of a table: AG News title + description, else the configured text columns."""
     if fmt == "ag_news":
         return _frame_texts(df, _AG_TEXT_COLUMNS)
-    _require_columns(list(map(str, df.columns)), cfg, src, need_label)
+    _require_columns(list(map(str, df.columns)), cfg, src, need_label, role)
     return _frame_texts(df, _text_columns(cfg))
 
 
@@ -228,14 +231,14 @@ def _check_texts(texts: list[str], src: str) -> None:
         raise DataError(f"{src} row {empty[0] + 1} has an empty text{more}; remove the row or fill in its text")
 
 
-def _ag_labels(df: pd.DataFrame, src: str) -> list[int]:
+def _ag_labels(df: pd.DataFrame, src: str, role: str) -> list[int]:
     out = []
     for row, v in enumerate(df["class"].tolist(), 1):
         s = _cell(v).strip()
         c = _ag_class(s)
         if c is None:
             raise DataError(f"{src} row {row} has class '{s}'; the AG News layout needs an integer class 1, 2, ... "
-                            "in the first column (set data.format to csv if the file has a header row)")
+                            f"in the first column ({_setting(role, 'format', 'csv')} if the file has a header row)")
         out.append(c - 1)  # class 1 is label 0
     return out
 
@@ -249,11 +252,11 @@ def _read_raw(path: str, cfg: DataConfig, role: str) -> _Raw:
         raise DataError(f"{src} is plain text, which has no labels; use a CSV, TSV, JSONL or Parquet file "
                         f"with a '{cfg.label_column}' column")
     df = _read_frame(path, fmt, role)
-    texts = _table_texts(df, fmt, cfg, src, need_label=True)
+    texts = _table_texts(df, fmt, cfg, src, need_label=True, role=role)
     ag_news = fmt == "ag_news"
-    labels = _ag_labels(df, src) if ag_news else df[cfg.label_column].tolist()
+    labels = _ag_labels(df, src, role) if ag_news else df[cfg.label_column].tolist()
     _check_texts(texts, src)
-    return _Raw(texts, labels, ag_news, src)
+    return _Raw(texts, labels, ag_news, src, role)
 
 
 def read_texts(path: str, cfg: DataConfig) -> list[str]:
@@ -271,7 +274,7 @@ def read_texts(path: str, cfg: DataConfig) -> list[str]:
     """
     src, fmt = _detect(path, cfg, "input")
     if fmt != "txt":
-        return _table_texts(_read_frame(path, fmt, "input"), fmt, cfg, src, need_label=False)
+        return _table_texts(_read_frame(path, fmt, "input"), fmt, cfg, src, need_label=False, role="input")
     text = _decode(_read_bytes(path, "input"), src)
     if not text:
         raise DataError(f"{src} is empty; give one text per line")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
-from ._util import _as_id, _cell, _listing, _missing
+from ._util import _ROLES, _as_id, _cell, _listing, _missing, _setting
 from .formats import _Raw, _read_raw
 
 AG_NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
@@ -53,7 +53,7 @@ def _label_set(raw: _Raw, cfg: DataConfig) -> tuple[list[str], bool]:
     return sorted({_cell(v).strip() for v in present}), False
 
 
-def _map_labels(values: Sequence[Any], names: list[str], ids_ok: bool, src: str) -> list[int]:
+def _map_labels(values: Sequence[Any], names: list[str], ids_ok: bool, src: str, role: str) -> list[int]:
     """Label ids for raw values: numbers are ids; strings are names, or ids if `ids_ok` and not a name."""
     index = {n: i for i, n in enumerate(names)}
     out = []
@@ -67,23 +67,32 @@ def _map_labels(values: Sequence[Any], names: list[str], ids_ok: bool, src: str)
         if i is None or i >= len(names):
             ids = f" (or ids 0-{len(names) - 1})" if ids_ok else ""
             raise DataError(f"{src} row {row} has label '{_cell(v).strip()}', which is not in the label set; "
-                            f"valid labels: {_listing(names)}{ids}; fix the label or set data.label_names")
+                            f"valid labels: {_listing(names)}{ids}; {_label_fix(role)}")
         out.append(i)
     return out
 
 
+def _label_fix(role: str) -> str:
+    if _ROLES[role].cli:  # evaluate: the label set is the trained model's
+        return (f"fix the label (the run's model knows only these labels), or "
+                f"{_setting(role, 'label_column', 'COLUMN')} if this is not the label column")
+    return "fix the label or set data.label_names=[...] to the full label set"
+
+
 def _labelled(raw: _Raw, names: list[str], ids_ok: bool) -> TextLabels:
     """`raw`'s texts with its labels mapped onto `names`."""
-    return TextLabels(raw.texts, _map_labels(raw.labels, names, ids_ok, raw.source))
+    return TextLabels(raw.texts, _map_labels(raw.labels, names, ids_ok, raw.source, raw.role))
 
 
-def read_labeled(path: str, cfg: DataConfig, label_names: list[str]) -> TextLabels:
+def read_labeled(path: str, cfg: DataConfig, label_names: list[str], role: str = "eval") -> TextLabels:
     """Read a labelled file for evaluation, mapping its labels onto a model's label set.
 
     Args:
         path: the file (any format `detect_format` knows except plain text).
         cfg: the text/label columns and format to use.
         label_names: the model's labels; the file may hold these names or ids 0..K-1.
+        role: "eval" (evaluate, report: fixes name --data, --format, --text-columns, --label-column)
+            or "test" (tune's test file: fixes name --test-file and data.* settings).
 
     Returns:
         All rows, in file order (data.max_eval_rows is not applied here).
@@ -92,4 +101,4 @@ def read_labeled(path: str, cfg: DataConfig, label_names: list[str]) -> TextLabe
         DataError: missing/unreadable file, unknown column, empty text, label not in `label_names`.
     """
     _check_label_names(label_names, "the label set")
-    return _labelled(_read_raw(path, cfg, "input"), list(label_names), True)
+    return _labelled(_read_raw(path, cfg, role), list(label_names), True)

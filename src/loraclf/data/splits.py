@@ -114,10 +114,11 @@ def _load_hub(cfg: DataConfig, seed: int) -> Splits:
 
     def split(name: str) -> _Raw:
         ds, src = dd[name], f"split '{name}' of {what}"
-        _require_columns(ds.column_names, cfg, src, need_label=True)
+        _require_columns(ds.column_names, cfg, src, need_label=True, role="train")
         texts = _frame_texts(pd.DataFrame({c: ds[c] for c in _text_columns(cfg)}), _text_columns(cfg))
         _check_texts(texts, src)
-        return _Raw(texts, list(ds[cfg.label_column]), False, src)
+        role = name if name in ("train", "test") else "validation"
+        return _Raw(texts, list(ds[cfg.label_column]), False, src, role)
 
     train = split("train")
     feature = dd["train"].features.get(cfg.label_column)
