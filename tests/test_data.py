@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import gzip
 import io
 import json
 import math
@@ -658,3 +659,110 @@ def test_tune_test_file_role(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "t.csv", ["text", "label"], [["x", "a"]])
     one_line_error(lambda: read_labeled(path, DataConfig(label_column="y"), ["a", "b"], role="test"),
                    f"test file '{path}'", "data.label_column=")
+
+
+# ---------------------------------------------------------------- binary files and old line endings
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
+BINARIES = {
+    "random bytes": (np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes(), "binary data"),
+    "png": (PNG, "a PNG image"),
+    "gzip": (gzip.compress(b"text,label\n" + b"some text,a\n" * 50), "gzip-compressed data"),
+}
+READERS = ["train", "validation", "test", "predict", "evaluate"]
+
+
+def read_as(reader: str, path: str, good_train: str) -> Any:
+    """Read `path` the way `reader` (a file role or a command) does."""
+    if reader == "predict":
+        return read_texts(path, DataConfig())
+    if reader == "evaluate":
+        return read_labeled(path, DataConfig(), ["a", "b"])
+    if reader == "train":
+        return load_splits(DataConfig(train_file=path), 0)
+    return load_splits(DataConfig(train_file=good_train, **{f"{reader}_file": path}), 0)
+
+
+@pytest.mark.parametrize("ext", [".csv", ".jsonl", ".tsv", ".txt"])
+@pytest.mark.parametrize("kind", list(BINARIES))
+@pytest.mark.parametrize("reader", READERS)
+def test_binary_file_is_one_line(tmp_path: Path, text_label_csv: str, reader: str, kind: str, ext: str) -> None:
+    """It says a binary file is not a text file, what it looks like and which files it reads."""
+    data, looks_like = BINARIES[kind]
+    path = tmp_path / f"bin{ext}"
+    path.write_bytes(data)
+    msg = one_line_error(lambda: read_as(reader, str(path), text_label_csv),
+                         f"'{path}' is not a text file", f"it looks like {looks_like}", "UTF-8 CSV, TSV")
+    assert ("plain text" in msg) == (reader == "predict"), msg  # predict alone reads .txt files
+    if kind == "gzip":
+        assert "gunzip" in msg
+
+
+def test_binary_stdin_for_predict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It says binary data on stdin is not text."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(PNG)))
+    one_line_error(lambda: read_texts("-", DataConfig()), "stdin is not a text file", "PNG")
+
+
+def test_parquet_named_csv(tmp_path: Path) -> None:
+    """It recognises a Parquet file under a .csv name and says how to read it as Parquet."""
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]}).to_parquet(path)
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0), "Parquet", "data.format=parquet")
+    one_line_error(lambda: read_texts(str(path), DataConfig()), "Parquet", "--format parquet")
+
+
+def test_utf16_file(tmp_path: Path) -> None:
+    """It says a UTF-16 file (Excel's "Unicode text") must be re-saved as UTF-8."""
+    path = tmp_path / "d.csv"
+    path.write_bytes("text,label\nhello,a\n".encode("utf-16"))
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0), "UTF-16", "re-save it as UTF-8")
+
+
+def cr_only(rows: list[list[str]]) -> bytes:
+    """CSV with old-Mac (Excel) CR-only line ends, quoted fields holding commas and line breaks."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r", quoting=csv.QUOTE_ALL).writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+CR_ROWS = [["text", "label"], ["first, with comma", "a"], ["two\nlines", "b"], ["third", "a"], ["fourth", "b"]]
+
+
+@pytest.mark.parametrize("reader", ["train", "validation", "evaluate", "predict"])
+def test_cr_only_csv_read_correctly(tmp_path: Path, reader: str) -> None:
+    """It reads a CSV with CR-only line ends (old Excel) row by row, like any other CSV."""
+    path = tmp_path / "cr.csv"
+    path.write_bytes(cr_only(CR_ROWS))
+    texts = [r[0] for r in CR_ROWS[1:]]
+    if reader == "predict":
+        assert read_texts(str(path), DataConfig()) == texts
+        return
+    if reader == "train":
+        s = load_splits(DataConfig(train_file=str(path), validation_file=str(path)), 0)
+        assert s.label_names == ["a", "b"]
+        got = s.train
+    elif reader == "validation":
+        got = load_splits(DataConfig(train_file=str(path), validation_file=str(path)), 0).validation
+    else:
+        got = read_labeled(str(path), DataConfig(), ["a", "b"])
+    assert got == TextLabels(texts, [0, 1, 0, 1])
+
+
+def test_cr_only_ag_news(tmp_path: Path) -> None:
+    """It still recognises the AG News layout with CR-only line ends."""
+    path = tmp_path / "ag.csv"
+    path.write_bytes(cr_only(AG_ROWS))
+    assert detect_format(str(path)) == "ag_news"
+    assert load_splits(DataConfig(train_file=str(path), validation_file=str(path)), 0).train.labels == [
+        int(r[0]) - 1 for r in AG_ROWS]
+
+
+def test_cr_only_jsonl_and_text(tmp_path: Path) -> None:
+    """It splits JSON lines and plain text at CR-only line ends too."""
+    jl = tmp_path / "d.jsonl"
+    jl.write_bytes(b'{"text": "a", "label": "x"}\r{"text": "b", "label": "y"}\r')
+    assert read_labeled(str(jl), DataConfig(), ["x", "y"]) == TextLabels(["a", "b"], [0, 1])
+    txt = tmp_path / "d.txt"
+    txt.write_bytes(b"one\rtwo\r\rfour\r")
+    assert read_texts(str(txt), DataConfig()) == ["one", "two", "", "four"]

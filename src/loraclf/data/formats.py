@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -26,6 +27,25 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"
                ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}
 _SNIFF_BYTES = 1 << 16
 _AG_TEXT_COLUMNS = ["title", "description"]
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # Windows, old Mac (Excel's CR-only CSV) and Unix line ends
+
+# Leading bytes of files people hand over by mistake: what the file is, and what to do instead.
+_MAGIC = [
+    (b"\x1f\x8b", "gzip-compressed data", "decompress it first (gunzip)"),
+    (b"PK\x03\x04", "a ZIP archive, such as an Excel .xlsx workbook", "save the sheet as CSV UTF-8, or unzip it"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Office document, such as an Excel .xls workbook", "save the sheet as CSV UTF-8"),
+    (b"BZh", "bzip2-compressed data", "decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it first (unxz)"),
+    (b"(\xb5/\xfd", "zstd-compressed data", "decompress it first (unzstd)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "extract it first"),
+    (b"SQLite format 3\x00", "an SQLite database", "export the table as CSV"),
+    (b"ARROW1", "an Arrow/Feather file", "save it as Parquet"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", None),
+    (b"\xff\xd8\xff", "a JPEG image", None),
+    (b"GIF8", "a GIF image", None),
+    (b"%PDF", "a PDF document", None),
+    (b"\x7fELF", "a program (ELF executable)", None),
+]
 
 
 class _Raw(NamedTuple):
@@ -68,7 +88,46 @@ def _read_bytes(path: str, role: str) -> bytes:
         raise DataError(f"cannot read {_source(path, role)} ({_one_line(e.strerror or e)}); check its permissions") from e
 
 
-def _decode(data: bytes, src: str) -> str:
+def _accepted(role: str) -> str:
+    """The files `role`'s command reads."""
+    return ("a UTF-8 CSV, TSV, JSON lines or plain text file, or a Parquet file" if role == "input"
+            else "a UTF-8 CSV, TSV or JSON lines file, or a Parquet file")
+
+
+def _utf8_prefix(head: bytes) -> bool:
+    """True when `head` (the start of a file) is valid UTF-8, allowing a character cut off at its end."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.reason == "unexpected end of data" and e.start >= len(head) - 3
+    return True
+
+
+def _not_text(data: bytes, src: str, role: str) -> str | None:
+    """The message for bytes that are not UTF-8 text (compressed, an image, UTF-16...), else None."""
+    head = data[:_SNIFF_BYTES]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+            len(head) >= 8 and head[1::2].count(0) >= 0.4 * len(head[1::2]) > head[0::2].count(0)):
+        return f"{src} is UTF-16 text; re-save it as UTF-8 (in Excel: Save As \"CSV UTF-8\")"
+    controls = sum(b < 32 and b not in b"\t\n\r\x0c" for b in head) > 0.05 * len(head)  # text has few
+    if b"\x00" not in head and not controls and _utf8_prefix(head):
+        return None  # text, perhaps with a bad byte further on: _decode names it
+    if head.startswith(b"PAR1"):
+        return (f"{src} is not a text file (it looks like a Parquet file); give it a .parquet name, "
+                f"or {_setting(role, 'format', 'parquet')}")
+    kind, fix = next(((k, f) for magic, k, f in _MAGIC if head.startswith(magic)), (None, None))
+    if kind is None:
+        if b"\x00" not in head and not controls:
+            return None  # text in another encoding (Latin-1, cp1252): _decode says to re-save it as UTF-8
+        kind = "binary data"
+    accepted = _accepted(role)
+    return f"{src} is not a text file (it looks like {kind}); " + (f"{fix}; it must be {accepted}" if fix else f"give {accepted}")
+
+
+def _decode(data: bytes, src: str, role: str) -> str:
+    problem = _not_text(data, src, role)
+    if problem:
+        raise DataError(problem)
     # Decoding ourselves (not inside pandas) gives the exact byte offset of the first bad byte.
     try:
         text = data.decode("utf-8")
@@ -85,7 +144,13 @@ def _looks_like_ag_news(path: str) -> bool:
             head = f.read(_SNIFF_BYTES)
     except OSError:
         return False  # the full read that follows reports the problem with the right wording
-    rows = list(csv.reader(io.StringIO(head.decode("utf-8", errors="replace"))))
+    if b"\x00" in head or not _utf8_prefix(head):
+        return False  # not text: the full read says what it is
+    try:
+        # newline="": the csv module splits rows itself, at \r\n, \n or a lone \r (old Excel).
+        rows = list(csv.reader(io.StringIO(head.decode("utf-8", errors="replace"), newline="")))
+    except csv.Error:
+        return False  # not CSV at all; the full read reports it
     if len(head) == _SNIFF_BYTES:
         rows = rows[:-1]  # a row cut off by the sniff window proves nothing
     rows = [r for r in rows if r][:5]
@@ -147,7 +212,7 @@ def _read_frame(path: str, fmt: str, role: str) -> pd.DataFrame:
                             f"check that it is a complete Parquet file, or {_setting(role, 'format', 'FORMAT')} "
                             "for another format") from e
     else:
-        text = _decode(data, src)
+        text = _decode(data, src, role)
         if not text.strip():
             raise DataError(f"{src} is empty; it needs at least one data row")
         if fmt == "jsonl":
@@ -155,6 +220,7 @@ def _read_frame(path: str, fmt: str, role: str) -> pd.DataFrame:
         else:
             try:
                 # dtype=str + no NA parsing: "NA", "null" or "" in a text stay exactly what they are.
+                # pandas splits rows at \r\n, \n and a lone \r (old Mac Excel) alike.
                 df = pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",",
                                  header=None if fmt == "ag_news" else "infer", dtype=str,
                                  keep_default_na=False, na_filter=False, index_col=False)
@@ -179,7 +245,7 @@ def _parse_jsonl(text: str, src: str) -> pd.DataFrame:
             raise DataError(f"{src} is not valid JSON ({e.msg} at line {e.lineno}); fix the file") from None
     else:
         records = []
-        for lineno, line in enumerate(text.split("\n"), 1):
+        for lineno, line in enumerate(_NEWLINE.split(text), 1):
             if line.strip():
                 try:
                     records.append(json.loads(line))
@@ -249,6 +315,11 @@ def _read_raw(path: str, cfg: DataConfig, role: str) -> _Raw:
     """Read a labelled file: texts (none empty) and raw label values."""
     src, fmt = _detect(path, cfg, role)
     if fmt == "txt":
+        if path != "-":
+            with open(path, "rb") as f:
+                problem = _not_text(f.read(_SNIFF_BYTES), src, role)
+            if problem:
+                raise DataError(problem)
         raise DataError(f"{src} is plain text, which has no labels; use a CSV, TSV, JSONL or Parquet file "
                         f"with a '{cfg.label_column}' column")
     df = _read_frame(path, fmt, role)
@@ -275,10 +346,10 @@ def read_texts(path: str, cfg: DataConfig) -> list[str]:
     src, fmt = _detect(path, cfg, "input")
     if fmt != "txt":
         return _table_texts(_read_frame(path, fmt, "input"), fmt, cfg, src, need_label=False, role="input")
-    text = _decode(_read_bytes(path, "input"), src)
+    text = _decode(_read_bytes(path, "input"), src, "input")
     if not text:
         raise DataError(f"{src} is empty; give one text per line")
-    lines = text.split("\n")  # not splitlines(): it also splits on form feeds and U+2028 inside texts
+    lines = _NEWLINE.split(text)  # not splitlines(): it also splits on form feeds and U+2028 inside texts
     if lines[-1] == "":
         lines.pop()  # the final newline ends the last line, it does not start an empty one
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
