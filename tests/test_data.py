@@ -766,3 +766,99 @@ def test_cr_only_jsonl_and_text(tmp_path: Path) -> None:
     txt = tmp_path / "d.txt"
     txt.write_bytes(b"one\rtwo\r\rfour\r")
     assert read_texts(str(txt), DataConfig()) == ["one", "two", "", "four"]
+
+
+# ---------------------------------------------------------------- integer labels
+
+def test_integer_label_typo_is_one_line(tmp_path: Path) -> None:
+    """It refuses one mistyped integer label instead of making a class for every integer up to it."""
+    rows = balanced_rows(10, ["0", "1"]) + [["typo", "1000000"]]
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0),
+                   "integer labels 0, 1, 1000000", "0..K-1 or 1..K", "row 21 has 1000000", "2-999999 missing",
+                   "data.label_names=[0,1,1000000]", "class names")
+
+
+@pytest.mark.parametrize("labels, found", [(["0", "1", "3"], "row 3 has 3, after a gap (2 missing)"),
+                                           (["2", "3", "4"], "the smallest, 2 (row 1), is not 0 or 1")])
+def test_integer_labels_gap_or_start(tmp_path: Path, labels: list[str], found: str) -> None:
+    """It names the first label after a gap, or a smallest label other than 0 or 1."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], balanced_rows(5, labels))
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0), found, "data.label_names=")
+
+
+def test_integer_labels_with_gap_accepted_with_label_names(tmp_path: Path) -> None:
+    """It takes integer labels with a gap as names when data.label_names lists them."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], balanced_rows(5, ["0", "1", "3"]))
+    s = load_splits(DataConfig(train_file=path, validation_file=path, label_names=["0", "1", "3"]), 0)
+    assert s.label_names == ["0", "1", "3"] and s.train.labels[:3] == [0, 1, 2]
+
+
+def one_based_file(tmp_path: Path, kind: str) -> str:
+    """Labels 1, 2, 3 (as CSV strings, JSON ints or floats, or Parquet ints) on texts "t1 i"..."""
+    records = [{"text": f"t{c} {i}", "label": c} for i in range(5) for c in (1, 2, 3)]
+    if kind == "csv":
+        return write_csv(tmp_path / "d.csv", ["text", "label"], [[r["text"], str(r["label"])] for r in records])
+    if kind == "jsonl float":
+        return write_jsonl(tmp_path / "d.jsonl", [{**r, "label": float(r["label"])} for r in records])
+    if kind == "parquet":
+        pd.DataFrame.from_records(records).to_parquet(tmp_path / "d.parquet")
+        return str(tmp_path / "d.parquet")
+    return write_jsonl(tmp_path / "d.jsonl", records)
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "jsonl float", "parquet"])
+def test_integer_labels_one_based(tmp_path: Path, kind: str) -> None:
+    """It maps labels 1..K to ids 0..K-1 named "1".."K", in training, validation and evaluation alike."""
+    path = one_based_file(tmp_path, kind)
+    s = load_splits(DataConfig(train_file=path, validation_file=path), 0)
+    assert s.label_names == ["1", "2", "3"]
+    for split in (s.train, s.validation):
+        assert split.labels == [int(t[1]) - 1 for t in split.texts]
+    ev = read_labeled(path, DataConfig(), s.label_names)
+    assert ev.labels == [int(t[1]) - 1 for t in ev.texts]
+
+
+def test_integer_labels_zero_based_unchanged(tmp_path: Path) -> None:
+    """It keeps 0..K-1 integer labels as ids named "0".."K-1" (JSON ints too)."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": i % 3} for i in range(12)])
+    s = load_splits(DataConfig(train_file=path, validation_file=path), 0)
+    assert s.label_names == ["0", "1", "2"] and s.validation.labels == [i % 3 for i in range(12)]
+
+
+def test_one_based_labels_refuse_zero_in_validation(tmp_path: Path) -> None:
+    """It refuses label 0 in a validation file when training labels are 1..K (it is no id there)."""
+    val = write_csv(tmp_path / "v.csv", ["text", "label"], [["x", "0"]])
+    one_line_error(lambda: load_splits(DataConfig(train_file=one_based_file(tmp_path, "csv"), validation_file=val), 0),
+                   "validation file", "row 1 has label '0'", "valid labels: 1, 2, 3;")
+
+
+def test_ag_news_class_gap(tmp_path: Path) -> None:
+    """It refuses AG News layout classes with a gap above the four AG News classes."""
+    rows = [[c, "Title", f"Description {i}"] for i, c in enumerate(["1", "2", "5", "6"] * 2)]
+    path = write_csv(tmp_path / "ag.csv", None, rows, quoting=csv.QUOTE_ALL)
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0),
+                   "integer classes 1, 2, 5, 6", "row 3 has 5, after a gap (3-4 missing)", "classes 1..6")
+
+
+def test_ag_news_layout_more_classes(tmp_path: Path) -> None:
+    """It names the classes of an AG News layout file with 5 contiguous classes "1".."5" (ids 0..4)."""
+    rows = [[str(c), "Title", f"Description {c} {i}"] for i in range(3) for c in range(1, 6)]
+    path = write_csv(tmp_path / "ag.csv", None, rows, quoting=csv.QUOTE_ALL)
+    s = load_splits(DataConfig(train_file=path, validation_file=path), 0)
+    assert s.label_names == ["1", "2", "3", "4", "5"] and s.train.labels[:5] == [0, 1, 2, 3, 4]
+
+
+def test_hub_class_label_ints_stay_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It keeps hub ClassLabel ints as ids even when the class names are digits."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["1", "2"])})
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"text": [f"t{i}" for i in range(10)], "label": [i % 2 for i in range(10)]},
+                                            features=features),
+        "validation": datasets.Dataset.from_dict({"text": ["v0", "v1"], "label": [1, 0]}, features=features),
+    })
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: dd)
+    s = load_splits(DataConfig(dataset="someone/stars"), 0)
+    assert s.label_names == ["1", "2"] and s.validation == TextLabels(["v0", "v1"], [1, 0])

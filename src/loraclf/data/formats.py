@@ -54,6 +54,7 @@ class _Raw(NamedTuple):
     ag_news: bool
     source: str  # "train file 'x.csv'": the subject of every message about this data
     role: str  # train, validation, test, eval (see _util._ROLES): which command's options a fix names
+    ids: bool = False  # the labels are ids, not names (AG News classes, a hub ClassLabel column)
 
 
 def _text_columns(cfg: DataConfig) -> list[str]:
@@ -327,7 +328,7 @@ def _read_raw(path: str, cfg: DataConfig, role: str) -> _Raw:
     ag_news = fmt == "ag_news"
     labels = _ag_labels(df, src, role) if ag_news else df[cfg.label_column].tolist()
     _check_texts(texts, src)
-    return _Raw(texts, labels, ag_news, src, role)
+    return _Raw(texts, labels, ag_news, src, role, ids=ag_news)
 
 
 def read_texts(path: str, cfg: DataConfig) -> list[str]:
