@@ -862,3 +862,80 @@ def test_hub_class_label_ints_stay_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: dd)
     s = load_splits(DataConfig(dataset="someone/stars"), 0)
     assert s.label_names == ["1", "2"] and s.validation == TextLabels(["v0", "v1"], [1, 0])
+
+
+# ---------------------------------------------------------------- data.delimiter
+
+@pytest.fixture
+def semicolon_csv(tmp_path: Path) -> str:
+    rows = [[f"Preis {i}: 3,50 EUR, billig", "ab"[i % 2]] for i in range(10)]
+    return write_csv(tmp_path / "eu.csv", ["text", "label"], rows, delimiter=";")
+
+
+def test_delimiter_reads_semicolon_csv(semicolon_csv: str) -> None:
+    """It reads a ';'-separated CSV (commas inside texts) with data.delimiter=';', for every command."""
+    cfg = DataConfig(train_file=semicolon_csv, validation_file=semicolon_csv, delimiter=";")
+    s = load_splits(cfg, 0)
+    assert s.label_names == ["a", "b"] and s.validation.texts[0] == "Preis 0: 3,50 EUR, billig"
+    assert read_texts(semicolon_csv, cfg)[1] == "Preis 1: 3,50 EUR, billig"
+    assert read_labeled(semicolon_csv, cfg, ["a", "b"]).labels[:2] == [0, 1]
+
+
+def test_semicolon_csv_hint_for_train(semicolon_csv: str) -> None:
+    """It says a ';'-separated file read as CSV looks ';'-separated and to set data.delimiter=';'."""
+    one_line_error(lambda: load_splits(DataConfig(train_file=semicolon_csv), 0),
+                   "one column, 'text;label'", "it looks ';'-separated", "set data.delimiter=';'")
+
+
+@pytest.mark.parametrize("reader", ["predict", "evaluate"])
+def test_semicolon_csv_hint_for_predict_and_evaluate(semicolon_csv: str, reader: str) -> None:
+    """It tells predict and evaluate that they read CSV with the run's data.delimiter."""
+    read = (lambda: read_texts(semicolon_csv, DataConfig())) if reader == "predict" else (
+        lambda: read_labeled(semicolon_csv, DataConfig(), ["a", "b"]))
+    msg = one_line_error(read, "it looks ';'-separated", "the run's data.delimiter (',')", "--format tsv")
+    assert "data.delimiter=" not in msg
+
+
+def test_tab_separated_csv_hint(tmp_path: Path) -> None:
+    """It suggests the TSV format for a tab-separated .csv file, as the command's option."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], [["x", "a"], ["y", "b"]], delimiter="\t")
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0), "it looks tab-separated", "set data.format=tsv")
+    one_line_error(lambda: read_texts(path, DataConfig()), "'text\\tlabel'", "pass --format tsv")
+
+
+def test_semicolon_hint_on_parse_error(tmp_path: Path) -> None:
+    """It gives the separator fix when a ';'-separated file fails to parse as CSV."""
+    path = tmp_path / "d.csv"
+    path.write_text("text;label\nx;a\ny, with, commas;b\n", encoding="utf-8")
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0), "cannot parse", "data.delimiter=';'")
+
+
+def test_tsv_stays_tab_separated(tmp_path: Path) -> None:
+    """It reads TSV files with tabs whatever data.delimiter says (it is the CSV separator)."""
+    path = write_csv(tmp_path / "d.tsv", ["text", "label"], [["x; y", "a"], ["z", "b"]], delimiter="\t")
+    assert read_texts(path, DataConfig(delimiter=";")) == ["x; y", "z"]
+
+
+def test_ag_news_layout_with_delimiter(tmp_path: Path) -> None:
+    """It recognises the AG News layout in a ';'-separated file when data.delimiter is ';'."""
+    path = write_csv(tmp_path / "ag.csv", None, AG_ROWS, delimiter=";", quoting=csv.QUOTE_ALL)
+    s = load_splits(DataConfig(train_file=path, validation_file=path, delimiter=";"), 0)
+    assert s.label_names == AG_NEWS_LABELS and s.train.labels == [int(r[0]) - 1 for r in AG_ROWS]
+
+
+@pytest.mark.parametrize("value", [";;", "", '"'])
+def test_bad_delimiter(text_label_csv: str, value: str) -> None:
+    """It refuses a delimiter that is not one character (code-built configs skip the loader's check)."""
+    one_line_error(lambda: load_splits(DataConfig(train_file=text_label_csv, delimiter=value), 0), "data.delimiter")
+
+
+def test_delimiter_from_the_command_line() -> None:
+    """It takes data.delimiter=; and data.delimiter=\\t (a tab) from the command line and refuses two characters."""
+    from loraclf.config import load_config
+    from loraclf.errors import ConfigError
+
+    assert load_config(None, ["data.delimiter=;"]).data.delimiter == ";"
+    assert load_config(None, ["data.delimiter=\\t"]).data.delimiter == "\t"
+    assert load_config(None, []).data.delimiter is None
+    with pytest.raises(ConfigError, match="data.delimiter: ';;' is not a separator"):
+        load_config(None, ["data.delimiter=;;"])

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..config import FORMATS, DataConfig
 from ..errors import DataError
-from ._util import _as_id, _cell, _check_option, _listing, _one_line, _setting, _source
+from ._util import _ROLES, _as_id, _cell, _check_option, _listing, _one_line, _setting, _source
 
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
                ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}
@@ -138,7 +138,38 @@ def _decode(data: bytes, src: str, role: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text  # a BOM would stick to the first column name
 
 
-def _looks_like_ag_news(path: str) -> bool:
+def _delimiter(cfg: DataConfig, fmt: str) -> str:
+    """The field separator for `fmt`: a tab for TSV; data.delimiter (default ',') for CSV and AG News."""
+    if fmt == "tsv":
+        return "\t"
+    d = cfg.delimiter
+    if d is None:
+        return ","
+    d = {"\\t": "\t", "tab": "\t"}.get(d, d)  # as the config loader does for a typed \t
+    if not isinstance(d, str) or len(d) != 1 or d in '"\r\n':
+        raise DataError(f"data.delimiter is {d!r}; give one character other than a quote or line break, "
+                        "e.g. ';' (or null for ',')")
+    return d
+
+
+def _separator_hint(sample: str, fmt: str, cfg: DataConfig, role: str) -> str:
+    """"it looks ';'-separated: <fix>" when `sample` (a header) holds another separator, else ""."""
+    used = _delimiter(cfg, fmt)
+    counts = {c: sample.count(c) for c in ("\t", ";", "|", ",") if c != used}
+    sep = max(counts, key=lambda c: counts[c])
+    if not counts[sep]:
+        return ""
+    looks = f"it looks {'tab' if sep == chr(9) else repr(sep)}-separated"
+    if sep == "\t" or (sep == "," and cfg.delimiter in (None, ",")):
+        return f"{looks}: {_setting(role, 'format', 'tsv' if sep == chr(9) else 'csv')}"
+    if not _ROLES[role].cli:
+        return f"{looks}: set {'data.format=csv and ' if fmt == 'tsv' else ''}data.delimiter='{sep}'"
+    run = _delimiter(cfg, "csv")
+    return (f"{looks}, but this command reads CSV with the run's data.delimiter ('{run}'): "
+            f"re-save it '{run}'-separated, or tab-separated and {_setting(role, 'format', 'tsv')}")
+
+
+def _looks_like_ag_news(path: str, delimiter: str = ",") -> bool:
     """True when the first rows have 3 fields and an integer class >= 1 first (so no header row)."""
     try:
         with open(path, "rb") as f:
@@ -149,7 +180,7 @@ def _looks_like_ag_news(path: str) -> bool:
         return False  # not text: the full read says what it is
     try:
         # newline="": the csv module splits rows itself, at \r\n, \n or a lone \r (old Excel).
-        rows = list(csv.reader(io.StringIO(head.decode("utf-8", errors="replace"), newline="")))
+        rows = list(csv.reader(io.StringIO(head.decode("utf-8", errors="replace"), newline=""), delimiter=delimiter))
     except csv.Error:
         return False  # not CSV at all; the full read reports it
     if len(head) == _SNIFF_BYTES:
@@ -158,13 +189,14 @@ def _looks_like_ag_news(path: str) -> bool:
     return bool(rows) and all(len(r) == 3 and _ag_class(r[0]) is not None for r in rows)
 
 
-def detect_format(path: str, declared: str = "auto", *, role: str = "data") -> str:
+def detect_format(path: str, declared: str = "auto", *, role: str = "data", delimiter: str = ",") -> str:
     """The format of a data file: `declared` unless it is "auto", else judged by extension and content.
 
     Args:
         path: the file ("-" is stdin, read as plain text unless declared otherwise).
         declared: one of auto, ag_news, csv, tsv, jsonl, parquet, txt.
         role: what the file is to the command reading it (train, input, ...): messages name its options.
+        delimiter: the CSV field separator, for recognising the AG News layout.
 
     Returns:
         One of ag_news, csv, tsv, jsonl, parquet, txt. A .csv file in the original AG News layout
@@ -187,7 +219,7 @@ def detect_format(path: str, declared: str = "auto", *, role: str = "data") -> s
                         f".parquet or .txt, or {_setting(role, 'format', 'FORMAT')} (one of {', '.join(FORMATS[1:])})")
     if fmt == "csv":
         _check_path(path, role)
-        if _looks_like_ag_news(path):
+        if _looks_like_ag_news(path, delimiter):
             return "ag_news"
     return fmt
 
@@ -196,12 +228,12 @@ def _detect(path: str, cfg: DataConfig, role: str) -> tuple[str, str]:
     """The message subject and the format of `path`, once it is known to be a file (or stdin)."""
     if path != "-":
         _check_path(path, role)  # before detect_format, so the message names the role and option
-    return _source(path, role), detect_format(path, cfg.format, role=role)
+    return _source(path, role), detect_format(path, cfg.format, role=role, delimiter=_delimiter(cfg, "csv"))
 
 
 # ---------------------------------------------------------------- tables
 
-def _read_frame(path: str, fmt: str, role: str) -> pd.DataFrame:
+def _read_frame(path: str, fmt: str, cfg: DataConfig, role: str) -> pd.DataFrame:
     """Read a CSV/TSV/AG News/JSONL/Parquet file into a DataFrame with at least one row."""
     src = _source(path, role)
     data = _read_bytes(path, role)
@@ -222,12 +254,13 @@ def _read_frame(path: str, fmt: str, role: str) -> pd.DataFrame:
             try:
                 # dtype=str + no NA parsing: "NA", "null" or "" in a text stay exactly what they are.
                 # pandas splits rows at \r\n, \n and a lone \r (old Mac Excel) alike.
-                df = pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",",
+                df = pd.read_csv(io.StringIO(text), sep=_delimiter(cfg, fmt),
                                  header=None if fmt == "ag_news" else "infer", dtype=str,
                                  keep_default_na=False, na_filter=False, index_col=False)
             except (ValueError, csv.Error) as e:  # pandas' ParserError is a ValueError
-                raise DataError(f"cannot parse {src} as {fmt.upper()} ({_one_line(e, 120)}); "
-                                f"fix the file, or {_setting(role, 'format', 'FORMAT')} for another format") from e
+                fix = (_separator_hint(_NEWLINE.split(text, 1)[0], fmt, cfg, role)
+                       or f"fix the file, or {_setting(role, 'format', 'FORMAT')} for another format")
+                raise DataError(f"cannot parse {src} as {fmt.upper()} ({_one_line(e, 120)}); {fix}") from e
     if fmt == "ag_news":
         if df.shape[1] != 3:
             raise DataError(f"{src} has {df.shape[1]} columns; the AG News layout has 3 (class, title, "
@@ -260,12 +293,22 @@ def _parse_jsonl(text: str, src: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _require_columns(columns: Sequence[str], cfg: DataConfig, src: str, need_label: bool, role: str) -> None:
-    """Every missing text column and the missing label column, in one message."""
+def _require_columns(columns: Sequence[str], cfg: DataConfig, src: str, need_label: bool, role: str,
+                     fmt: str | None = None) -> None:
+    """Every missing text column and the missing label column, in one message.
+
+    fmt: csv or tsv when the columns come from such a file: one column holding another separator
+    then gets the fix for the separator instead of the column settings.
+    """
     text = [c for c in _text_columns(cfg) if c not in columns]
     label = need_label and cfg.label_column not in columns
     if not text and not label:
         return
+    what = " and ".join(([f"text column{'s' if len(text) > 1 else ''} {', '.join(repr(c) for c in text)}"] if text else [])
+                        + ([f"label column '{cfg.label_column}'"] if label else []))
+    hint = _separator_hint(columns[0], fmt, cfg, role) if fmt in ("csv", "tsv") and len(columns) == 1 else ""
+    if hint:
+        raise DataError(f"{what} not found in {src}, which has one column, {columns[0][:60]!r}: {hint}")
     missing, fixes = [], []
     if text:
         missing.append(f"text column{'s' if len(text) > 1 else ''} {', '.join(repr(c) for c in text)}")
@@ -286,7 +329,7 @@ def _table_texts(df: pd.DataFrame, fmt: str, cfg: DataConfig, src: str, need_lab
     """The texts of a table: AG News title + description, else the configured text columns."""
     if fmt == "ag_news":
         return _frame_texts(df, _AG_TEXT_COLUMNS)
-    _require_columns(list(map(str, df.columns)), cfg, src, need_label, role)
+    _require_columns(list(map(str, df.columns)), cfg, src, need_label, role, fmt)
     return _frame_texts(df, _text_columns(cfg))
 
 
@@ -323,7 +366,7 @@ def _read_raw(path: str, cfg: DataConfig, role: str) -> _Raw:
                 raise DataError(problem)
         raise DataError(f"{src} is plain text, which has no labels; use a CSV, TSV, JSONL or Parquet file "
                         f"with a '{cfg.label_column}' column")
-    df = _read_frame(path, fmt, role)
+    df = _read_frame(path, fmt, cfg, role)
     texts = _table_texts(df, fmt, cfg, src, need_label=True, role=role)
     ag_news = fmt == "ag_news"
     labels = _ag_labels(df, src, role) if ag_news else df[cfg.label_column].tolist()
@@ -346,7 +389,7 @@ def read_texts(path: str, cfg: DataConfig) -> list[str]:
     """
     src, fmt = _detect(path, cfg, "input")
     if fmt != "txt":
-        return _table_texts(_read_frame(path, fmt, "input"), fmt, cfg, src, need_label=False, role="input")
+        return _table_texts(_read_frame(path, fmt, cfg, "input"), fmt, cfg, src, need_label=False, role="input")
     text = _decode(_read_bytes(path, "input"), src, "input")
     if not text:
         raise DataError(f"{src} is empty; give one text per line")
