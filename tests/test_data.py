@@ -939,3 +939,40 @@ def test_delimiter_from_the_command_line() -> None:
     assert load_config(None, []).data.delimiter is None
     with pytest.raises(ConfigError, match="data.delimiter: ';;' is not a separator"):
         load_config(None, ["data.delimiter=;;"])
+
+
+# ---------------------------------------------------------------- paths that are not files
+
+@pytest.mark.parametrize("reader, option", [("train", "--train-file"), ("validation", "--validation-file"),
+                                            ("predict", "--input"), ("evaluate", "--data")])
+def test_directory_says_what_it_holds(tmp_path: Path, text_label_csv: str, reader: str, option: str) -> None:
+    """It says a directory is a directory (not missing), lists the data files in it and names the option."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.csv").write_text("text,label\n", encoding="utf-8")
+    (folder / "notes.md").write_text("", encoding="utf-8")
+    msg = one_line_error(lambda: read_as(reader, str(folder), text_label_csv),
+                         f"'{folder}' is a directory, not a file", "data files in it: train.csv", option)
+    assert "does not exist" not in msg and "notes.md" not in msg
+
+
+def test_path_below_a_file(tmp_path: Path, text_label_csv: str) -> None:
+    """It says a path cannot exist because a part of it is a file, not that it "does not exist"."""
+    path = f"{text_label_csv}/more/x.csv"
+    msg = one_line_error(lambda: load_splits(DataConfig(train_file=path), 0),
+                         f"'{text_label_csv}' is a file, not a directory", "--train-file")
+    assert "does not exist" not in msg
+    one_line_error(lambda: read_texts(path, DataConfig()), "is a file, not a directory", "--input")
+
+
+def test_broken_symlink(tmp_path: Path) -> None:
+    """It says a path is a link to nothing rather than that it does not exist."""
+    link = tmp_path / "d.csv"
+    link.symlink_to(tmp_path / "gone.csv")
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(link)), 0), "broken symbolic link", "gone.csv")
+
+
+def test_empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It says an empty path is empty (not that the current directory is a directory)."""
+    monkeypatch.chdir(tmp_path)
+    one_line_error(lambda: load_splits(DataConfig(train_file=""), 0), "train file path is empty", "--train-file")

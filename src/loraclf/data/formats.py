@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -71,12 +73,35 @@ def _ag_class(value: str) -> int | None:
 # ---------------------------------------------------------------- bytes and format
 
 def _check_path(path: str, role: str) -> None:
-    """Raise the "does not exist" / "is a directory" message for a path that is not a file."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{_source(path, role)} does not exist; {_check_option(role)}")
-    if p.is_dir():
-        raise DataError(f"{_source(path, role)} is a directory, not a file; {_check_option(role)}")
+    """Raise one line saying what `path` is when it is not a readable file: missing, a directory, ..."""
+    src, check = _source(path, role), _check_option(role)
+    if not path:
+        raise DataError(f"the {_ROLES[role].noun} path is empty; {check}")
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            raise DataError(f"{src} is a broken symbolic link (to '{os.readlink(path)}'); {check}") from None
+        # The first part of the path that exists: a file there means "a file where a directory is expected".
+        part = Path(path).parent
+        while not os.path.lexists(part) and part != part.parent:
+            part = part.parent
+        if os.path.lexists(part) and not part.is_dir():
+            raise DataError(f"{src} cannot exist: '{part}' is a file, not a directory; {check}") from None
+        raise DataError(f"{src} does not exist; {check}") from None
+    except OSError as e:  # permission denied on a directory on the way, a loop of links...
+        raise DataError(f"cannot reach {src} ({_one_line(e.strerror or e)}); {check}") from None
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            files = sorted(n for n in os.listdir(path) if Path(n).suffix.lower() in _EXTENSIONS)
+        except OSError:
+            files = []
+        option = _ROLES[role].option
+        fix = (f"data files in it: {_listing(files, 5)}; give one of them{' to ' + option if option else ''}" if files
+               else check)
+        raise DataError(f"{src} is a directory, not a file; {fix}")
+    if stat.S_ISSOCK(st.st_mode):
+        raise DataError(f"{src} is a socket, not a file; {check}")
 
 
 def _read_bytes(path: str, role: str) -> bytes:
