@@ -9,6 +9,7 @@ import json
 import math
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -884,6 +885,10 @@ def test_delimiter_reads_semicolon_csv(semicolon_csv: str) -> None:
 def test_semicolon_csv_hint_for_train(semicolon_csv: str) -> None:
     """It says a ';'-separated file read as CSV looks ';'-separated and to set data.delimiter=';'."""
     one_line_error(lambda: load_splits(DataConfig(train_file=semicolon_csv), 0),
+                   "it looks ';'-separated", "set data.delimiter=';'")
+    plain = Path(semicolon_csv).with_name("plain.csv")
+    plain.write_text("text;label\nx;a\ny;b\n", encoding="utf-8")  # no commas: read as one column
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(plain)), 0),
                    "one column, 'text;label'", "it looks ';'-separated", "set data.delimiter=';'")
 
 
@@ -976,3 +981,13 @@ def test_empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """It says an empty path is empty (not that the current directory is a directory)."""
     monkeypatch.chdir(tmp_path)
     one_line_error(lambda: load_splits(DataConfig(train_file=""), 0), "train file path is empty", "--train-file")
+
+
+def test_row_with_one_field_too_many(tmp_path: Path) -> None:
+    """It refuses a row with one field more than the header (an unquoted comma) instead of cutting it short."""
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\nfine,a\n\nhello, world,b\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ParserWarning may leak out either
+        one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0),
+                       "cannot parse", "row 2 has 3 fields, the header 2", "quote texts that hold a ','")

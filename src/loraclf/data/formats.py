@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -276,16 +277,21 @@ def _read_frame(path: str, fmt: str, cfg: DataConfig, role: str) -> pd.DataFrame
         if fmt == "jsonl":
             df = _parse_jsonl(text, src)
         else:
+            sep = _delimiter(cfg, fmt)
             try:
-                # dtype=str + no NA parsing: "NA", "null" or "" in a text stay exactly what they are.
-                # pandas splits rows at \r\n, \n and a lone \r (old Mac Excel) alike.
-                df = pd.read_csv(io.StringIO(text), sep=_delimiter(cfg, fmt),
-                                 header=None if fmt == "ag_news" else "infer", dtype=str,
-                                 keep_default_na=False, na_filter=False, index_col=False)
-            except (ValueError, csv.Error) as e:  # pandas' ParserError is a ValueError
+                with warnings.catch_warnings():
+                    # A row with one field more than the header is cut short with only a warning.
+                    warnings.simplefilter("error", pd.errors.ParserWarning)
+                    # dtype=str + no NA parsing: "NA", "null" or "" in a text stay exactly what they are.
+                    # pandas splits rows at \r\n, \n and a lone \r (old Mac Excel) alike.
+                    df = pd.read_csv(io.StringIO(text), sep=sep, header=None if fmt == "ag_news" else "infer",
+                                     dtype=str, keep_default_na=False, na_filter=False, index_col=False)
+            except (ValueError, csv.Error, pd.errors.ParserWarning) as e:  # pandas' ParserError is a ValueError
+                long_row = _long_row(text, sep)
                 fix = (_separator_hint(_NEWLINE.split(text, 1)[0], fmt, cfg, role)
-                       or f"fix the file, or {_setting(role, 'format', 'FORMAT')} for another format")
-                raise DataError(f"cannot parse {src} as {fmt.upper()} ({_one_line(e, 120)}); {fix}") from e
+                       or (f"quote texts that hold a {'tab' if sep == chr(9) else repr(sep)}" if long_row else
+                           f"fix the file, or {_setting(role, 'format', 'FORMAT')} for another format"))
+                raise DataError(f"cannot parse {src} as {fmt.upper()} ({long_row or _one_line(e, 120)}); {fix}") from e
     if fmt == "ag_news":
         if df.shape[1] != 3:
             raise DataError(f"{src} has {df.shape[1]} columns; the AG News layout has 3 (class, title, "
@@ -294,6 +300,19 @@ def _read_frame(path: str, fmt: str, cfg: DataConfig, role: str) -> pd.DataFrame
     if len(df) == 0:
         raise DataError(f"{src} has a header but no data rows; add rows")
     return df
+
+
+def _long_row(text: str, sep: str) -> str | None:
+    """ "row N has K fields, the header M" for the first data row longer than the header, else None."""
+    try:
+        rows = (r for r in csv.reader(io.StringIO(text, newline=""), delimiter=sep) if r)
+        header = len(next(rows))
+        for n, r in enumerate(rows, 1):
+            if len(r) > header:
+                return f"row {n} has {len(r)} fields, the header {header}"
+    except (csv.Error, StopIteration):
+        pass
+    return None
 
 
 def _parse_jsonl(text: str, src: str) -> pd.DataFrame:
