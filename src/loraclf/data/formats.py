@@ -36,7 +36,8 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")  # Windows, old Mac (Excel's CR-only CSV) a
 _MAGIC = [
     (b"\x1f\x8b", "gzip-compressed data", "decompress it first (gunzip)"),
     (b"PK\x03\x04", "a ZIP archive, such as an Excel .xlsx workbook", "save the sheet as CSV UTF-8, or unzip it"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Office document, such as an Excel .xls workbook", "save the sheet as CSV UTF-8"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Office document, such as an Excel .xls workbook",
+     "save the sheet as CSV UTF-8"),
     (b"BZh", "bzip2-compressed data", "decompress it first (bunzip2)"),
     (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it first (unxz)"),
     (b"(\xb5/\xfd", "zstd-compressed data", "decompress it first (unzstd)"),
@@ -53,7 +54,7 @@ _MAGIC = [
 
 class _Raw(NamedTuple):
     texts: list[str]
-    labels: list[Any]  # raw cell values; ints are ids (AG News classes are already 0-based here)
+    labels: list[Any]  # raw cell values (AG News classes: already 0-based ids)
     ag_news: bool
     source: str  # "train file 'x.csv'": the subject of every message about this data
     role: str  # train, validation, test, eval (see _util._ROLES): which command's options a fix names
@@ -148,7 +149,8 @@ def _not_text(data: bytes, src: str, role: str) -> str | None:
             return None  # text in another encoding (Latin-1, cp1252): _decode says to re-save it as UTF-8
         kind = "binary data"
     accepted = _accepted(role)
-    return f"{src} is not a text file (it looks like {kind}); " + (f"{fix}; it must be {accepted}" if fix else f"give {accepted}")
+    return f"{src} is not a text file (it looks like {kind}); " + (f"{fix}; it must be {accepted}" if fix
+                                                                  else f"give {accepted}")
 
 
 def _decode(data: bytes, src: str, role: str) -> str:
@@ -206,7 +208,8 @@ def _looks_like_ag_news(path: str, delimiter: str = ",") -> bool:
         return False  # not text: the full read says what it is
     try:
         # newline="": the csv module splits rows itself, at \r\n, \n or a lone \r (old Excel).
-        rows = list(csv.reader(io.StringIO(head.decode("utf-8", errors="replace"), newline=""), delimiter=delimiter))
+        text = io.StringIO(head.decode("utf-8", errors="replace"), newline="")
+        rows = list(csv.reader(text, delimiter=delimiter))
     except csv.Error:
         return False  # not CSV at all; the full read reports it
     if len(head) == _SNIFF_BYTES:
@@ -348,11 +351,6 @@ def _require_columns(columns: Sequence[str], cfg: DataConfig, src: str, need_lab
     label = need_label and cfg.label_column not in columns
     if not text and not label:
         return
-    what = " and ".join(([f"text column{'s' if len(text) > 1 else ''} {', '.join(repr(c) for c in text)}"] if text else [])
-                        + ([f"label column '{cfg.label_column}'"] if label else []))
-    hint = _separator_hint(columns[0], fmt, cfg, role) if fmt in ("csv", "tsv") and len(columns) == 1 else ""
-    if hint:
-        raise DataError(f"{what} not found in {src}, which has one column, {columns[0][:60]!r}: {hint}")
     missing, fixes = [], []
     if text:
         missing.append(f"text column{'s' if len(text) > 1 else ''} {', '.join(repr(c) for c in text)}")
@@ -360,8 +358,11 @@ def _require_columns(columns: Sequence[str], cfg: DataConfig, src: str, need_lab
     if label:
         missing.append(f"label column '{cfg.label_column}'")
         fixes.append(_setting(role, "label_column", "COLUMN", verb=not fixes))
-    raise DataError(f"{' and '.join(missing)} not found in {src}; available columns: {_listing(columns)}; "
-                    f"{' and '.join(fixes)}")
+    what = f"{' and '.join(missing)} not found in {src}"
+    hint = _separator_hint(columns[0], fmt, cfg, role) if fmt in ("csv", "tsv") and len(columns) == 1 else ""
+    if hint:
+        raise DataError(f"{what}, which has one column, {columns[0][:60]!r}: {hint}")
+    raise DataError(f"{what}; available columns: {_listing(columns)}; {' and '.join(fixes)}")
 
 
 def _frame_texts(df: pd.DataFrame, cols: list[str]) -> list[str]:
