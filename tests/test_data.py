@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import collections
 import csv
+import gzip
 import io
 import json
 import math
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -585,3 +588,406 @@ def test_grouped_batches_cut_padding_on_ag_news(ag_splits: Splits) -> None:
     perm = np.random.default_rng(0).permutation(len(lengths)).tolist()
     random_batches = [perm[i:i + 32] for i in range(0, len(perm), 32)]
     assert waste(length_grouped_batches(lengths, 32, 0, 0)) < 0.2 * waste(random_batches)
+
+
+# ---------------------------------------------------------------- hints name the command's options
+
+def no_data_keys(msg: str) -> None:
+    """predict/evaluate have no data.* keys: a hint must name their options instead."""
+    assert not re.search(r"data\.(format|text_columns|label_column|label_names)", msg), msg
+
+
+def test_missing_text_and_label_columns_reported_together(text_label_csv: str) -> None:
+    """It names every missing text column and the label column in one line, with the data.* keys to set."""
+    cfg = DataConfig(train_file=text_label_csv, text_columns=["title", "body"], label_column="y")
+    one_line_error(lambda: load_splits(cfg, 0), "text columns 'title', 'body' and label column 'y' not found",
+                   "available columns: text, label", "data.text_columns=[", "data.label_column=")
+
+
+def test_evaluate_column_hints_name_options(text_label_csv: str) -> None:
+    """It tells evaluate to pass --text-columns and --label-column, in one line."""
+    cfg = DataConfig(text_columns=["body"], label_column="y")
+    msg = one_line_error(lambda: read_labeled(text_label_csv, cfg, ["neg", "pos"]),
+                         "text column 'body' and label column 'y' not found", "--text-columns", "--label-column")
+    no_data_keys(msg)
+
+
+def test_predict_column_hint_names_option(tmp_path: Path) -> None:
+    """It tells predict to pass --text-columns."""
+    path = write_jsonl(tmp_path / "in.jsonl", [{"body": "x"}])
+    no_data_keys(one_line_error(lambda: read_texts(path, DataConfig()), "text column 'text'", "--text-columns"))
+
+
+@pytest.mark.parametrize("reader", ["predict", "evaluate"])
+def test_format_hints_name_option(tmp_path: Path, reader: str) -> None:
+    """It tells predict and evaluate to pass --format for an unknown format or extension."""
+    read = (lambda p, c: read_texts(p, c)) if reader == "predict" else (lambda p, c: read_labeled(p, c, ["a", "b"]))
+    path = tmp_path / "in.xlsx"
+    path.write_text("x", encoding="utf-8")
+    no_data_keys(one_line_error(lambda: read(str(path), DataConfig()), "'.xlsx'", "--format"))
+    no_data_keys(one_line_error(lambda: read(str(path), DataConfig(format="xml")), "'xml'", "--format"))
+
+
+def test_ag_news_header_hint_names_option_for_evaluate(tmp_path: Path) -> None:
+    """It tells evaluate to pass --format csv for a headed file that passed for AG News."""
+    path = write_csv(tmp_path / "ag.csv", None, AG_ROWS[:2] + [["x", "T", "D"]], quoting=csv.QUOTE_ALL)
+    no_data_keys(one_line_error(lambda: read_labeled(path, DataConfig(format="ag_news"), AG_NEWS_LABELS),
+                                "row 3", "--format csv"))
+
+
+def test_evaluate_unknown_label_hint(tmp_path: Path) -> None:
+    """It does not tell evaluate to set data.label_names: the model's labels are fixed."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], [["x", "pos"], ["y", "positive"]])
+    no_data_keys(one_line_error(lambda: read_labeled(path, DataConfig(), ["neg", "pos"]),
+                                "row 2", "'positive'", "--label-column"))
+
+
+def test_train_unknown_label_hint_names_key(tmp_path: Path, text_label_csv: str) -> None:
+    """It tells train to set data.label_names for a validation label outside the training labels."""
+    val = write_csv(tmp_path / "v.csv", ["text", "label"], [["x", "positive"]])
+    one_line_error(lambda: load_splits(DataConfig(train_file=text_label_csv, validation_file=val), 0),
+                   "'positive'", "data.label_names=")
+
+
+def test_path_hints_name_the_commands_option(tmp_path: Path) -> None:
+    """It tells predict to check --input and evaluate to check --data."""
+    one_line_error(lambda: read_texts("absent.csv", DataConfig()), "input file 'absent.csv' does not exist", "--input")
+    one_line_error(lambda: read_labeled("absent.csv", DataConfig(), ["a", "b"]), "'absent.csv' does not exist", "--data")
+
+
+def test_tune_test_file_role(tmp_path: Path) -> None:
+    """It names --test-file and data.* keys when tune reads its test file with read_labeled."""
+    path = write_csv(tmp_path / "t.csv", ["text", "label"], [["x", "a"]])
+    one_line_error(lambda: read_labeled(path, DataConfig(label_column="y"), ["a", "b"], role="test"),
+                   f"test file '{path}'", "data.label_column=")
+
+
+# ---------------------------------------------------------------- binary files and old line endings
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
+BINARIES = {
+    "random bytes": (np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes(), "binary data"),
+    "png": (PNG, "a PNG image"),
+    "gzip": (gzip.compress(b"text,label\n" + b"some text,a\n" * 50), "gzip-compressed data"),
+}
+READERS = ["train", "validation", "test", "predict", "evaluate"]
+
+
+def read_as(reader: str, path: str, good_train: str) -> Any:
+    """Read `path` the way `reader` (a file role or a command) does."""
+    if reader == "predict":
+        return read_texts(path, DataConfig())
+    if reader == "evaluate":
+        return read_labeled(path, DataConfig(), ["a", "b"])
+    if reader == "train":
+        return load_splits(DataConfig(train_file=path), 0)
+    return load_splits(DataConfig(train_file=good_train, **{f"{reader}_file": path}), 0)
+
+
+@pytest.mark.parametrize("ext", [".csv", ".jsonl", ".tsv", ".txt"])
+@pytest.mark.parametrize("kind", list(BINARIES))
+@pytest.mark.parametrize("reader", READERS)
+def test_binary_file_is_one_line(tmp_path: Path, text_label_csv: str, reader: str, kind: str, ext: str) -> None:
+    """It says a binary file is not a text file, what it looks like and which files it reads."""
+    data, looks_like = BINARIES[kind]
+    path = tmp_path / f"bin{ext}"
+    path.write_bytes(data)
+    msg = one_line_error(lambda: read_as(reader, str(path), text_label_csv),
+                         f"'{path}' is not a text file", f"it looks like {looks_like}", "UTF-8 CSV, TSV")
+    assert ("plain text" in msg) == (reader == "predict"), msg  # predict alone reads .txt files
+    if kind == "gzip":
+        assert "gunzip" in msg
+
+
+def test_binary_stdin_for_predict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It says binary data on stdin is not text."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(PNG)))
+    one_line_error(lambda: read_texts("-", DataConfig()), "stdin is not a text file", "PNG")
+
+
+def test_parquet_named_csv(tmp_path: Path) -> None:
+    """It recognises a Parquet file under a .csv name and says how to read it as Parquet."""
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]}).to_parquet(path)
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0), "Parquet", "data.format=parquet")
+    one_line_error(lambda: read_texts(str(path), DataConfig()), "Parquet", "--format parquet")
+
+
+def test_utf16_file(tmp_path: Path) -> None:
+    """It says a UTF-16 file (Excel's "Unicode text") must be re-saved as UTF-8."""
+    path = tmp_path / "d.csv"
+    path.write_bytes("text,label\nhello,a\n".encode("utf-16"))
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0), "UTF-16", "re-save it as UTF-8")
+
+
+def cr_only(rows: list[list[str]]) -> bytes:
+    """CSV with old-Mac (Excel) CR-only line ends, quoted fields holding commas and line breaks."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r", quoting=csv.QUOTE_ALL).writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+CR_ROWS = [["text", "label"], ["first, with comma", "a"], ["two\nlines", "b"], ["third", "a"], ["fourth", "b"]]
+
+
+@pytest.mark.parametrize("reader", ["train", "validation", "evaluate", "predict"])
+def test_cr_only_csv_read_correctly(tmp_path: Path, reader: str) -> None:
+    """It reads a CSV with CR-only line ends (old Excel) row by row, like any other CSV."""
+    path = tmp_path / "cr.csv"
+    path.write_bytes(cr_only(CR_ROWS))
+    texts = [r[0] for r in CR_ROWS[1:]]
+    if reader == "predict":
+        assert read_texts(str(path), DataConfig()) == texts
+        return
+    if reader == "train":
+        s = load_splits(DataConfig(train_file=str(path), validation_file=str(path)), 0)
+        assert s.label_names == ["a", "b"]
+        got = s.train
+    elif reader == "validation":
+        got = load_splits(DataConfig(train_file=str(path), validation_file=str(path)), 0).validation
+    else:
+        got = read_labeled(str(path), DataConfig(), ["a", "b"])
+    assert got == TextLabels(texts, [0, 1, 0, 1])
+
+
+def test_cr_only_ag_news(tmp_path: Path) -> None:
+    """It still recognises the AG News layout with CR-only line ends."""
+    path = tmp_path / "ag.csv"
+    path.write_bytes(cr_only(AG_ROWS))
+    assert detect_format(str(path)) == "ag_news"
+    assert load_splits(DataConfig(train_file=str(path), validation_file=str(path)), 0).train.labels == [
+        int(r[0]) - 1 for r in AG_ROWS]
+
+
+def test_cr_only_jsonl_and_text(tmp_path: Path) -> None:
+    """It splits JSON lines and plain text at CR-only line ends too."""
+    jl = tmp_path / "d.jsonl"
+    jl.write_bytes(b'{"text": "a", "label": "x"}\r{"text": "b", "label": "y"}\r')
+    assert read_labeled(str(jl), DataConfig(), ["x", "y"]) == TextLabels(["a", "b"], [0, 1])
+    txt = tmp_path / "d.txt"
+    txt.write_bytes(b"one\rtwo\r\rfour\r")
+    assert read_texts(str(txt), DataConfig()) == ["one", "two", "", "four"]
+
+
+# ---------------------------------------------------------------- integer labels
+
+def test_integer_label_typo_is_one_line(tmp_path: Path) -> None:
+    """It refuses one mistyped integer label instead of making a class for every integer up to it."""
+    rows = balanced_rows(10, ["0", "1"]) + [["typo", "1000000"]]
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0),
+                   "integer labels 0, 1, 1000000", "0..K-1 or 1..K", "row 21 has 1000000", "2-999999 missing",
+                   "data.label_names=[0,1,1000000]", "class names")
+
+
+@pytest.mark.parametrize("labels, found", [(["0", "1", "3"], "row 3 has 3, after a gap (2 missing)"),
+                                           (["2", "3", "4"], "the smallest, 2 (row 1), is not 0 or 1")])
+def test_integer_labels_gap_or_start(tmp_path: Path, labels: list[str], found: str) -> None:
+    """It names the first label after a gap, or a smallest label other than 0 or 1."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], balanced_rows(5, labels))
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0), found, "data.label_names=")
+
+
+def test_integer_labels_with_gap_accepted_with_label_names(tmp_path: Path) -> None:
+    """It takes integer labels with a gap as names when data.label_names lists them."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], balanced_rows(5, ["0", "1", "3"]))
+    s = load_splits(DataConfig(train_file=path, validation_file=path, label_names=["0", "1", "3"]), 0)
+    assert s.label_names == ["0", "1", "3"] and s.train.labels[:3] == [0, 1, 2]
+
+
+def one_based_file(tmp_path: Path, kind: str) -> str:
+    """Labels 1, 2, 3 (as CSV strings, JSON ints or floats, or Parquet ints) on texts "t1 i"..."""
+    records = [{"text": f"t{c} {i}", "label": c} for i in range(5) for c in (1, 2, 3)]
+    if kind == "csv":
+        return write_csv(tmp_path / "d.csv", ["text", "label"], [[r["text"], str(r["label"])] for r in records])
+    if kind == "jsonl float":
+        return write_jsonl(tmp_path / "d.jsonl", [{**r, "label": float(r["label"])} for r in records])
+    if kind == "parquet":
+        pd.DataFrame.from_records(records).to_parquet(tmp_path / "d.parquet")
+        return str(tmp_path / "d.parquet")
+    return write_jsonl(tmp_path / "d.jsonl", records)
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "jsonl float", "parquet"])
+def test_integer_labels_one_based(tmp_path: Path, kind: str) -> None:
+    """It maps labels 1..K to ids 0..K-1 named "1".."K", in training, validation and evaluation alike."""
+    path = one_based_file(tmp_path, kind)
+    s = load_splits(DataConfig(train_file=path, validation_file=path), 0)
+    assert s.label_names == ["1", "2", "3"]
+    for split in (s.train, s.validation):
+        assert split.labels == [int(t[1]) - 1 for t in split.texts]
+    ev = read_labeled(path, DataConfig(), s.label_names)
+    assert ev.labels == [int(t[1]) - 1 for t in ev.texts]
+
+
+def test_integer_labels_zero_based_unchanged(tmp_path: Path) -> None:
+    """It keeps 0..K-1 integer labels as ids named "0".."K-1" (JSON ints too)."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": i % 3} for i in range(12)])
+    s = load_splits(DataConfig(train_file=path, validation_file=path), 0)
+    assert s.label_names == ["0", "1", "2"] and s.validation.labels == [i % 3 for i in range(12)]
+
+
+def test_one_based_labels_refuse_zero_in_validation(tmp_path: Path) -> None:
+    """It refuses label 0 in a validation file when training labels are 1..K (it is no id there)."""
+    val = write_csv(tmp_path / "v.csv", ["text", "label"], [["x", "0"]])
+    one_line_error(lambda: load_splits(DataConfig(train_file=one_based_file(tmp_path, "csv"), validation_file=val), 0),
+                   "validation file", "row 1 has label '0'", "valid labels: 1, 2, 3;")
+
+
+def test_ag_news_class_gap(tmp_path: Path) -> None:
+    """It refuses AG News layout classes with a gap above the four AG News classes."""
+    rows = [[c, "Title", f"Description {i}"] for i, c in enumerate(["1", "2", "5", "6"] * 2)]
+    path = write_csv(tmp_path / "ag.csv", None, rows, quoting=csv.QUOTE_ALL)
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0),
+                   "integer classes 1, 2, 5, 6", "row 3 has 5, after a gap (3-4 missing)", "classes 1..6")
+
+
+def test_ag_news_layout_more_classes(tmp_path: Path) -> None:
+    """It names the classes of an AG News layout file with 5 contiguous classes "1".."5" (ids 0..4)."""
+    rows = [[str(c), "Title", f"Description {c} {i}"] for i in range(3) for c in range(1, 6)]
+    path = write_csv(tmp_path / "ag.csv", None, rows, quoting=csv.QUOTE_ALL)
+    s = load_splits(DataConfig(train_file=path, validation_file=path), 0)
+    assert s.label_names == ["1", "2", "3", "4", "5"] and s.train.labels[:5] == [0, 1, 2, 3, 4]
+
+
+def test_hub_class_label_ints_stay_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It keeps hub ClassLabel ints as ids even when the class names are digits."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["1", "2"])})
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"text": [f"t{i}" for i in range(10)], "label": [i % 2 for i in range(10)]},
+                                            features=features),
+        "validation": datasets.Dataset.from_dict({"text": ["v0", "v1"], "label": [1, 0]}, features=features),
+    })
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: dd)
+    s = load_splits(DataConfig(dataset="someone/stars"), 0)
+    assert s.label_names == ["1", "2"] and s.validation == TextLabels(["v0", "v1"], [1, 0])
+
+
+# ---------------------------------------------------------------- data.delimiter
+
+@pytest.fixture
+def semicolon_csv(tmp_path: Path) -> str:
+    rows = [[f"Preis {i}: 3,50 EUR, billig", "ab"[i % 2]] for i in range(10)]
+    return write_csv(tmp_path / "eu.csv", ["text", "label"], rows, delimiter=";")
+
+
+def test_delimiter_reads_semicolon_csv(semicolon_csv: str) -> None:
+    """It reads a ';'-separated CSV (commas inside texts) with data.delimiter=';', for every command."""
+    cfg = DataConfig(train_file=semicolon_csv, validation_file=semicolon_csv, delimiter=";")
+    s = load_splits(cfg, 0)
+    assert s.label_names == ["a", "b"] and s.validation.texts[0] == "Preis 0: 3,50 EUR, billig"
+    assert read_texts(semicolon_csv, cfg)[1] == "Preis 1: 3,50 EUR, billig"
+    assert read_labeled(semicolon_csv, cfg, ["a", "b"]).labels[:2] == [0, 1]
+
+
+def test_semicolon_csv_hint_for_train(semicolon_csv: str) -> None:
+    """It says a ';'-separated file read as CSV looks ';'-separated and to set data.delimiter=';'."""
+    one_line_error(lambda: load_splits(DataConfig(train_file=semicolon_csv), 0),
+                   "it looks ';'-separated", "set data.delimiter=';'")
+    plain = Path(semicolon_csv).with_name("plain.csv")
+    plain.write_text("text;label\nx;a\ny;b\n", encoding="utf-8")  # no commas: read as one column
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(plain)), 0),
+                   "one column, 'text;label'", "it looks ';'-separated", "set data.delimiter=';'")
+
+
+@pytest.mark.parametrize("reader", ["predict", "evaluate"])
+def test_semicolon_csv_hint_for_predict_and_evaluate(semicolon_csv: str, reader: str) -> None:
+    """It tells predict and evaluate that they read CSV with the run's data.delimiter."""
+    read = (lambda: read_texts(semicolon_csv, DataConfig())) if reader == "predict" else (
+        lambda: read_labeled(semicolon_csv, DataConfig(), ["a", "b"]))
+    msg = one_line_error(read, "it looks ';'-separated", "the run's data.delimiter (',')", "--format tsv")
+    assert "data.delimiter=" not in msg
+
+
+def test_tab_separated_csv_hint(tmp_path: Path) -> None:
+    """It suggests the TSV format for a tab-separated .csv file, as the command's option."""
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], [["x", "a"], ["y", "b"]], delimiter="\t")
+    one_line_error(lambda: load_splits(DataConfig(train_file=path), 0), "it looks tab-separated", "set data.format=tsv")
+    one_line_error(lambda: read_texts(path, DataConfig()), "'text\\tlabel'", "pass --format tsv")
+
+
+def test_semicolon_hint_on_parse_error(tmp_path: Path) -> None:
+    """It gives the separator fix when a ';'-separated file fails to parse as CSV."""
+    path = tmp_path / "d.csv"
+    path.write_text("text;label\nx;a\ny, with, commas;b\n", encoding="utf-8")
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0), "cannot parse", "data.delimiter=';'")
+
+
+def test_tsv_stays_tab_separated(tmp_path: Path) -> None:
+    """It reads TSV files with tabs whatever data.delimiter says (it is the CSV separator)."""
+    path = write_csv(tmp_path / "d.tsv", ["text", "label"], [["x; y", "a"], ["z", "b"]], delimiter="\t")
+    assert read_texts(path, DataConfig(delimiter=";")) == ["x; y", "z"]
+
+
+def test_ag_news_layout_with_delimiter(tmp_path: Path) -> None:
+    """It recognises the AG News layout in a ';'-separated file when data.delimiter is ';'."""
+    path = write_csv(tmp_path / "ag.csv", None, AG_ROWS, delimiter=";", quoting=csv.QUOTE_ALL)
+    s = load_splits(DataConfig(train_file=path, validation_file=path, delimiter=";"), 0)
+    assert s.label_names == AG_NEWS_LABELS and s.train.labels == [int(r[0]) - 1 for r in AG_ROWS]
+
+
+@pytest.mark.parametrize("value", [";;", "", '"'])
+def test_bad_delimiter(text_label_csv: str, value: str) -> None:
+    """It refuses a delimiter that is not one character (code-built configs skip the loader's check)."""
+    one_line_error(lambda: load_splits(DataConfig(train_file=text_label_csv, delimiter=value), 0), "data.delimiter")
+
+
+def test_delimiter_from_the_command_line() -> None:
+    """It takes data.delimiter=; and data.delimiter=\\t (a tab) from the command line and refuses two characters."""
+    from loraclf.config import load_config
+    from loraclf.errors import ConfigError
+
+    assert load_config(None, ["data.delimiter=;"]).data.delimiter == ";"
+    assert load_config(None, ["data.delimiter=\\t"]).data.delimiter == "\t"
+    assert load_config(None, []).data.delimiter is None
+    with pytest.raises(ConfigError, match="data.delimiter: ';;' is not a separator"):
+        load_config(None, ["data.delimiter=;;"])
+
+
+# ---------------------------------------------------------------- paths that are not files
+
+@pytest.mark.parametrize("reader, option", [("train", "--train-file"), ("validation", "--validation-file"),
+                                            ("predict", "--input"), ("evaluate", "--data")])
+def test_directory_says_what_it_holds(tmp_path: Path, text_label_csv: str, reader: str, option: str) -> None:
+    """It says a directory is a directory (not missing), lists the data files in it and names the option."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.csv").write_text("text,label\n", encoding="utf-8")
+    (folder / "notes.md").write_text("", encoding="utf-8")
+    msg = one_line_error(lambda: read_as(reader, str(folder), text_label_csv),
+                         f"'{folder}' is a directory, not a file", "data files in it: train.csv", option)
+    assert "does not exist" not in msg and "notes.md" not in msg
+
+
+def test_path_below_a_file(tmp_path: Path, text_label_csv: str) -> None:
+    """It says a path cannot exist because a part of it is a file, not that it "does not exist"."""
+    path = f"{text_label_csv}/more/x.csv"
+    msg = one_line_error(lambda: load_splits(DataConfig(train_file=path), 0),
+                         f"'{text_label_csv}' is a file, not a directory", "--train-file")
+    assert "does not exist" not in msg
+    one_line_error(lambda: read_texts(path, DataConfig()), "is a file, not a directory", "--input")
+
+
+def test_broken_symlink(tmp_path: Path) -> None:
+    """It says a path is a link to nothing rather than that it does not exist."""
+    link = tmp_path / "d.csv"
+    link.symlink_to(tmp_path / "gone.csv")
+    one_line_error(lambda: load_splits(DataConfig(train_file=str(link)), 0), "broken symbolic link", "gone.csv")
+
+
+def test_empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It says an empty path is empty (not that the current directory is a directory)."""
+    monkeypatch.chdir(tmp_path)
+    one_line_error(lambda: load_splits(DataConfig(train_file=""), 0), "train file path is empty", "--train-file")
+
+
+def test_row_with_one_field_too_many(tmp_path: Path) -> None:
+    """It refuses a row with one field more than the header (an unquoted comma) instead of cutting it short."""
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\nfine,a\n\nhello, world,b\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ParserWarning may leak out either
+        one_line_error(lambda: load_splits(DataConfig(train_file=str(path)), 0),
+                       "cannot parse", "row 2 has 3 fields, the header 2", "quote texts that hold a ','")

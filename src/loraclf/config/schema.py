@@ -57,6 +57,16 @@ def problems(texts: list[str]) -> PydanticCustomError:
 # Value types: what a field accepts from YAML or the command line.
 
 
+def _delimiter(v: str) -> str:
+    """One separator character; `\\t` or `tab` (what a shell or a single-quoted YAML string gives) is a tab."""
+    v = {"\\t": "\t", "tab": "\t"}.get(v, v)
+    if v == "":  # also what YAML makes of a bare | or >
+        raise problem("is empty; give one character, e.g. ';' (quote YAML's | and >: data.delimiter=\"'|'\")")
+    if len(v) != 1 or v in '"\r\n':
+        raise problem(f"{v!r} is not a separator; give one character other than a quote or line break, e.g. ';' or '\\t'")
+    return v
+
+
 def _yaml_float(v: Any) -> Any:
     """YAML 1.1 reads `2e-5` (no dot) as a string: take it as the number it spells."""
     if isinstance(v, str):
@@ -117,6 +127,9 @@ class DataConfig:
     validation_file: Text | None = _f(None, "Local validation file; otherwise a seeded stratified split of the training data.")
     test_file: Text | None = _f(None, "Local test file, scored once with the best adapter at the end.")
     format: Format = _f("auto", f"File format: one of {', '.join(FORMATS)}; `auto` detects it from the name and content.")
+    delimiter: Annotated[Text, AfterValidator(_delimiter)] | None = _f(
+        None, "Field separator of CSV files, one character (e.g. ';' for European CSV); null: ','. TSV files are "
+        "always tab-separated. predict and evaluate read CSV input with the run's setting.")
     text_columns: Annotated[TextList, Field(min_length=1)] = _f(
         ["text"], "Text column(s); several are joined with a space (e.g. [title, description]).", empty="name at least one text column")
     label_column: Text = _f("label", "Label column: integer ids or string names.")

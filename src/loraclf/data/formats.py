@@ -12,7 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import stat
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -20,28 +24,41 @@ import pandas as pd
 
 from ..config import FORMATS, DataConfig
 from ..errors import DataError
-from ._util import _as_id, _cell, _listing, _one_line
+from ._util import _ROLES, _as_id, _cell, _check_option, _listing, _one_line, _setting, _source
 
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
                ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}
-_OPTIONS = {"train": "--train-file", "validation": "--validation-file", "test": "--test-file"}
 _SNIFF_BYTES = 1 << 16
 _AG_TEXT_COLUMNS = ["title", "description"]
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # Windows, old Mac (Excel's CR-only CSV) and Unix line ends
+
+# Leading bytes of files people hand over by mistake: what the file is, and what to do instead.
+_MAGIC = [
+    (b"\x1f\x8b", "gzip-compressed data", "decompress it first (gunzip)"),
+    (b"PK\x03\x04", "a ZIP archive, such as an Excel .xlsx workbook", "save the sheet as CSV UTF-8, or unzip it"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Office document, such as an Excel .xls workbook",
+     "save the sheet as CSV UTF-8"),
+    (b"BZh", "bzip2-compressed data", "decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it first (unxz)"),
+    (b"(\xb5/\xfd", "zstd-compressed data", "decompress it first (unzstd)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "extract it first"),
+    (b"SQLite format 3\x00", "an SQLite database", "export the table as CSV"),
+    (b"ARROW1", "an Arrow/Feather file", "save it as Parquet"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", None),
+    (b"\xff\xd8\xff", "a JPEG image", None),
+    (b"GIF8", "a GIF image", None),
+    (b"%PDF", "a PDF document", None),
+    (b"\x7fELF", "a program (ELF executable)", None),
+]
 
 
 class _Raw(NamedTuple):
     texts: list[str]
-    labels: list[Any]  # raw cell values; ints are ids (AG News classes are already 0-based here)
+    labels: list[Any]  # raw cell values (AG News classes: already 0-based ids)
     ag_news: bool
     source: str  # "train file 'x.csv'": the subject of every message about this data
-
-
-def _source(path: str, role: str) -> str:
-    return "stdin" if path == "-" else f"{role} file '{path}'"
-
-
-def _hint(role: str) -> str:
-    return f"check {_OPTIONS[role]}" if role in _OPTIONS else "check the path"
+    role: str  # train, validation, test, eval (see _util._ROLES): which command's options a fix names
+    ids: bool = False  # the labels are ids, not names (AG News classes, a hub ClassLabel column)
 
 
 def _text_columns(cfg: DataConfig) -> list[str]:
@@ -58,12 +75,35 @@ def _ag_class(value: str) -> int | None:
 # ---------------------------------------------------------------- bytes and format
 
 def _check_path(path: str, role: str) -> None:
-    """Raise the "does not exist" / "is a directory" message for a path that is not a file."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{_source(path, role)} does not exist; {_hint(role)}")
-    if p.is_dir():
-        raise DataError(f"{_source(path, role)} is a directory, not a file; {_hint(role)}")
+    """Raise one line saying what `path` is when it is not a readable file: missing, a directory, ..."""
+    src, check = _source(path, role), _check_option(role)
+    if not path:
+        raise DataError(f"the {_ROLES[role].noun} path is empty; {check}")
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            raise DataError(f"{src} is a broken symbolic link (to '{os.readlink(path)}'); {check}") from None
+        # The first part of the path that exists: a file there means "a file where a directory is expected".
+        part = Path(path).parent
+        while not os.path.lexists(part) and part != part.parent:
+            part = part.parent
+        if os.path.lexists(part) and not part.is_dir():
+            raise DataError(f"{src} cannot exist: '{part}' is a file, not a directory; {check}") from None
+        raise DataError(f"{src} does not exist; {check}") from None
+    except OSError as e:  # permission denied on a directory on the way, a loop of links...
+        raise DataError(f"cannot reach {src} ({_one_line(e.strerror or e)}); {check}") from None
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            files = sorted(n for n in os.listdir(path) if Path(n).suffix.lower() in _EXTENSIONS)
+        except OSError:
+            files = []
+        option = _ROLES[role].option
+        fix = (f"data files in it: {_listing(files, 5)}; give one of them{' to ' + option if option else ''}" if files
+               else check)
+        raise DataError(f"{src} is a directory, not a file; {fix}")
+    if stat.S_ISSOCK(st.st_mode):
+        raise DataError(f"{src} is a socket, not a file; {check}")
 
 
 def _read_bytes(path: str, role: str) -> bytes:
@@ -76,7 +116,47 @@ def _read_bytes(path: str, role: str) -> bytes:
         raise DataError(f"cannot read {_source(path, role)} ({_one_line(e.strerror or e)}); check its permissions") from e
 
 
-def _decode(data: bytes, src: str) -> str:
+def _accepted(role: str) -> str:
+    """The files `role`'s command reads."""
+    return ("a UTF-8 CSV, TSV, JSON lines or plain text file, or a Parquet file" if role == "input"
+            else "a UTF-8 CSV, TSV or JSON lines file, or a Parquet file")
+
+
+def _utf8_prefix(head: bytes) -> bool:
+    """True when `head` (the start of a file) is valid UTF-8, allowing a character cut off at its end."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.reason == "unexpected end of data" and e.start >= len(head) - 3
+    return True
+
+
+def _not_text(data: bytes, src: str, role: str) -> str | None:
+    """The message for bytes that are not UTF-8 text (compressed, an image, UTF-16...), else None."""
+    head = data[:_SNIFF_BYTES]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+            len(head) >= 8 and head[1::2].count(0) >= 0.4 * len(head[1::2]) > head[0::2].count(0)):
+        return f"{src} is UTF-16 text; re-save it as UTF-8 (in Excel: Save As \"CSV UTF-8\")"
+    controls = sum(b < 32 and b not in b"\t\n\r\x0c" for b in head) > 0.05 * len(head)  # text has few
+    if b"\x00" not in head and not controls and _utf8_prefix(head):
+        return None  # text, perhaps with a bad byte further on: _decode names it
+    if head.startswith(b"PAR1"):
+        return (f"{src} is not a text file (it looks like a Parquet file); give it a .parquet name, "
+                f"or {_setting(role, 'format', 'parquet')}")
+    kind, fix = next(((k, f) for magic, k, f in _MAGIC if head.startswith(magic)), (None, None))
+    if kind is None:
+        if b"\x00" not in head and not controls:
+            return None  # text in another encoding (Latin-1, cp1252): _decode says to re-save it as UTF-8
+        kind = "binary data"
+    accepted = _accepted(role)
+    return f"{src} is not a text file (it looks like {kind}); " + (f"{fix}; it must be {accepted}" if fix
+                                                                  else f"give {accepted}")
+
+
+def _decode(data: bytes, src: str, role: str) -> str:
+    problem = _not_text(data, src, role)
+    if problem:
+        raise DataError(problem)
     # Decoding ourselves (not inside pandas) gives the exact byte offset of the first bad byte.
     try:
         text = data.decode("utf-8")
@@ -86,26 +166,66 @@ def _decode(data: bytes, src: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text  # a BOM would stick to the first column name
 
 
-def _looks_like_ag_news(path: str) -> bool:
+def _delimiter(cfg: DataConfig, fmt: str) -> str:
+    """The field separator for `fmt`: a tab for TSV; data.delimiter (default ',') for CSV and AG News."""
+    if fmt == "tsv":
+        return "\t"
+    d = cfg.delimiter
+    if d is None:
+        return ","
+    d = {"\\t": "\t", "tab": "\t"}.get(d, d)  # as the config loader does for a typed \t
+    if not isinstance(d, str) or len(d) != 1 or d in '"\r\n':
+        raise DataError(f"data.delimiter is {d!r}; give one character other than a quote or line break, "
+                        "e.g. ';' (or null for ',')")
+    return d
+
+
+def _separator_hint(sample: str, fmt: str, cfg: DataConfig, role: str) -> str:
+    """"it looks ';'-separated: <fix>" when `sample` (a header) holds another separator, else ""."""
+    used = _delimiter(cfg, fmt)
+    counts = {c: sample.count(c) for c in ("\t", ";", "|", ",") if c != used}
+    sep = max(counts, key=lambda c: counts[c])
+    if not counts[sep]:
+        return ""
+    looks = f"it looks {'tab' if sep == chr(9) else repr(sep)}-separated"
+    if sep == "\t" or (sep == "," and cfg.delimiter in (None, ",")):
+        return f"{looks}: {_setting(role, 'format', 'tsv' if sep == chr(9) else 'csv')}"
+    if not _ROLES[role].cli:
+        return f"{looks}: set {'data.format=csv and ' if fmt == 'tsv' else ''}data.delimiter='{sep}'"
+    run = _delimiter(cfg, "csv")
+    return (f"{looks}, but this command reads CSV with the run's data.delimiter ('{run}'): "
+            f"re-save it '{run}'-separated, or tab-separated and {_setting(role, 'format', 'tsv')}")
+
+
+def _looks_like_ag_news(path: str, delimiter: str = ",") -> bool:
     """True when the first rows have 3 fields and an integer class >= 1 first (so no header row)."""
     try:
         with open(path, "rb") as f:
             head = f.read(_SNIFF_BYTES)
     except OSError:
         return False  # the full read that follows reports the problem with the right wording
-    rows = list(csv.reader(io.StringIO(head.decode("utf-8", errors="replace"))))
+    if b"\x00" in head or not _utf8_prefix(head):
+        return False  # not text: the full read says what it is
+    try:
+        # newline="": the csv module splits rows itself, at \r\n, \n or a lone \r (old Excel).
+        text = io.StringIO(head.decode("utf-8", errors="replace"), newline="")
+        rows = list(csv.reader(text, delimiter=delimiter))
+    except csv.Error:
+        return False  # not CSV at all; the full read reports it
     if len(head) == _SNIFF_BYTES:
         rows = rows[:-1]  # a row cut off by the sniff window proves nothing
     rows = [r for r in rows if r][:5]
     return bool(rows) and all(len(r) == 3 and _ag_class(r[0]) is not None for r in rows)
 
 
-def detect_format(path: str, declared: str = "auto") -> str:
+def detect_format(path: str, declared: str = "auto", *, role: str = "data", delimiter: str = ",") -> str:
     """The format of a data file: `declared` unless it is "auto", else judged by extension and content.
 
     Args:
         path: the file ("-" is stdin, read as plain text unless declared otherwise).
         declared: one of auto, ag_news, csv, tsv, jsonl, parquet, txt.
+        role: what the file is to the command reading it (train, input, ...): messages name its options.
+        delimiter: the CSV field separator, for recognising the AG News layout.
 
     Returns:
         One of ag_news, csv, tsv, jsonl, parquet, txt. A .csv file in the original AG News layout
@@ -115,7 +235,8 @@ def detect_format(path: str, declared: str = "auto") -> str:
         DataError: unknown declared format, unknown extension, or a .csv file that cannot be read.
     """
     if declared not in FORMATS:
-        raise DataError(f"unknown data format '{declared}'; set data.format to one of {', '.join(FORMATS)}")
+        raise DataError(f"unknown data format '{declared}'; {_setting(role, 'format', 'FORMAT')} (one of "
+                        f"{', '.join(FORMATS)})")
     if declared != "auto":
         return declared
     if path == "-":
@@ -124,10 +245,10 @@ def detect_format(path: str, declared: str = "auto") -> str:
     fmt = _EXTENSIONS.get(ext)
     if fmt is None:
         raise DataError(f"cannot tell the format of '{path}' from its extension '{ext}'; use .csv, .tsv, .jsonl, "
-                        f".parquet or .txt, or set data.format to one of {', '.join(FORMATS[1:])}")
+                        f".parquet or .txt, or {_setting(role, 'format', 'FORMAT')} (one of {', '.join(FORMATS[1:])})")
     if fmt == "csv":
-        _check_path(path, "data")
-        if _looks_like_ag_news(path):
+        _check_path(path, role)
+        if _looks_like_ag_news(path, delimiter):
             return "ag_news"
     return fmt
 
@@ -136,12 +257,12 @@ def _detect(path: str, cfg: DataConfig, role: str) -> tuple[str, str]:
     """The message subject and the format of `path`, once it is known to be a file (or stdin)."""
     if path != "-":
         _check_path(path, role)  # before detect_format, so the message names the role and option
-    return _source(path, role), detect_format(path, cfg.format)
+    return _source(path, role), detect_format(path, cfg.format, role=role, delimiter=_delimiter(cfg, "csv"))
 
 
 # ---------------------------------------------------------------- tables
 
-def _read_frame(path: str, fmt: str, role: str) -> pd.DataFrame:
+def _read_frame(path: str, fmt: str, cfg: DataConfig, role: str) -> pd.DataFrame:
     """Read a CSV/TSV/AG News/JSONL/Parquet file into a DataFrame with at least one row."""
     src = _source(path, role)
     data = _read_bytes(path, role)
@@ -150,30 +271,51 @@ def _read_frame(path: str, fmt: str, role: str) -> pd.DataFrame:
             df = pd.read_parquet(io.BytesIO(data))
         except Exception as e:  # pyarrow raises several unrelated types for a damaged file
             raise DataError(f"cannot read {src} as Parquet ({_one_line(e, 120)}); "
-                            "check that it is a complete Parquet file or set data.format") from e
+                            f"check that it is a complete Parquet file, or {_setting(role, 'format', 'FORMAT')} "
+                            "for another format") from e
     else:
-        text = _decode(data, src)
+        text = _decode(data, src, role)
         if not text.strip():
             raise DataError(f"{src} is empty; it needs at least one data row")
         if fmt == "jsonl":
             df = _parse_jsonl(text, src)
         else:
+            sep = _delimiter(cfg, fmt)
             try:
-                # dtype=str + no NA parsing: "NA", "null" or "" in a text stay exactly what they are.
-                df = pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",",
-                                 header=None if fmt == "ag_news" else "infer", dtype=str,
-                                 keep_default_na=False, na_filter=False, index_col=False)
-            except (ValueError, csv.Error) as e:  # pandas' ParserError is a ValueError
-                raise DataError(f"cannot parse {src} as {fmt.upper()} ({_one_line(e, 120)}); "
-                                "fix the file or set data.format") from e
+                with warnings.catch_warnings():
+                    # A row with one field more than the header is cut short with only a warning.
+                    warnings.simplefilter("error", pd.errors.ParserWarning)
+                    # dtype=str + no NA parsing: "NA", "null" or "" in a text stay exactly what they are.
+                    # pandas splits rows at \r\n, \n and a lone \r (old Mac Excel) alike.
+                    df = pd.read_csv(io.StringIO(text), sep=sep, header=None if fmt == "ag_news" else "infer",
+                                     dtype=str, keep_default_na=False, na_filter=False, index_col=False)
+            except (ValueError, csv.Error, pd.errors.ParserWarning) as e:  # pandas' ParserError is a ValueError
+                long_row = _long_row(text, sep)
+                fix = (_separator_hint(_NEWLINE.split(text, 1)[0], fmt, cfg, role)
+                       or (f"quote texts that hold a {'tab' if sep == chr(9) else repr(sep)}" if long_row else
+                           f"fix the file, or {_setting(role, 'format', 'FORMAT')} for another format"))
+                raise DataError(f"cannot parse {src} as {fmt.upper()} ({long_row or _one_line(e, 120)}); {fix}") from e
     if fmt == "ag_news":
         if df.shape[1] != 3:
             raise DataError(f"{src} has {df.shape[1]} columns; the AG News layout has 3 (class, title, "
-                            "description): set data.format to csv for a file with a header row")
+                            f"description): {_setting(role, 'format', 'csv')} for a file with a header row")
         df.columns = ["class", *_AG_TEXT_COLUMNS]
     if len(df) == 0:
         raise DataError(f"{src} has a header but no data rows; add rows")
     return df
+
+
+def _long_row(text: str, sep: str) -> str | None:
+    """ "row N has K fields, the header M" for the first data row longer than the header, else None."""
+    try:
+        rows = (r for r in csv.reader(io.StringIO(text, newline=""), delimiter=sep) if r)
+        header = len(next(rows))
+        for n, r in enumerate(rows, 1):
+            if len(r) > header:
+                return f"row {n} has {len(r)} fields, the header {header}"
+    except (csv.Error, StopIteration):
+        pass
+    return None
 
 
 def _parse_jsonl(text: str, src: str) -> pd.DataFrame:
@@ -184,7 +326,7 @@ def _parse_jsonl(text: str, src: str) -> pd.DataFrame:
             raise DataError(f"{src} is not valid JSON ({e.msg} at line {e.lineno}); fix the file") from None
     else:
         records = []
-        for lineno, line in enumerate(text.split("\n"), 1):
+        for lineno, line in enumerate(_NEWLINE.split(text), 1):
             if line.strip():
                 try:
                     records.append(json.loads(line))
@@ -198,13 +340,29 @@ def _parse_jsonl(text: str, src: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _require_columns(columns: Sequence[str], cfg: DataConfig, src: str, need_label: bool) -> None:
-    available = f"available columns: {_listing(columns)}"
-    for c in _text_columns(cfg):
-        if c not in columns:
-            raise DataError(f"text column '{c}' not found in {src}; {available}; set data.text_columns")
-    if need_label and cfg.label_column not in columns:
-        raise DataError(f"label column '{cfg.label_column}' not found in {src}; {available}; set data.label_column")
+def _require_columns(columns: Sequence[str], cfg: DataConfig, src: str, need_label: bool, role: str,
+                     fmt: str | None = None) -> None:
+    """Every missing text column and the missing label column, in one message.
+
+    fmt: csv or tsv when the columns come from such a file: one column holding another separator
+    then gets the fix for the separator instead of the column settings.
+    """
+    text = [c for c in _text_columns(cfg) if c not in columns]
+    label = need_label and cfg.label_column not in columns
+    if not text and not label:
+        return
+    missing, fixes = [], []
+    if text:
+        missing.append(f"text column{'s' if len(text) > 1 else ''} {', '.join(repr(c) for c in text)}")
+        fixes.append(_setting(role, "text_columns", ["COLUMN", "..."]))
+    if label:
+        missing.append(f"label column '{cfg.label_column}'")
+        fixes.append(_setting(role, "label_column", "COLUMN", verb=not fixes))
+    what = f"{' and '.join(missing)} not found in {src}"
+    hint = _separator_hint(columns[0], fmt, cfg, role) if fmt in ("csv", "tsv") and len(columns) == 1 else ""
+    if hint:
+        raise DataError(f"{what}, which has one column, {columns[0][:60]!r}: {hint}")
+    raise DataError(f"{what}; available columns: {_listing(columns)}; {' and '.join(fixes)}")
 
 
 def _frame_texts(df: pd.DataFrame, cols: list[str]) -> list[str]:
@@ -212,11 +370,11 @@ def _frame_texts(df: pd.DataFrame, cols: list[str]) -> list[str]:
     return [" ".join(parts) for parts in zip(*columns)]
 
 
-def _table_texts(df: pd.DataFrame, fmt: str, cfg: DataConfig, src: str, need_label: bool) -> list[str]:
+def _table_texts(df: pd.DataFrame, fmt: str, cfg: DataConfig, src: str, need_label: bool, role: str) -> list[str]:
     """The texts of a table: AG News title + description, else the configured text columns."""
     if fmt == "ag_news":
         return _frame_texts(df, _AG_TEXT_COLUMNS)
-    _require_columns(list(map(str, df.columns)), cfg, src, need_label)
+    _require_columns(list(map(str, df.columns)), cfg, src, need_label, role, fmt)
     return _frame_texts(df, _text_columns(cfg))
 
 
@@ -228,14 +386,14 @@ def _check_texts(texts: list[str], src: str) -> None:
         raise DataError(f"{src} row {empty[0] + 1} has an empty text{more}; remove the row or fill in its text")
 
 
-def _ag_labels(df: pd.DataFrame, src: str) -> list[int]:
+def _ag_labels(df: pd.DataFrame, src: str, role: str) -> list[int]:
     out = []
     for row, v in enumerate(df["class"].tolist(), 1):
         s = _cell(v).strip()
         c = _ag_class(s)
         if c is None:
             raise DataError(f"{src} row {row} has class '{s}'; the AG News layout needs an integer class 1, 2, ... "
-                            "in the first column (set data.format to csv if the file has a header row)")
+                            f"in the first column ({_setting(role, 'format', 'csv')} if the file has a header row)")
         out.append(c - 1)  # class 1 is label 0
     return out
 
@@ -246,14 +404,19 @@ def _read_raw(path: str, cfg: DataConfig, role: str) -> _Raw:
     """Read a labelled file: texts (none empty) and raw label values."""
     src, fmt = _detect(path, cfg, role)
     if fmt == "txt":
+        if path != "-":
+            with open(path, "rb") as f:
+                problem = _not_text(f.read(_SNIFF_BYTES), src, role)
+            if problem:
+                raise DataError(problem)
         raise DataError(f"{src} is plain text, which has no labels; use a CSV, TSV, JSONL or Parquet file "
                         f"with a '{cfg.label_column}' column")
-    df = _read_frame(path, fmt, role)
-    texts = _table_texts(df, fmt, cfg, src, need_label=True)
+    df = _read_frame(path, fmt, cfg, role)
+    texts = _table_texts(df, fmt, cfg, src, need_label=True, role=role)
     ag_news = fmt == "ag_news"
-    labels = _ag_labels(df, src) if ag_news else df[cfg.label_column].tolist()
+    labels = _ag_labels(df, src, role) if ag_news else df[cfg.label_column].tolist()
     _check_texts(texts, src)
-    return _Raw(texts, labels, ag_news, src)
+    return _Raw(texts, labels, ag_news, src, role, ids=ag_news)
 
 
 def read_texts(path: str, cfg: DataConfig) -> list[str]:
@@ -271,11 +434,11 @@ def read_texts(path: str, cfg: DataConfig) -> list[str]:
     """
     src, fmt = _detect(path, cfg, "input")
     if fmt != "txt":
-        return _table_texts(_read_frame(path, fmt, "input"), fmt, cfg, src, need_label=False)
-    text = _decode(_read_bytes(path, "input"), src)
+        return _table_texts(_read_frame(path, fmt, cfg, "input"), fmt, cfg, src, need_label=False, role="input")
+    text = _decode(_read_bytes(path, "input"), src, "input")
     if not text:
         raise DataError(f"{src} is empty; give one text per line")
-    lines = text.split("\n")  # not splitlines(): it also splits on form feeds and U+2028 inside texts
+    lines = _NEWLINE.split(text)  # not splitlines(): it also splits on form feeds and U+2028 inside texts
     if lines[-1] == "":
         lines.pop()  # the final newline ends the last line, it does not start an empty one
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines

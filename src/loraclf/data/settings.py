@@ -1,7 +1,7 @@
 """Data settings: checking a DataConfig before any data is read, and the command line's overrides.
 
-Owns `_check_config` (format, text columns, val_fraction, row caps and label names, each as one
-DataError line naming the data.* setting) and `data_config_for` (--format, --text-columns and
+Owns `_check_config` (format, delimiter, text columns, val_fraction, row caps and label names,
+each as one DataError line naming the data.* setting) and `data_config_for` (--format, --text-columns and
 --label-column applied to a run's saved data settings).
 """
 from __future__ import annotations
@@ -11,13 +11,14 @@ from typing import Any, Sequence
 
 from ..config import FORMATS, DataConfig
 from ..errors import DataError
-from .formats import _text_columns
+from .formats import _delimiter, _text_columns
 from .labels import _check_label_names
 
 
 def _check_config(cfg: DataConfig) -> None:
     if cfg.format not in FORMATS:
         raise DataError(f"data.format is '{cfg.format}'; use one of {', '.join(FORMATS)}")
+    _delimiter(cfg, "csv")  # one character
     if not _text_columns(cfg):
         raise DataError("data.text_columns is empty; name at least one text column")
     if not 0.0 < cfg.val_fraction <= 0.5:

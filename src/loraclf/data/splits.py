@@ -114,10 +114,12 @@ def _load_hub(cfg: DataConfig, seed: int) -> Splits:
 
     def split(name: str) -> _Raw:
         ds, src = dd[name], f"split '{name}' of {what}"
-        _require_columns(ds.column_names, cfg, src, need_label=True)
+        role = name if name in ("train", "test") else "validation"
+        _require_columns(ds.column_names, cfg, src, need_label=True, role=role)
         texts = _frame_texts(pd.DataFrame({c: ds[c] for c in _text_columns(cfg)}), _text_columns(cfg))
         _check_texts(texts, src)
-        return _Raw(texts, list(ds[cfg.label_column]), False, src)
+        class_ids = isinstance(ds.features.get(cfg.label_column), datasets.ClassLabel)  # ints index the names
+        return _Raw(texts, list(ds[cfg.label_column]), False, src, role, ids=class_ids)
 
     train = split("train")
     feature = dd["train"].features.get(cfg.label_column)
