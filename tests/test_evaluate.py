@@ -98,7 +98,7 @@ def test_evaluate_accuracy_equals_recount_from_predict(trained_tiny_run: Path, a
     """It reports the accuracy one gets by comparing predict's output with the file's labels."""
     r = runner.invoke(app, ["evaluate", str(trained_tiny_run), "--data", str(ag_small["test"]), "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(ag_small["test"]), "--output", str(tmp_path / "p.csv")])
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(ag_small["test"]), "--output", str(tmp_path / "p.csv"), "--ids"])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((tmp_path / "p.csv").open(encoding="utf-8")))
     truth = true_labels(ag_small["test"])
