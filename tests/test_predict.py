@@ -310,3 +310,88 @@ def test_predict_keep_columns_errors(case: str, trained_tiny_run: Path, tmp_path
         assert "available columns: id, review, stars" in line
     assert not out.exists()
 
+
+# ---------------------------------------------------------------------------------------------
+# The output path: never the input, checked before the model loads, every OS error one line
+
+
+@pytest.fixture
+def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the command gets as far as loading the model."""
+    def boom(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output path was checked")
+
+    monkeypatch.setattr(Classifier, "from_run_dir", boom)
+
+
+def read_only(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a directory read-only; as root (whom modes do not stop) os.access is told so too."""
+    import os
+
+    path.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == path and mode & os.W_OK else real(p, mode, **kw))
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot_dot", "symlink", "hardlink"])
+def test_predict_refuses_to_overwrite_its_input(spelling: str, trained_tiny_run: Path, tmp_path: Path, no_model_load: None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """It refuses an --output that is the input file, however spelled or linked: one line, input untouched, nothing written."""
+    import os
+
+    src = tmp_path / "data.csv"
+    src.write_text("text\nhello\nworld\n", encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    out = {"same": "data.csv", "dot_dot": str(tmp_path / "sub" / ".." / "data.csv"), "symlink": "link.csv", "hardlink": "hard.csv"}[spelling]
+    if spelling == "symlink":
+        os.symlink("data.csv", "link.csv")
+    elif spelling == "hardlink":
+        os.link("data.csv", "hard.csv")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "-i", "./data.csv", "-o", out])
+    assert r.exit_code == 2, r.output
+    assert "is the input file" in one_error_line(r)
+    assert src.read_text(encoding="utf-8") == "text\nhello\nworld\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("case", ["no_parent", "parent_is_file", "under_file", "read_only_dir"])
+def test_predict_bad_output_path_exits_2_before_the_model_loads(case: str, trained_tiny_run: Path, tmp_path: Path, no_model_load: None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """It refuses an --output in a missing, read-only or file 'directory' with one line, before loading the model, creating nothing."""
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    out = {"no_parent": tmp_path / "nodir" / "sub.csv", "parent_is_file": tmp_path / "file" / "sub.csv",
+           "under_file": tmp_path / "file" / "a" / "sub.csv", "read_only_dir": tmp_path / "ro" / "sub.csv"}[case]
+    if case == "read_only_dir":
+        out.parent.mkdir()
+        read_only(out.parent, monkeypatch)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "-i", str(src), "-o", str(out)])
+    assert r.exit_code == 2, r.output
+    line = one_error_line(r)
+    assert {"no_parent": "does not exist; create it", "parent_is_file": "which is a file", "under_file": "which is a file",
+            "read_only_dir": "is not writable"}[case] in line
+    assert str(out) in line
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_predict_write_error_is_one_line(trained_tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It turns an OS error while writing the output (disk full, say) into one line and exit 2."""
+    import errno
+
+    import loraclf.predict
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loraclf.predict, "atomic_write", full)
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "-i", str(src), "-o", str(tmp_path / "sub.csv")])
+    assert r.exit_code == 2, r.output
+    assert "No space left on device" in one_error_line(r)
+    assert not (tmp_path / "sub.csv").exists()

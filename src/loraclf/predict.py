@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -72,14 +73,14 @@ def predict_file(
 ) -> int:
     """Classify every row of a file (or stdin) and write the predictions in input order.
 
-    The input is read and checked before the model loads; the output is written in one atomic
-    step (or to stdout in one write), so a failure leaves nothing behind.
+    The input and the output path are checked before the model loads; the output is written in
+    one atomic step (or to stdout in one write), so a failure leaves nothing behind.
 
     Args:
         run_dir: directory written by `loraclf train`.
         input_path: CSV/TSV/JSONL/Parquet with the run's text columns, AG News CSV, plain text
             (one text per line), or "-" for plain text on stdin (unless `format` says otherwise).
-        output_path: the CSV to write, or "-" for stdout.
+        output_path: the CSV to write (its directory must exist), or "-" for stdout.
         ids: write class ids in Label (the study's submission layout) instead of class names.
         probabilities: add one `p_<class name>` column per class.
         keep_columns: input columns (a list, or one comma-separated string) to copy into the
@@ -96,20 +97,25 @@ def predict_file(
             an output column.
         CheckpointError: `run_dir` is not a finished run.
         DataError: the input is missing, empty, not UTF-8, lacks a text or kept column, or is
-            plain text with `keep_columns`; the output is a directory.
+            plain text with `keep_columns`; the output is a directory, the input itself, lies in a
+            directory that is missing or not writable, or cannot be written.
     """
     check_inference_options(device, precision)
     run = RunDir(run_dir).check_loadable()
     keep = _keep_columns(keep_columns, ["ID", "Label"] + ([f"p_{n}" for n in run.label_names()] if probabilities else []))
-    if output_path != "-" and Path(output_path).is_dir():
-        raise DataError(f"--output '{output_path}' is a directory; give a file name such as {Path(output_path) / 'submission.csv'}")
+    _check_output(output_path, input_path)
     # The format is detected from the input unless given: new text rarely comes in the training
     # file's format (stdin is plain text); the text columns are the run's unless given.
     texts, table = read_table(input_path, data_config_for(run.read_config().data, format or "auto", text_columns))
     leading = _kept_cells(table, keep, input_path) if keep else None
     clf = Classifier.from_run_dir(run, device=device, precision=precision, batch_size=batch_size)
     csv_text = predictions_csv(clf.predict_proba(texts), clf.label_names, not ids, probabilities, leading=leading)
-    write_predictions(output_path, csv_text)
+    try:
+        write_predictions(output_path, csv_text)
+    except OSError as e:  # disk full, a directory gone read-only since the check above...
+        if output_path == "-":
+            raise  # stdout closed early (`| head`) is not a problem with a path
+        raise DataError(f"cannot write --output '{output_path}' ({_reason(e)}); choose another path") from e
     return len(texts)
 
 
@@ -124,7 +130,39 @@ def write_predictions(output_path: str | Path, table: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# --keep-columns
+# Checks made before the model loads.
+
+
+def _reason(e: OSError) -> str:
+    return " ".join(str(e.strerror or e).split())
+
+
+def _check_output(output_path: str, input_path: str = "-") -> None:
+    """Refuse an --output that cannot be written, or that is the input, before any work is done.
+
+    Raises:
+        DataError: the output is a directory or the input file (under any name, or through a
+            link); its directory is missing, is a file or is not writable.
+    """
+    if output_path == "-":
+        return
+    out = Path(output_path)
+    try:
+        if out.is_dir():
+            raise DataError(f"--output '{output_path}' is a directory; give a file name such as {out / 'submission.csv'}")
+        if input_path != "-" and out.exists() and Path(input_path).exists() and os.path.samefile(out, input_path):
+            raise DataError(f"--output '{output_path}' is the input file '{input_path}'; write the predictions to another file")
+        parent = out.parent
+        existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+        if not existing.is_dir():
+            raise DataError(f"--output '{output_path}' lies under '{existing}', which is a file; choose a path in a directory")
+        if existing != parent:
+            raise DataError(f"--output '{output_path}': directory '{parent}' does not exist; create it (mkdir -p {parent}) "
+                            "or choose another path")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise DataError(f"--output '{output_path}': directory '{parent}' is not writable; choose a directory you can write to")
+    except OSError as e:  # e.g. a directory on the way that may not be searched
+        raise DataError(f"cannot use --output '{output_path}' ({_reason(e)}); check the path and its permissions") from e
 
 
 def _keep_columns(keep_columns: Sequence[str] | str | None, added: list[str]) -> list[str]:
