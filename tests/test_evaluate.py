@@ -98,7 +98,7 @@ def test_evaluate_accuracy_equals_recount_from_predict(trained_tiny_run: Path, a
     """It reports the accuracy one gets by comparing predict's output with the file's labels."""
     r = runner.invoke(app, ["evaluate", str(trained_tiny_run), "--data", str(ag_small["test"]), "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(ag_small["test"]), "--output", str(tmp_path / "p.csv")])
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(ag_small["test"]), "--output", str(tmp_path / "p.csv"), "--ids"])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((tmp_path / "p.csv").open(encoding="utf-8")))
     truth = true_labels(ag_small["test"])
@@ -176,3 +176,54 @@ def test_evaluate_out_that_is_a_file_exits_2(trained_tiny_run: Path, ag_small: d
     assert r.exit_code == 2
     assert "is a file" in one_error_line(r)
     assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+@pytest.mark.parametrize("case", ["under_file", "read_only_out", "read_only_parent", "default_in_read_only_run"])
+def test_evaluate_unwritable_out_exits_2_before_the_model_loads(case: str, trained_tiny_run: Path, ag_small: dict[str, Path], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """It refuses an --out under a file or in a read-only place (its own eval dir included) with one line, before loading the model."""
+    import os
+
+    from loraclf.inference import Classifier
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(Classifier, "from_run_dir", boom)
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    run = trained_tiny_run
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    out: Path | None = {"under_file": tmp_path / "file" / "ev", "read_only_out": ro, "read_only_parent": ro / "ev"}.get(case)
+    if case == "default_in_read_only_run":
+        run = tmp_path / "run"
+        shutil.copytree(trained_tiny_run, run, ignore=shutil.ignore_patterns("eval"))
+        ro = run
+    ro.chmod(0o555)
+    if os.geteuid() == 0:  # modes do not stop root: tell os.access what they would say to anyone else
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro and mode & os.W_OK else real(p, mode, **kw))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    r = runner.invoke(app, ["evaluate", str(run), "--data", str(ag_small["test"]), *(["--out", str(out)] if out else [])])
+    ro.chmod(0o755)
+    assert r.exit_code == 2, r.output
+    line = one_error_line(r)
+    assert {"under_file": f"lies under '{tmp_path / 'file'}', which is a file", "read_only_out": f"--out '{ro}' is not writable",
+            "read_only_parent": f"would be created in '{ro}', which is not writable",
+            "default_in_read_only_run": "pass --out with a directory you can write to"}[case] in line
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_evaluate_write_error_is_one_line(trained_tiny_run: Path, ag_small: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It turns an OS error while writing the results (a disk gone read-only, say) into one line and exit 2."""
+    import errno
+
+    import loraclf.evaluate
+
+    def fail(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(loraclf.evaluate, "write_evaluation", fail)
+    r = runner.invoke(app, ["evaluate", str(trained_tiny_run), "--data", str(ag_small["test"]), "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 2, r.output
+    assert "Read-only file system" in one_error_line(r)

@@ -121,6 +121,24 @@ def test_export_bad_input_exits_2_and_writes_nothing(case: str, trained_tiny_run
     assert not [p for p in tmp_path.rglob(".out*")] and not [p for p in tmp_path.rglob(".export*")]
 
 
+@pytest.mark.parametrize("merged", [False, True], ids=["adapter", "merged"])
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_export_files_have_the_users_permissions(merged: bool, umask: int, trained_tiny_run: Path, tmp_path: Path) -> None:
+    """It gives every exported file 0666 & ~umask and every directory 0777 & ~umask (safetensors alone writes 0600)."""
+    out = tmp_path / "export"
+    old = os.umask(umask)
+    try:
+        r = runner.invoke(app, ["export", str(trained_tiny_run), str(out), *(["--merged"] if merged else [])])
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name.endswith(".safetensors") for p in files)
+    assert {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in files} == {str(p.relative_to(out)): oct(0o666 & ~umask) for p in files}
+    for d in [out, *(p for p in out.rglob("*") if p.is_dir())]:
+        assert d.stat().st_mode & 0o777 == 0o777 & ~umask, d
+
+
 # ---------------------------------------------------------------------------------------------
 # The real model: train MiniLM briefly, merge, and load the export with transformers alone.
 

@@ -86,11 +86,14 @@ def test_classifier_rejects_a_bare_string(clf: Classifier) -> None:
 
 
 def test_predictions_csv_layouts() -> None:
-    """It writes ID,Label with class ids by default, names with label_as_name, and p_<class> columns."""
+    """It writes ID,Label with class ids by default (tune's submission.csv), names with label_as_name, p_<class> and leading columns."""
     probs = np.array([[0.9, 0.1], [0.2, 0.8]])
     assert predictions_csv(probs, ["neg", "pos"]) == "ID,Label\n0,0\n1,1\n"
     assert predictions_csv(probs, ["neg", "pos"], label_as_name=True, probabilities=True) == (
         "ID,Label,p_neg,p_pos\n0,neg,0.900000,0.100000\n1,pos,0.200000,0.800000\n"
+    )
+    assert predictions_csv(probs, ["neg", "pos"], True, leading={"id": ["a7", "b8"], "review": ['say "hi", twice', "two\nlines"]}) == (
+        'id,review,ID,Label\na7,"say ""hi"", twice",0,neg\nb8,"two\nlines",1,pos\n'
     )
 
 
@@ -111,13 +114,13 @@ def test_predict_keeps_order_and_row_count(trained_tiny_run: Path, clf: Classifi
     got = np.array([[float(x[f"p_{n}"]) for n in AG_NAMES] for x in rows])
     alone = np.stack([clf.predict_proba([t])[0] for t in texts])
     np.testing.assert_allclose(got, alone, atol=2e-6)
-    assert [int(x["Label"]) for x in rows] == got.argmax(axis=1).tolist()
+    assert [x["Label"] for x in rows] == [AG_NAMES[i] for i in got.argmax(axis=1)]
 
 
 def test_predict_reads_plain_text_from_stdin(trained_tiny_run: Path, clf: Classifier) -> None:
-    """It classifies stdin lines (blank lines included) and prints the CSV to stdout."""
+    """It classifies stdin lines (blank lines included) and prints the CSV, with class names, to stdout."""
     texts = ["Stocks rally as rates fall", "", "Team wins the cup final", "New chip doubles battery life"]
-    r = subprocess.run([sys.executable, "-m", "loraclf.cli", "predict", str(trained_tiny_run), "--input", "-", "--label-names"],
+    r = subprocess.run([sys.executable, "-m", "loraclf.cli", "predict", str(trained_tiny_run), "--input", "-"],
                        input="\n".join(texts) + "\n", capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = read_csv(r.stdout)
@@ -219,3 +222,176 @@ def test_predict_bad_device_or_precision_exits_2(option: list[str], trained_tiny
     assert r.exit_code == 2
     assert option[1] in one_error_line(r)
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Label names or ids; input columns carried through
+
+
+def test_predict_writes_names_by_default_and_ids_with_ids(trained_tiny_run: Path, clf: Classifier, tmp_path: Path) -> None:
+    """It writes class names in Label unless --ids; --label-names (the old flag) still runs and changes nothing."""
+    texts = sample_texts(12)
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    ids = clf.predict_ids(texts)
+    outputs = {}
+    for flags in ([], ["--ids"], ["--label-names"]):
+        r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(src), *flags])
+        assert r.exit_code == 0, r.output
+        outputs[" ".join(flags)] = read_csv(r.stdout)
+    assert [x["Label"] for x in outputs[""]] == [AG_NAMES[i] for i in ids]
+    assert [x["Label"] for x in outputs["--ids"]] == [str(i) for i in ids]
+    assert outputs["--label-names"] == outputs[""]
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(src), "--ids", "--label-names"])
+    assert r.exit_code == 2 and "--ids and --label-names" in one_error_line(r)
+
+
+def _keep_input(tmp_path: Path, fmt: str, texts: list[str]) -> Path:
+    """An input table with columns id, review (the text) and stars, in format `fmt`."""
+    import pandas as pd
+
+    df = pd.DataFrame({"id": [f"r{i:03d}" for i in range(len(texts))], "review": texts, "stars": [i % 5 + 1 for i in range(len(texts))]})
+    path = tmp_path / f"in.{fmt}"
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    elif fmt == "tsv":
+        df.assign(review=[t.replace("\t", " ").replace("\n", " ") for t in texts]).to_csv(path, sep="\t", index=False)
+    elif fmt == "jsonl":
+        df.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        df.to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_predict_keep_columns_carries_input_columns(fmt: str, trained_tiny_run: Path, clf: Classifier, tmp_path: Path) -> None:
+    """It copies --keep-columns from a CSV/TSV/JSONL/Parquet input, verbatim and in row order, before ID,Label."""
+    texts = sample_texts(10)[:8] + ['a "quoted", comma text', "two\nlines"]
+    src = _keep_input(tmp_path, fmt, texts)
+    out = tmp_path / "out.csv"
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "-i", str(src), "-o", str(out), "--text-columns", "review",
+                            "--keep-columns", "id,stars, review,id"])
+    assert r.exit_code == 0, r.output
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["id", "stars", "review", "ID", "Label"]
+    expected = texts if fmt != "tsv" else [t.replace("\t", " ").replace("\n", " ") for t in texts]
+    assert [r[0] for r in rows[1:]] == [f"r{i:03d}" for i in range(len(texts))]
+    assert [r[1] for r in rows[1:]] == [str(i % 5 + 1) for i in range(len(texts))]
+    assert [r[2] for r in rows[1:]] == expected
+    assert [r[3] for r in rows[1:]] == [str(i) for i in range(len(texts))]
+    assert [r[4] for r in rows[1:]] == clf.predict(expected)
+
+
+@pytest.mark.parametrize("case", ["missing_column", "txt_file", "stdin_text", "clash", "empty"])
+def test_predict_keep_columns_errors(case: str, trained_tiny_run: Path, tmp_path: Path) -> None:
+    """It names a missing kept column and lists the available ones, and refuses plain-text input, clashes and an empty list."""
+    src = _keep_input(tmp_path, "csv", ["one", "two"])
+    keep, stdin = "id,score", None
+    if case == "txt_file":
+        src = tmp_path / "in.txt"
+        src.write_text("one\ntwo\n", encoding="utf-8")
+        keep = "id"
+    elif case == "stdin_text":
+        src, keep, stdin = "-", "id", "one\ntwo\n"
+    elif case == "clash":
+        keep = "id,Label"
+    elif case == "empty":
+        keep = " , "
+    out = tmp_path / "out.csv"
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "-i", str(src), "-o", str(out), "--text-columns", "review",
+                            "--keep-columns", keep], input=stdin)
+    assert r.exit_code == 2, r.output
+    line = one_error_line(r)
+    assert {"missing_column": "column 'score' not found in input file", "txt_file": "needs a table input",
+            "stdin_text": "--format csv", "clash": "'Label' has the name of a column predict writes",
+            "empty": "--keep-columns is empty"}[case] in line
+    if case == "missing_column":
+        assert "available columns: id, review, stars" in line
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The output path: never the input, checked before the model loads, every OS error one line
+
+
+@pytest.fixture
+def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the command gets as far as loading the model."""
+    def boom(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output path was checked")
+
+    monkeypatch.setattr(Classifier, "from_run_dir", boom)
+
+
+def read_only(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a directory read-only; as root (whom modes do not stop) os.access is told so too."""
+    import os
+
+    path.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == path and mode & os.W_OK else real(p, mode, **kw))
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot_dot", "symlink", "hardlink"])
+def test_predict_refuses_to_overwrite_its_input(spelling: str, trained_tiny_run: Path, tmp_path: Path, no_model_load: None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """It refuses an --output that is the input file, however spelled or linked: one line, input untouched, nothing written."""
+    import os
+
+    src = tmp_path / "data.csv"
+    src.write_text("text\nhello\nworld\n", encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    out = {"same": "data.csv", "dot_dot": str(tmp_path / "sub" / ".." / "data.csv"), "symlink": "link.csv", "hardlink": "hard.csv"}[spelling]
+    if spelling == "symlink":
+        os.symlink("data.csv", "link.csv")
+    elif spelling == "hardlink":
+        os.link("data.csv", "hard.csv")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "-i", "./data.csv", "-o", out])
+    assert r.exit_code == 2, r.output
+    assert "is the input file" in one_error_line(r)
+    assert src.read_text(encoding="utf-8") == "text\nhello\nworld\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("case", ["no_parent", "parent_is_file", "under_file", "read_only_dir"])
+def test_predict_bad_output_path_exits_2_before_the_model_loads(case: str, trained_tiny_run: Path, tmp_path: Path, no_model_load: None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """It refuses an --output in a missing, read-only or file 'directory' with one line, before loading the model, creating nothing."""
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    out = {"no_parent": tmp_path / "nodir" / "sub.csv", "parent_is_file": tmp_path / "file" / "sub.csv",
+           "under_file": tmp_path / "file" / "a" / "sub.csv", "read_only_dir": tmp_path / "ro" / "sub.csv"}[case]
+    if case == "read_only_dir":
+        out.parent.mkdir()
+        read_only(out.parent, monkeypatch)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "-i", str(src), "-o", str(out)])
+    assert r.exit_code == 2, r.output
+    line = one_error_line(r)
+    assert {"no_parent": "does not exist; create it", "parent_is_file": "which is a file", "under_file": "which is a file",
+            "read_only_dir": "is not writable"}[case] in line
+    assert str(out) in line
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_predict_write_error_is_one_line(trained_tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It turns an OS error while writing the output (disk full, say) into one line and exit 2."""
+    import errno
+
+    import loraclf.predict
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loraclf.predict, "atomic_write", full)
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "-i", str(src), "-o", str(tmp_path / "sub.csv")])
+    assert r.exit_code == 2, r.output
+    assert "No space left on device" in one_error_line(r)
+    assert not (tmp_path / "sub.csv").exists()

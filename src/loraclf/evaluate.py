@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -138,16 +139,48 @@ def evaluate_run(
         ConfigError: unknown device or precision.
         CheckpointError: `run_dir` is not a finished run.
         DataError: the file is missing, unreadable, empty, not UTF-8, lacks a column or has unknown labels;
-            `out_dir` is a file.
+            `out_dir` is a file, lies under a file or cannot be written.
     """
     check_inference_options(device, precision)
     run = RunDir(run_dir).check_loadable()
     out = Path(out_dir) if out_dir is not None else run.eval_dir(data_path)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out '{out}' is a file; give a directory for metrics.json, {CONFUSION_FILE} and {ERRORS_FILE}")
+    _check_out_dir(out, given=out_dir is not None)
     data_cfg = data_config_for(run.read_config().data, format, text_columns, label_column)
     data = read_labeled(data_path, data_cfg, run.label_names())
     clf = Classifier.from_run_dir(run, device=device, precision=precision, batch_size=batch_size)
     ev = evaluate_data(clf, data, data_path)
     extra = {"run_dir": str(run.path), "precision": clf.run.precision, "device": str(clf.run.device)}
-    return ev, write_evaluation(ev, out, extra)
+    try:
+        return ev, write_evaluation(ev, out, extra)
+    except OSError as e:
+        raise DataError(f"cannot write the evaluation into '{out}' ({_reason(e)}); pass --out with a directory you can write to") from e
+
+
+def _reason(e: OSError) -> str:
+    return " ".join(str(e.strerror or e).split())
+
+
+def _check_out_dir(out: Path, given: bool = True) -> None:
+    """Refuse an output directory that cannot be created or written, before any work is done.
+
+    Args:
+        out: the directory evaluate writes into (it may not exist yet).
+        given: whether the user named it with --out (else it is the run's eval directory).
+
+    Raises:
+        DataError: `out` is a file, lies under a file, or it (or the directory it would be
+            created in) is not writable.
+    """
+    name = f"--out '{out}'" if given else f"the evaluation directory '{out}'"
+    fix = "choose another --out" if given else "pass --out with a directory you can write to"
+    try:
+        existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+        if existing == out and not out.is_dir():
+            raise DataError(f"{name} is a file; give a directory for metrics.json, {CONFUSION_FILE} and {ERRORS_FILE}")
+        if not existing.is_dir():
+            raise DataError(f"{name} lies under '{existing}', which is a file; {fix}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            where = "is" if existing == out else f"would be created in '{existing}', which is"
+            raise DataError(f"{name} {where} not writable; {fix}")
+    except OSError as e:  # e.g. a directory on the way that may not be searched
+        raise DataError(f"cannot use {name} ({_reason(e)}); {fix}") from e

@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -53,12 +54,33 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> None:
         yaml.safe_dump(obj, f, sort_keys=False)
 
 
+def _usual_modes(root: Path) -> None:
+    """Give the files under `root` the permissions of any file the user creates (0666 & ~umask).
+
+    Writers such as safetensors create their files 0600; a directory that is moved into place
+    whole should look as if the user had written it. Executable files keep an execute bit (0777
+    & ~umask); symlinks are left alone.
+    """
+    mask = _umask()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(p, (0o777 if st.st_mode & 0o111 else 0o666) & ~mask)
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o777 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a directory at `<path>.tmp-*` and move it onto `path` only when the block succeeds.
 
     An existing `path` is replaced (moved aside first, removed after), so readers see the old or
-    the new directory, never a mix.
+    the new directory, never a mix. Its files get the usual permissions (0666 & ~umask), whatever
+    mode the code that wrote them chose.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +88,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        _usual_modes(tmp)
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"

@@ -280,19 +280,24 @@ def evaluate(
 def predict(
     run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train` (or an adapter export)."),
     input: str = typer.Option(..., "--input", "-i", help="Texts to classify: CSV/TSV/JSONL/Parquet/AG News CSV, .txt (one per line), or - for stdin."),
-    output: str = typer.Option("-", "--output", "-o", help="CSV to write (ID,Label), or - for stdout."),
-    label_names: bool = typer.Option(False, "--label-names", help="Write class names instead of class ids in Label."),
+    output: str = typer.Option("-", "--output", "-o", help="CSV to write (ID,Label; never the input file; its directory must exist), or - for stdout."),
+    ids: bool = typer.Option(False, "--ids", help="Write class ids instead of class names in Label (the study's submission layout)."),
+    label_names: bool = typer.Option(False, "--label-names", hidden=True, help="Class names in Label: the default now; kept so old scripts run."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Add one p_<class> probability column per class."),
+    keep_columns: Optional[str] = typer.Option(None, "--keep-columns", help="Input columns to copy into the output before ID, comma-separated, e.g. id,review (table inputs only)."),
     format: Optional[str] = typer.Option(None, "--format", help="Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default auto: from the file name and content; stdin is txt)."),
     text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
 ) -> None:
-    """Classify texts with a trained run; predictions in input order, written atomically."""
+    """Classify texts with a trained run; predictions (class names, or ids with --ids) in input order, written atomically."""
+    from ..errors import ConfigError
     from ..predict import predict_file
 
-    n = predict_file(run_dir, input, output, label_names=label_names, probabilities=probabilities, format=format,
+    if ids and label_names:
+        raise ConfigError("--ids and --label-names ask for opposite Label columns; drop --label-names (class names are the default)")
+    n = predict_file(run_dir, input, output, ids=ids, probabilities=probabilities, keep_columns=keep_columns, format=format,
                      text_columns=text_columns, device=device, precision=precision, batch_size=batch_size)
     if output != "-":
         typer.echo(f"wrote {n} predictions to {output}", err=True)

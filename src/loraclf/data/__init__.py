@@ -13,7 +13,7 @@ Every problem a user can fix becomes one DataError line that names the file, row
 option involved and says what to do. The public names stay importable from `loraclf.data`.
 """
 from ..config import DataConfig
-from .formats import detect_format, read_texts
+from .formats import detect_format, read_table, read_texts
 from .labels import AG_NEWS_LABELS, TextLabels, read_labeled
 from .settings import data_config_for
 from .splits import Splits, load_splits
@@ -27,5 +27,6 @@ __all__ = [
     "detect_format",
     "load_splits",
     "read_labeled",
+    "read_table",
     "read_texts",
 ]

@@ -419,6 +419,23 @@ def _read_raw(path: str, cfg: DataConfig, role: str) -> _Raw:
     return _Raw(texts, labels, ag_news, src, role, ids=ag_news)
 
 
+def read_table(path: str, cfg: DataConfig) -> tuple[list[str], pd.DataFrame | None]:
+    """`read_texts`, plus the table the texts came from, for callers that carry other columns along.
+
+    Returns:
+        (the texts, the table with every column as read: AG News as class, title, description),
+        or (the lines, None) for plain text.
+
+    Raises:
+        DataError: as `read_texts`.
+    """
+    src, fmt = _detect(path, cfg, "input")
+    if fmt == "txt":
+        return read_texts(path, cfg), None
+    df = _read_frame(path, fmt, "input")
+    return _table_texts(df, fmt, cfg, src, need_label=False), df
+
+
 def read_texts(path: str, cfg: DataConfig) -> list[str]:
     """Read texts to classify: a table's text columns, AG News CSV, or plain text (one per line).
 
