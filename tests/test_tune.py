@@ -188,6 +188,55 @@ def test_unreachable_storage_is_one_line_exit_2(tmp_path: Path, tiny_model: Path
     assert not (tmp_path / "study").exists()
 
 
+def _bad_data(kind: str, path: Path, good: Path) -> Path:
+    """A training file `loraclf tune` must refuse: no text column, one class only, or not text at all."""
+    rows = list(csv.reader(open(good, newline="", encoding="utf-8")))[1:]
+    if kind == "binary":
+        path.write_bytes(bytes(b for b in range(256) if b not in b"\r\n") * 64)  # not UTF-8
+        return path
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        if kind == "no-text-column":
+            w.writerow(["body", "label"])
+            w.writerows(rows)
+        else:  # one class
+            w.writerow(["text", "label"])
+            w.writerows([r[0], "sports"] for r in rows)
+    return path
+
+
+@pytest.mark.parametrize("kind, expected", [("no-text-column", "text"), ("one-class", "class"), ("binary", "not valid UTF-8")])
+def test_bad_data_fails_before_the_study_is_created(kind: str, expected: str, tmp_path: Path, tiny_model: Path, easy_csv: Path) -> None:
+    """It checks the data before creating the study: one line, status 2, and no study.db or directory left behind."""
+    bad = _bad_data(kind, tmp_path / "bad.csv", easy_csv)
+    out = tmp_path / "study"
+    r = CliRunner().invoke(app, [*tune_args(tiny_model, bad, out), "--study-name", "s"])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], r.output
+    assert not out.exists()
+    # A study directory that existed before keeps its files, and gains no study.db.
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(app, [*tune_args(tiny_model, bad, out), "--study-name", "s"])
+    assert r.exit_code == 2, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+
+
+def test_corrected_data_after_a_failed_start_runs(tmp_path: Path, learnable_model: Path, easy_csv: Path) -> None:
+    """It runs the corrected command in the same study directory after a start that failed on bad data."""
+    out = tmp_path / "study"
+    bad = _bad_data("no-text-column", tmp_path / "bad.csv", easy_csv)
+    r = CliRunner().invoke(app, [*tune_args(learnable_model, bad, out), "--study-name", "s", "--trials", "1", "train.epochs=1"])
+    assert r.exit_code == 2, r.output
+    assert not (out / "study.db").exists()
+    # The corrected command may change the space too: nothing ran, so no study holds the old one.
+    narrower = "tune.space={train.lr: {type: float, low: 0.03, high: 0.05, log: true}, lora.r: {type: categorical, choices: [4, 8]}}"
+    r = CliRunner().invoke(app, [*tune_args(learnable_model, easy_csv, out), "--study-name", "s", "--trials", "1", "train.epochs=1", narrower])
+    assert r.exit_code == 0, r.output
+    assert [row["state"] for row in read_log(out)] in (["complete"], ["pruned"])
+
+
 def test_existing_study_with_another_space_is_refused(tmp_path: Path, tiny_model: Path, easy_csv: Path) -> None:
     """It refuses to add trials to a study created with a different search space."""
     url = f"sqlite:///{tmp_path / 'shared.db'}"

@@ -21,6 +21,19 @@ def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an sqlite:/// URL (None for other databases and in-memory SQLite)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except Exception:
+        return None
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database).absolute()
+
+
 def masked(url: str) -> str:
     """The URL without its password, for messages and best.json."""
     from sqlalchemy.engine import make_url
