@@ -249,6 +249,85 @@ def test_existing_study_with_another_space_is_refused(tmp_path: Path, tiny_model
 
 
 # ---------------------------------------------------------------------------------------------
+# SQLite "database is locked" in the middle of a trial (faked storage calls; training faked too)
+
+
+LOCKING = ("set_trial_user_attr", "set_trial_intermediate_value", "_get_trials", "set_trial_state_values")
+
+
+def _fake_train(cfg: Any, run_dir: Any, *, on_eval: Any, **kw: Any) -> dict[str, Any]:
+    """Three evaluations (reports, user attrs, should_prune) and the metrics `loraclf tune` reads: no model."""
+    for step in (1, 2, 3):
+        on_eval(step, {"val_accuracy": 0.5 + 0.1 * step, "val_loss": 1.0 / step, "epoch": step / 3})
+    return {"val_accuracy": 0.8, "val_loss": 0.3, "epochs_run": 1.0, "global_step": 3}
+
+
+def _lock_storage(monkeypatch: pytest.MonkeyPatch, times: float, names: tuple[str, ...] = LOCKING) -> dict[str, int]:
+    """Make each RDBStorage method in `names` raise SQLite's "database is locked" (as optuna wraps it) its first
+    `times` calls; returns the number of lock errors raised per method."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    raised = dict.fromkeys(names, 0)
+    for name in names:
+        real = getattr(optuna.storages.RDBStorage, name)
+
+        def flaky(self: Any, *args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            if raised[_name] < times:
+                raised[_name] += 1
+                try:
+                    raise sqlalchemy.exc.OperationalError("UPDATE trials", {}, sqlite3.OperationalError("database is locked"))
+                except sqlalchemy.exc.OperationalError as e:
+                    raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(optuna.storages.RDBStorage, name, flaky)
+    return raised
+
+
+def test_locked_storage_mid_trial_is_retried_and_the_trial_completes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                    tiny_model: Path, easy_csv: Path) -> None:
+    """It retries "database is locked" from trial.report, set_user_attr, should_prune and tell; both trials complete."""
+    import loraclf.train
+
+    monkeypatch.setattr(loraclf.train, "train", _fake_train)
+    out = tmp_path / "study"
+    raised = _lock_storage(monkeypatch, 2)
+    r = CliRunner().invoke(app, [*tune_args(tiny_model, easy_csv, out), "--study-name", "locked", "--trials", "2"])
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output
+    assert raised == dict.fromkeys(LOCKING, 2), "every faked method must have been locked twice"
+    assert [(row["state"], row["val_accuracy"]) for row in read_log(out)] == [("complete", "0.8")] * 2
+    study = optuna.load_study(study_name="locked", storage=f"sqlite:///{out / 'study.db'}")
+    assert [sorted(t.intermediate_values) for t in study.trials] == [[1, 2, 3]] * 2
+
+
+def test_storage_locked_for_too_long_stops_the_worker_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                  tiny_model: Path, easy_csv: Path) -> None:
+    """It gives up after LockRetryingRDBStorage.lock_wait_s with one `error:` line (status 2), not a traceback."""
+    import loraclf.train
+    from loraclf.tune.storage import LockRetryingRDBStorage
+
+    monkeypatch.setattr(loraclf.train, "train", _fake_train)
+    monkeypatch.setattr(LockRetryingRDBStorage, "lock_wait_s", 0.3)
+    out = tmp_path / "study"
+    _lock_storage(monkeypatch, float("inf"), ("set_trial_intermediate_value",))  # trial.report, mid-trial
+    r = CliRunner().invoke(app, [*tune_args(tiny_model, easy_csv, out), "--study-name", "locked", "--trials", "2"])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: the study storage") and "stayed locked for 0.3s" in lines[0], r.output
+    assert "set_trial_intermediate_value" in lines[0]
+
+
+def test_every_retried_storage_method_exists() -> None:
+    """It names only methods RDBStorage has (an optuna upgrade that renames one must fail here, not go unretried)."""
+    from loraclf.tune.storage import RETRIED_METHODS
+
+    assert [m for m in RETRIED_METHODS if not callable(getattr(optuna.storages.RDBStorage, m, None))] == []
+
+
+# ---------------------------------------------------------------------------------------------
 # SQLite: run 2 trials, plant a diverging one, resume to 4 (in this process, to check memory)
 
 
