@@ -43,7 +43,7 @@ class ServeSettings:
     inference_batch_size: int = _opt(32, "Texts per forward pass inside a batch (length-sorted groups).")
     retry_after_s: int = _opt(1, "Retry-After seconds sent with 503 when the queue is full.")
     auth_token: str | None = field(default=None, repr=False, metadata={
-        "help": "Bearer token required on /v1/* as 'Authorization: Bearer <token>' (default: no auth).", "env": True})
+        "help": "Bearer token required as 'Authorization: Bearer <token>' on every route but /health, /docs and /openapi.json included (default: no auth).", "env": True})
     device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (default: a GPU when present).")
     precision: str = _opt("auto", "auto, fp32, bf16 or fp16.")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = _opt(
