@@ -440,6 +440,42 @@ def test_cli_refuses_bad_arguments_with_one_line(tmp_path: Path, args: list[str]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
 
 
+@pytest.mark.parametrize("args, gpus, needle", [
+    (["--device", "banana"], 0, "--device 'banana' is not a device"),
+    (["--device", "cuda"], 0, "--device 'cuda': no CUDA GPU is available here"),
+    (["--device", "cuda:1"], 1, "--device 'cuda:1': this machine has 1 CUDA GPU"),
+    (["--device", "mps"], 0, "--device 'mps': serve runs on cpu or cuda"),
+    (["--precision", "x"], 0, "--precision 'x' is not a precision"),
+])
+def test_cli_refuses_a_bad_device_or_precision_before_starting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                                               gpus: int, needle: str) -> None:
+    """It refuses an unknown device, a GPU the machine lacks, or an unknown precision with one `error:` line and status 2,
+    before the app is built or a model loads (so never as "is the port in use?")."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)  # the same answer on a machine with GPUs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    built: list[Any] = []
+    monkeypatch.setattr(loraclf.serve.server, "create_app", lambda *a, **k: built.append(a))
+    _fake_run(tmp_path / "run")
+    r = CliRunner().invoke(cli_app, ["serve", str(tmp_path / "run"), "--port", "0", *args])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+    assert "port" not in lines[0] and built == []
+
+
+def test_a_startup_failure_that_is_a_bug_is_not_blamed_on_the_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It re-raises an unexpected error from loading the models (a bug: it keeps its traceback), not "is the port in use?"."""
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("PyTorch is not linked with support for this device")
+
+    monkeypatch.setattr(loraclf.serve.api, "load_adapters", broken)
+    _fake_run(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="not linked with support"):
+        loraclf.serve.serve([tmp_path / "run"], ServeSettings(port=0, log_level="critical"))
+
+
 def test_cli_has_an_option_for_every_setting() -> None:
     """It lists every ServeSettings field in `serve --help` as --field-name (--field-name-env for a secret) with its help and default."""
     r = CliRunner().invoke(cli_app, ["serve", "--help"], env={"COLUMNS": "80"})

@@ -201,7 +201,7 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         try:
             app.state.adapters = load_adapters(specs, settings, load_base)
-        except LoraclfError as e:
+        except Exception as e:  # serve() re-raises it once uvicorn has given up
             app.state.startup_error = e
             raise
         app.state.batcher = MicroBatcher(settings)
