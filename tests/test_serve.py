@@ -297,7 +297,45 @@ def test_bearer_token_is_required_when_configured(runs: dict[str, Path]) -> None
         ok = srv.post({"texts": ["a"]}, headers={"Authorization": "Bearer s3cret-token-123"})
         assert ok.status_code == 200 and ok.json()["adapter"] == "sport"  # one adapter: no name needed
         assert httpx.get(srv.url + "/health").status_code == 200
-        assert "HTTPBearer" in httpx.get(srv.url + "/openapi.json").json()["components"]["securitySchemes"]
+        spec = httpx.get(srv.url + "/openapi.json", headers={"Authorization": "Bearer s3cret-token-123"}).json()
+        assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+def _unauthenticated_bodies() -> dict[str, tuple[dict[str, Any], int]]:
+    """Bodies a request without the token may carry, and each one's status once the token is right (fresh
+    each call: a chunked body is an iterator)."""
+    return {
+        "over the size limit": (dict(json={"texts": ["x" * 25_000]}), 413),
+        "chunked, over the size limit": (dict(content=iter([b'{"texts": ["' + b"x" * 15_000, b"x" * 15_000 + b'"]}']),
+                                              headers={"content-type": "application/json"}), 413),
+        "malformed JSON": (dict(content=b'{"texts": ["a"', headers={"content-type": "application/json"}), 400),
+        "invalid request": (dict(json={"adapter": 1, "texts": "hello", "top_k": 2}), 422),
+        "form-encoded": (dict(data={"texts": "a"}), 422),
+    }
+
+
+@pytest.mark.slow
+def test_token_is_checked_before_the_body_and_guards_the_schema_and_docs(runs: dict[str, Path]) -> None:
+    """With a token, it answers 401 to any request without it, whatever the body (never 413/400/422), and keeps
+    /openapi.json and /docs, which name the adapters, behind the token; /health stays open."""
+    token = "s3cret-token-123"
+    with LiveServer(create_app([runs["sport"]], ServeSettings(auth_token=token, max_body_bytes=20_000))) as srv:
+        for auth in ({}, {"Authorization": "Bearer wrong-token-xyz"}, {"Authorization": f"Basic {token}"}):
+            for case, (kwargs, _) in _unauthenticated_bodies().items():
+                r = httpx.post(srv.url + "/v1/classify", timeout=60, **{**kwargs, "headers": {**kwargs.get("headers", {}), **auth}})
+                assert r.status_code == 401, (case, auth, r.text)
+                assert r.json()["error"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
+        for path in ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect", "/v1/nothing"):
+            r = httpx.get(srv.url + path)
+            assert r.status_code == 401 and "sport" not in r.text, path
+        good = {"Authorization": f"Bearer {token}"}
+        assert "sport" in httpx.get(srv.url + "/openapi.json", headers=good).json()["components"]["schemas"]["ClassifyRequest"]["properties"]["adapter"]["enum"]
+        assert httpx.get(srv.url + "/docs", headers=good).status_code == 200
+        # With the token, the same bodies get their usual answers.
+        for case, (kwargs, status) in _unauthenticated_bodies().items():
+            r = httpx.post(srv.url + "/v1/classify", timeout=60, **{**kwargs, "headers": {**kwargs.get("headers", {}), **good}})
+            assert r.status_code == status, (case, r.text)
+        assert httpx.get(srv.url + "/health").status_code == 200
 
 
 @pytest.mark.slow
@@ -400,6 +438,42 @@ def test_cli_refuses_bad_arguments_with_one_line(tmp_path: Path, args: list[str]
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
+
+
+@pytest.mark.parametrize("args, gpus, needle", [
+    (["--device", "banana"], 0, "--device 'banana' is not a device"),
+    (["--device", "cuda"], 0, "--device 'cuda': no CUDA GPU is available here"),
+    (["--device", "cuda:1"], 1, "--device 'cuda:1': this machine has 1 CUDA GPU"),
+    (["--device", "mps"], 0, "--device 'mps': serve runs on cpu or cuda"),
+    (["--precision", "x"], 0, "--precision 'x' is not a precision"),
+])
+def test_cli_refuses_a_bad_device_or_precision_before_starting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                                               gpus: int, needle: str) -> None:
+    """It refuses an unknown device, a GPU the machine lacks, or an unknown precision with one `error:` line and status 2,
+    before the app is built or a model loads (so never as "is the port in use?")."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)  # the same answer on a machine with GPUs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    built: list[Any] = []
+    monkeypatch.setattr(loraclf.serve.server, "create_app", lambda *a, **k: built.append(a))
+    _fake_run(tmp_path / "run")
+    r = CliRunner().invoke(cli_app, ["serve", str(tmp_path / "run"), "--port", "0", *args])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+    assert "port" not in lines[0] and built == []
+
+
+def test_a_startup_failure_that_is_a_bug_is_not_blamed_on_the_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It re-raises an unexpected error from loading the models (a bug: it keeps its traceback), not "is the port in use?"."""
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("PyTorch is not linked with support for this device")
+
+    monkeypatch.setattr(loraclf.serve.api, "load_adapters", broken)
+    _fake_run(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="not linked with support"):
+        loraclf.serve.serve([tmp_path / "run"], ServeSettings(port=0, log_level="critical"))
 
 
 def test_cli_has_an_option_for_every_setting() -> None:

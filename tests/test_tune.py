@@ -188,6 +188,55 @@ def test_unreachable_storage_is_one_line_exit_2(tmp_path: Path, tiny_model: Path
     assert not (tmp_path / "study").exists()
 
 
+def _bad_data(kind: str, path: Path, good: Path) -> Path:
+    """A training file `loraclf tune` must refuse: no text column, one class only, or not text at all."""
+    rows = list(csv.reader(open(good, newline="", encoding="utf-8")))[1:]
+    if kind == "binary":
+        path.write_bytes(bytes(b for b in range(256) if b not in b"\r\n") * 64)  # not UTF-8
+        return path
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        if kind == "no-text-column":
+            w.writerow(["body", "label"])
+            w.writerows(rows)
+        else:  # one class
+            w.writerow(["text", "label"])
+            w.writerows([r[0], "sports"] for r in rows)
+    return path
+
+
+@pytest.mark.parametrize("kind, expected", [("no-text-column", "text"), ("one-class", "class"), ("binary", "not valid UTF-8")])
+def test_bad_data_fails_before_the_study_is_created(kind: str, expected: str, tmp_path: Path, tiny_model: Path, easy_csv: Path) -> None:
+    """It checks the data before creating the study: one line, status 2, and no study.db or directory left behind."""
+    bad = _bad_data(kind, tmp_path / "bad.csv", easy_csv)
+    out = tmp_path / "study"
+    r = CliRunner().invoke(app, [*tune_args(tiny_model, bad, out), "--study-name", "s"])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], r.output
+    assert not out.exists()
+    # A study directory that existed before keeps its files, and gains no study.db.
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(app, [*tune_args(tiny_model, bad, out), "--study-name", "s"])
+    assert r.exit_code == 2, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+
+
+def test_corrected_data_after_a_failed_start_runs(tmp_path: Path, learnable_model: Path, easy_csv: Path) -> None:
+    """It runs the corrected command in the same study directory after a start that failed on bad data."""
+    out = tmp_path / "study"
+    bad = _bad_data("no-text-column", tmp_path / "bad.csv", easy_csv)
+    r = CliRunner().invoke(app, [*tune_args(learnable_model, bad, out), "--study-name", "s", "--trials", "1", "train.epochs=1"])
+    assert r.exit_code == 2, r.output
+    assert not (out / "study.db").exists()
+    # The corrected command may change the space too: nothing ran, so no study holds the old one.
+    narrower = "tune.space={train.lr: {type: float, low: 0.03, high: 0.05, log: true}, lora.r: {type: categorical, choices: [4, 8]}}"
+    r = CliRunner().invoke(app, [*tune_args(learnable_model, easy_csv, out), "--study-name", "s", "--trials", "1", "train.epochs=1", narrower])
+    assert r.exit_code == 0, r.output
+    assert [row["state"] for row in read_log(out)] in (["complete"], ["pruned"])
+
+
 def test_existing_study_with_another_space_is_refused(tmp_path: Path, tiny_model: Path, easy_csv: Path) -> None:
     """It refuses to add trials to a study created with a different search space."""
     url = f"sqlite:///{tmp_path / 'shared.db'}"
@@ -197,6 +246,85 @@ def test_existing_study_with_another_space_is_refused(tmp_path: Path, tiny_model
     assert r.exit_code == 2, r.output
     assert r.output.startswith("error: study 'shared' already exists") and "different search space" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLite "database is locked" in the middle of a trial (faked storage calls; training faked too)
+
+
+LOCKING = ("set_trial_user_attr", "set_trial_intermediate_value", "_get_trials", "set_trial_state_values")
+
+
+def _fake_train(cfg: Any, run_dir: Any, *, on_eval: Any, **kw: Any) -> dict[str, Any]:
+    """Three evaluations (reports, user attrs, should_prune) and the metrics `loraclf tune` reads: no model."""
+    for step in (1, 2, 3):
+        on_eval(step, {"val_accuracy": 0.5 + 0.1 * step, "val_loss": 1.0 / step, "epoch": step / 3})
+    return {"val_accuracy": 0.8, "val_loss": 0.3, "epochs_run": 1.0, "global_step": 3}
+
+
+def _lock_storage(monkeypatch: pytest.MonkeyPatch, times: float, names: tuple[str, ...] = LOCKING) -> dict[str, int]:
+    """Make each RDBStorage method in `names` raise SQLite's "database is locked" (as optuna wraps it) its first
+    `times` calls; returns the number of lock errors raised per method."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    raised = dict.fromkeys(names, 0)
+    for name in names:
+        real = getattr(optuna.storages.RDBStorage, name)
+
+        def flaky(self: Any, *args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            if raised[_name] < times:
+                raised[_name] += 1
+                try:
+                    raise sqlalchemy.exc.OperationalError("UPDATE trials", {}, sqlite3.OperationalError("database is locked"))
+                except sqlalchemy.exc.OperationalError as e:
+                    raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(optuna.storages.RDBStorage, name, flaky)
+    return raised
+
+
+def test_locked_storage_mid_trial_is_retried_and_the_trial_completes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                    tiny_model: Path, easy_csv: Path) -> None:
+    """It retries "database is locked" from trial.report, set_user_attr, should_prune and tell; both trials complete."""
+    import loraclf.train
+
+    monkeypatch.setattr(loraclf.train, "train", _fake_train)
+    out = tmp_path / "study"
+    raised = _lock_storage(monkeypatch, 2)
+    r = CliRunner().invoke(app, [*tune_args(tiny_model, easy_csv, out), "--study-name", "locked", "--trials", "2"])
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output
+    assert raised == dict.fromkeys(LOCKING, 2), "every faked method must have been locked twice"
+    assert [(row["state"], row["val_accuracy"]) for row in read_log(out)] == [("complete", "0.8")] * 2
+    study = optuna.load_study(study_name="locked", storage=f"sqlite:///{out / 'study.db'}")
+    assert [sorted(t.intermediate_values) for t in study.trials] == [[1, 2, 3]] * 2
+
+
+def test_storage_locked_for_too_long_stops_the_worker_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                  tiny_model: Path, easy_csv: Path) -> None:
+    """It gives up after LockRetryingRDBStorage.lock_wait_s with one `error:` line (status 2), not a traceback."""
+    import loraclf.train
+    from loraclf.tune.storage import LockRetryingRDBStorage
+
+    monkeypatch.setattr(loraclf.train, "train", _fake_train)
+    monkeypatch.setattr(LockRetryingRDBStorage, "lock_wait_s", 0.3)
+    out = tmp_path / "study"
+    _lock_storage(monkeypatch, float("inf"), ("set_trial_intermediate_value",))  # trial.report, mid-trial
+    r = CliRunner().invoke(app, [*tune_args(tiny_model, easy_csv, out), "--study-name", "locked", "--trials", "2"])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: the study storage") and "stayed locked for 0.3s" in lines[0], r.output
+    assert "set_trial_intermediate_value" in lines[0]
+
+
+def test_every_retried_storage_method_exists() -> None:
+    """It names only methods RDBStorage has (an optuna upgrade that renames one must fail here, not go unretried)."""
+    from loraclf.tune.storage import RETRIED_METHODS
+
+    assert [m for m in RETRIED_METHODS if not callable(getattr(optuna.storages.RDBStorage, m, None))] == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The HTTP API: pydantic request and response models, the body-size limit, JSON errors, and `create_app`.
 
 Design, in the order a request meets it:
+- Optional bearer-token auth (`BearerAuth`, pure ASGI, outermost): with a token, every path but /health,
+  /docs and /openapi.json included, answers 401 unless the Authorization header carries it. It looks at the
+  headers alone, so an unauthenticated request learns nothing from its body (no 413, no 422, no schema).
 - A pure-ASGI middleware (`BodyLimit`) rejects bodies over `max_body_bytes` (413) before anything parses them.
-- Optional bearer-token auth on /v1/* (hmac.compare_digest against the configured token).
 - pydantic models validate the request; their limits come from the settings, so /openapi.json states them.
   Every error, including malformed JSON and unknown routes, is a JSON `{"error", "message"}` with a 4xx.
 - The request joins its adapter's queue in the `MicroBatcher` (batcher.py); a full queue answers 503 with
@@ -84,6 +86,29 @@ def _doc(*statuses: int) -> dict[int | str, dict[str, Any]]:
             413: "Request body over max_body_bytes.", 422: "Invalid request: wrong types, empty or too many texts, over-long text (reject mode), or no adapter named while several are loaded.",
             503: "Queue full (see Retry-After) or shutting down."}
     return {s: {"model": ErrorBody, "description": text[s]} for s in statuses}
+
+
+class BearerAuth:
+    """Pure-ASGI middleware: 401 unless `Authorization: Bearer <token>` is sent, on every path but `open_paths`.
+
+    It runs before BodyLimit and the routes, from the headers alone: the body is neither read nor parsed for
+    a request without the token, and the schema and docs (which list the adapter names) need the token too.
+    """
+
+    def __init__(self, app: Any, token: str, open_paths: frozenset[str] = frozenset({"/health"})) -> None:
+        self.app, self.token, self.open_paths = app, token.encode(), open_paths
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        scheme, _, given = header.partition(b" ")
+        # compare_digest on every request, even a malformed header, so the timing tells nothing.
+        ok = hmac.compare_digest(given.strip(), self.token)
+        if not (ok and scheme.lower() == b"bearer"):
+            return await _error(401, "unauthorized", "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+                                {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -176,7 +201,7 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         try:
             app.state.adapters = load_adapters(specs, settings, load_base)
-        except LoraclfError as e:
+        except Exception as e:  # serve() re-raises it once uvicorn has given up
             app.state.startup_error = e
             raise
         app.state.batcher = MicroBatcher(settings)
@@ -191,9 +216,13 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
                   version=_version(), lifespan=lifespan)
     app.state.settings, app.state.startup_error = settings, None
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.auth_token:
+        app.add_middleware(BearerAuth, token=settings.auth_token)  # added last: it runs first
 
     bearer = HTTPBearer(auto_error=False, description="Bearer token, when the server was started with --auth-token-env.")
 
+    # BearerAuth has checked the token already; this dependency puts the scheme and the 401s into the
+    # schema, and keeps the routes guarded should the middleware ever be dropped.
     async def require_token(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         expected = settings.auth_token
         assert expected is not None

@@ -46,6 +46,7 @@ def serve(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings: Ser
     Raises:
         ConfigError / CheckpointError / ModelError: bad run directories or models (before serving).
         LoraclfError: the address cannot be bound.
+        Anything else raised while loading the models is a bug and is re-raised as it is.
     """
     import uvicorn
 
@@ -59,7 +60,10 @@ def serve(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings: Ser
     try:
         server.run()
     except SystemExit:
-        if app.state.startup_error is not None:
-            raise app.state.startup_error from None
+        error = app.state.startup_error
+        if isinstance(error, LoraclfError):
+            raise error from None  # one `error:` line
+        if error is not None:
+            raise error  # a bug while loading the models: it keeps its traceback (and is no port problem)
         raise LoraclfError(f"cannot serve on {settings.host}:{settings.port} (see the log line above); "
                            "is the port in use? choose another --port") from None

@@ -18,7 +18,7 @@ Modules, bottom to top: `space` (the search space), `storage` (URLs, RDB storage
 from .outputs import LOG_CSV, PLOTS, trial_line, trial_rows, write_best, write_experiment_log, write_plots
 from .run import run_study, train_best
 from .space import apply_params, best_config, canonical_space, check_space_values, suggest
-from .storage import RDB_BACKENDS, check_storage_url, default_storage, make_storage, masked, with_installed_driver
+from .storage import RDB_BACKENDS, check_storage_url, default_storage, make_storage, masked, sqlite_path, with_installed_driver
 from .study import SPACE_ATTR, TrialSeededTPE, counted, eval_interval, finished, make_pruner, make_sampler, open_study
 from .worker import JOB_ENV, TRIALS_DIR, Say, WorkerJob, release_memory, run_worker
 
@@ -26,6 +26,6 @@ __all__ = [
     "JOB_ENV", "LOG_CSV", "PLOTS", "RDB_BACKENDS", "SPACE_ATTR", "TRIALS_DIR", "Say", "TrialSeededTPE", "WorkerJob",
     "apply_params", "best_config", "canonical_space", "check_space_values", "check_storage_url", "counted",
     "default_storage", "eval_interval", "finished", "make_pruner", "make_sampler", "make_storage", "masked",
-    "open_study", "release_memory", "run_study", "run_worker", "suggest", "train_best", "trial_line", "trial_rows",
+    "open_study", "release_memory", "run_study", "run_worker", "sqlite_path", "suggest", "train_best", "trial_line", "trial_rows",
     "with_installed_driver", "write_best", "write_experiment_log", "write_plots",
 ]

@@ -1,14 +1,15 @@
 """The `loraclf tune` command: check, open the study, run its workers (here or in subprocesses), report,
 and with --train-best retrain the winner, score the test split and write submission.csv.
 
-Everything is checked (space, storage, study, data) before a trial runs, so bad input fails once,
-here, with one line, and leaves no study directory behind.
+Everything is checked (space, storage URL, data, then the study) before a trial runs, so bad input
+fails once, here, with one line, and leaves no study directory or study.db behind.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from ..data import load_splits, read_labeled
 from ..errors import ConfigError, LoraclfError
 from .outputs import LOG_CSV, write_best, write_experiment_log, write_plots
 from .space import best_config, check_space_values
-from .storage import check_storage_url, default_storage, make_storage, masked
+from .storage import check_storage_url, default_storage, make_storage, masked, sqlite_path
 from .study import finished, open_study, quiet_optuna, state_counts
 from .worker import JOB_ENV, Say, WorkerJob, release_memory, run_worker, say_stderr
 
@@ -113,6 +114,35 @@ def _spawn_workers(jobs: list[WorkerJob], say: Say) -> list[int]:
 # The command
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost of `path` and its parents that does not exist yet (None when `path` exists)."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _open_new_or_existing(cfg: Config, url: str, study_dir: Path, params: dict[str, Any]) -> Any:
+    """Create the study directory and open the study; on failure remove the directories and the SQLite
+    file this call created (files that were there before stay untouched), so a failed start leaves nothing.
+    """
+    new_dir = _first_missing(study_dir)
+    db = sqlite_path(url)
+    new_db = db is not None and not db.exists()
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here
+        return open_study(cfg, make_storage(url, cfg.tune), params)
+    except BaseException:
+        if new_db:
+            for p in (db, *(db.with_name(db.name + s) for s in ("-journal", "-wal", "-shm"))):
+                p.unlink(missing_ok=True)
+        if new_dir is not None:
+            shutil.rmtree(new_dir, ignore_errors=True)
+        raise
+
+
 def run_study(cfg: Config, study_dir: str | Path | None = None, *, workers: int = 1, retrain_best: bool = False,
               say: Say = say_stderr) -> dict[str, Any]:
     """Run (or resume) the study `cfg.tune` describes and write its outputs into `study_dir`.
@@ -138,11 +168,10 @@ def run_study(cfg: Config, study_dir: str | Path | None = None, *, workers: int 
         raise ConfigError("--train-best needs a test split to score and predict; pass --test-file (or data.test_file)")
     url = cfg.tune.storage or default_storage(study_dir)
     check_storage_url(url)
-    if not cfg.tune.storage:
-        study_dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here
-    study = open_study(cfg, make_storage(url, cfg.tune), params)
-    splits = load_splits(cfg.data, cfg.train.seed)  # bad data fails once, here, not in every worker
-    study_dir.mkdir(parents=True, exist_ok=True)
+    # Bad data fails once, here, not in every worker, and before the study exists: a study created by a
+    # failed start would hold its search space and refuse the corrected command's.
+    splits = load_splits(cfg.data, cfg.train.seed)
+    study = _open_new_or_existing(cfg, url, study_dir, params)
     base = cfg.to_dict()
     t0 = time.monotonic()
     if workers == 1:

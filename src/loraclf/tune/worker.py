@@ -32,7 +32,7 @@ from ..data import Splits, load_splits
 from ..errors import ConfigError, LoraclfError
 from .outputs import trial_line, write_best, write_experiment_log
 from .space import apply_params, check_space_values, suggest
-from .storage import make_storage
+from .storage import StorageLockedError, make_storage
 from .study import counted, eval_interval, finished, open_study, quiet_optuna, trial_by_number
 
 TRIALS_DIR = "trials"
@@ -59,6 +59,10 @@ class WorkerJob:
 
 class _Surplus(Exception):
     """This trial would exceed tune.trials (another worker got there first)."""
+
+
+class _Locked(Exception):
+    """Carries a StorageLockedError past optuna's `catch` (which holds LoraclfError): it stops the worker."""
 
 
 def release_memory() -> None:
@@ -105,6 +109,14 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = say_stde
     current: dict[str, Any] = {}
 
     def objective(trial: optuna.Trial) -> float:
+        try:
+            return run_trial(trial)
+        except StorageLockedError as e:
+            # Every storage call already waited LOCK_WAIT_S for the lock; failing this trial and starting
+            # the next would fail that one too, so the worker stops (one line) and a re-run resumes.
+            raise _Locked(e) from None
+
+    def run_trial(trial: optuna.Trial) -> float:
         current["number"] = trial.number
         trial.set_user_attr("worker", who)
         # Two workers may both start "the last" trial; the one with the higher number stands down.
@@ -168,6 +180,8 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = say_stde
         except KeyboardInterrupt:
             _requeue_interrupted(study, current.get("number"))
             raise
+        except _Locked as e:
+            raise e.args[0] from None
         except Exception:
             # Another worker saw no heartbeat from this trial for tune.grace_period seconds (an
             # overloaded machine), failed it and queued its retry; optuna then cannot record this
