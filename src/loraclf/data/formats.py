@@ -432,8 +432,8 @@ def read_table(path: str, cfg: DataConfig) -> tuple[list[str], pd.DataFrame | No
     src, fmt = _detect(path, cfg, "input")
     if fmt == "txt":
         return read_texts(path, cfg), None
-    df = _read_frame(path, fmt, "input")
-    return _table_texts(df, fmt, cfg, src, need_label=False), df
+    df = _read_frame(path, fmt, cfg, "input")
+    return _table_texts(df, fmt, cfg, src, need_label=False, role="input"), df
 
 
 def read_texts(path: str, cfg: DataConfig) -> list[str]:
