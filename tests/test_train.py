@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,12 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SHARED, read_ag_rows, write_ag_csv
+from helpers import LORACLF, TINY_QUICK
 from loraclf.cli import app
 from loraclf.train import lr_factor
-
-LORACLF = [sys.executable, "-m", "loraclf.cli"]
-QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "train.warmup_steps=2", "train.progress=false", "model.max_length=64"]
-
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*LORACLF, *args], capture_output=True, text=True, timeout=timeout)
@@ -46,7 +42,7 @@ def test_lr_factor_warmup_then_cosine_to_zero() -> None:
 def tiny_run(tiny_model: Path, ag_small: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
     r = run_cli("train", "--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--test-file", str(ag_small["test"]),
-                "--epochs", "2", "--out", str(out), *QUICK, "train.eval_every_steps=10")
+                "--epochs", "2", "--out", str(out), *TINY_QUICK, "train.eval_every_steps=10")
     assert r.returncode == 0, r.stderr
     return out
 
@@ -156,7 +152,7 @@ def _write(path: Path, content: str | bytes) -> Path:
 @pytest.mark.slow
 def test_sigkill_then_resume_finishes_with_same_steps(tiny_model: Path, ag_small: dict[str, Path], tmp_path: Path) -> None:
     """It resumes a run killed with SIGKILL mid-epoch and takes as many steps as an uninterrupted run."""
-    common = ["--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--epochs", "2", *QUICK,
+    common = ["--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--epochs", "2", *TINY_QUICK,
               "train.checkpoint_every_steps=3", "train.log_every_steps=1"]
     full = tmp_path / "full"
     r = run_cli("train", *common, "--out", str(full))

@@ -28,7 +28,8 @@ from loraclf.tune import (TrialSeededTPE, check_space_values, counted, eval_inte
                           with_installed_driver)
 from pg import postgres_server, why_unavailable
 
-LORACLF = [sys.executable, "-m", "loraclf.cli"]
+from helpers import LORACLF, free_port
+
 SPACE = "tune.space={train.lr: {type: float, low: 0.02, high: 0.05, log: true}, lora.r: {type: categorical, choices: [4, 8]}}"
 QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.warmup_steps=0", "train.threads=1", "train.epochs=2",
          "model.max_length=16", "data.val_fraction=0.25", "lora.dropout=0", "train.progress=false",
@@ -88,12 +89,6 @@ def live_peft_models() -> list[Any]:
 
     gc.collect()
     return [o for o in gc.get_objects() if issubclass(type(o), PeftModel)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------
