@@ -88,7 +88,7 @@ def minilm_path() -> Path:
 def trained_tiny_run(tiny_model: Path, ag_small: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-epoch tiny run (with a test file and several evaluations), trained once per session.
 
-    Tests must treat it as read-only: evaluate, predict, export and report all read from it.
+    Tests must treat it as read-only: train, evaluate, predict, export and report read from it.
     """
     import subprocess
 
