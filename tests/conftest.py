@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import LORACLF, TINY_QUICK
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "ag_news"
 AG_NAMES = ["World", "Sports", "Business", "Sci/Tech"]
@@ -82,23 +84,17 @@ def minilm_path() -> Path:
     return Path(gt.get_model_path())
 
 
-# Quick-training overrides for the tiny model (same as tests/test_train.py's QUICK).
-TINY_QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "train.warmup_steps=2",
-              "train.progress=false", "model.max_length=64", "train.early_stopping_patience=0"]
-
-
 @pytest.fixture(scope="session")
 def trained_tiny_run(tiny_model: Path, ag_small: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-epoch tiny run (with a test file and several evaluations), trained once per session.
 
-    Tests must treat it as read-only: evaluate, predict, export and report all read from it.
+    Tests must treat it as read-only: train, evaluate, predict, export and report read from it.
     """
     import subprocess
-    import sys
 
     out = tmp_path_factory.mktemp("trained") / "tiny"
     r = subprocess.run(
-        [sys.executable, "-m", "loraclf.cli", "train", "--model", str(tiny_model), "--train-file", str(ag_small["train"]),
+        [*LORACLF, "train", "--model", str(tiny_model), "--train-file", str(ag_small["train"]),
          "--test-file", str(ag_small["test"]), "--epochs", "2", "--out", str(out), *TINY_QUICK, "train.eval_every_steps=10"],
         capture_output=True, text=True, timeout=600,
     )

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from loraclf.batching import (TokenCache, epoch_batches, inference_batches, length_grouped_batches, pad_batch,
                               process_slice, steps_per_epoch)

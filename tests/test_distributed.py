@@ -3,17 +3,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import read_ag_rows, write_ag_csv
+from helpers import LORACLF, TINY_QUICK
 from loraclf.distributed import strip_nproc
-
-LORACLF = [sys.executable, "-m", "loraclf.cli"]
-QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "train.warmup_steps=2", "train.progress=false",
-         "model.max_length=64", "lora.dropout=0.0"]
 
 
 def test_strip_nproc_removes_both_spellings() -> None:
@@ -32,8 +28,9 @@ def split_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _train(tiny_model: Path, files: dict[str, Path], out: Path, nproc: int, *extra: str) -> dict:
+    # No dropout: its random masks would differ between 1 and 2 processes, whose losses are compared.
     r = subprocess.run([*LORACLF, "train", "--nproc", str(nproc), "--model", str(tiny_model), "--train-file", str(files["train"]),
-                        "--validation-file", str(files["val"]), "--epochs", "1", "--out", str(out), *QUICK, *extra],
+                        "--validation-file", str(files["val"]), "--epochs", "1", "--out", str(out), *TINY_QUICK, "lora.dropout=0.0", *extra],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import AG_NAMES, read_ag_rows
+from helpers import one_error_line
 from loraclf.cli import app
 from loraclf.config import DataConfig
 from loraclf.errors import DataError
@@ -26,14 +27,6 @@ def true_labels(path: Path) -> list[int]:
     """Label ids of an AG News layout CSV (class 1 is id 0)."""
     with open(path, newline="", encoding="utf-8") as f:
         return [int(r[0]) - 1 for r in csv.reader(f)]
-
-
-def one_error_line(result) -> str:
-    """The single `error:` line of a failed command (and nothing else on stderr)."""
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------------------------

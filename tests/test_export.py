@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import AG_NAMES, REPO, read_ag_rows, write_ag_csv
+from helpers import LORACLF, one_error_line
 from loraclf.cli import app
 from loraclf.inference import Classifier
 
@@ -29,13 +30,6 @@ def test_texts(n: int, stride: int = 7) -> list[str]:
 
 
 test_texts.__test__ = False  # a helper, not a test
-
-
-def one_error_line(result) -> str:
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +159,12 @@ def test_minilm_merged_export_matches_run_in_plain_pipeline(minilm_path: Path, t
     # about 2 minutes on 2 idle cores (up to 6 on a busy machine).
     train = write_ag_csv(tmp_path / "train.csv", read_ag_rows("train.csv", 1000, stride=10))
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "loraclf.cli"]
-    r = subprocess.run([*cmd, "train", "--config", str(REPO / "configs" / "default.yaml"), "--model", str(minilm_path),
+    r = subprocess.run([*LORACLF, "train", "--config", str(REPO / "configs" / "default.yaml"), "--model", str(minilm_path),
                         "--train-file", str(train), "--epochs", "1", "--out", str(run), "train.batch_size=16", "train.progress=false"],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "merged"
-    r = subprocess.run([*cmd, "export", str(run), str(out), "--merged"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([*LORACLF, "export", str(run), str(out), "--merged"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
 
     rows = read_ag_rows("test.csv", 200, stride=37)

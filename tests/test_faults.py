@@ -13,7 +13,6 @@ import pickle
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,6 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import AG_NAMES, read_ag_rows
+from helpers import LORACLF, TINY_QUICK
 from loraclf.cli import app
 
 
@@ -157,9 +157,6 @@ def test_read_only_out_is_one_line(workspace: Path, tiny_model: Path) -> None:
 # Crashes: a kill -9 at the wrong moment loses nothing
 
 
-LORACLF_CMD = [sys.executable, "-m", "loraclf.cli"]
-TINY = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "train.warmup_steps=2", "train.progress=false",
-        "model.max_length=64", "train.early_stopping_patience=0"]
 
 
 def kill_when(cmd: list[str], ready: Callable[[], bool], cwd: Path | None = None, timeout: float = 240) -> None:
@@ -182,8 +179,8 @@ def test_killed_overwrite_keeps_the_old_run(trained_tiny_run: Path, tiny_model: 
     old = tmp_path / "run"
     shutil.copytree(trained_tiny_run, old)
     before = snapshot(old)
-    cmd = [*LORACLF_CMD, "train", "--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--out", str(old),
-           "--overwrite", "--epochs", "3", *TINY, "train.checkpoint_every_steps=2", "train.log_every_steps=1"]
+    cmd = [*LORACLF, "train", "--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--out", str(old),
+           "--overwrite", "--epochs", "3", *TINY_QUICK, "train.checkpoint_every_steps=2", "train.log_every_steps=1"]
     new = tmp_path / ".run.new"
     kill_when(cmd, lambda: (new / "checkpoint.pt").exists())
     assert snapshot(old) == before, "a killed --overwrite run damaged the run it was to replace"
@@ -197,12 +194,12 @@ def test_killed_overwrite_keeps_the_old_run(trained_tiny_run: Path, tiny_model: 
 def test_resume_survives_a_torn_last_log_line(tiny_model: Path, ag_small: dict[str, Path], tmp_path: Path) -> None:
     """It resumes a killed run whose log.jsonl ends in half a line (power loss), and the log is whole again."""
     run = tmp_path / "run"
-    cmd = [*LORACLF_CMD, "train", "--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--out", str(run),
-           "--epochs", "2", *TINY, "train.checkpoint_every_steps=2", "train.log_every_steps=1"]
+    cmd = [*LORACLF, "train", "--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--out", str(run),
+           "--epochs", "2", *TINY_QUICK, "train.checkpoint_every_steps=2", "train.log_every_steps=1"]
     kill_when(cmd, lambda: (run / "checkpoint.pt").exists() and (run / "log.jsonl").exists())
     with open(run / "log.jsonl", "a", encoding="utf-8") as f:
         f.write('{"step": 9999, "train_lo')
-    r = subprocess.run([*LORACLF_CMD, "train", "--resume", str(run)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([*LORACLF, "train", "--resume", str(run)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert (run / "metrics.json").is_file()
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -217,16 +214,16 @@ def test_runs_load_from_another_directory(tiny_model: Path, ag_small: dict[str, 
     shutil.copytree(tiny_model, home / "model")
     shutil.copy(ag_small["train"], home / "train.csv")
     run = home / "runs" / "rel"
-    kill_when([*LORACLF_CMD, "train", "--model", "model", "--train-file", "train.csv", "--out", "runs/rel", "--epochs", "2", *TINY,
+    kill_when([*LORACLF, "train", "--model", "model", "--train-file", "train.csv", "--out", "runs/rel", "--epochs", "2", *TINY_QUICK,
                "train.checkpoint_every_steps=2"], lambda: (run / "checkpoint.pt").exists(), cwd=home)
     cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     assert cfg["model"]["name"] == str(home / "model") and cfg["data"]["train_file"] == str(home / "train.csv")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    r = subprocess.run([*LORACLF_CMD, "train", "--resume", str(run)], cwd=elsewhere, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([*LORACLF, "train", "--resume", str(run)], cwd=elsewhere, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     (elsewhere / "in.txt").write_text("markets rally\nteam wins the cup\n", encoding="utf-8")
-    r = subprocess.run([*LORACLF_CMD, "predict", str(run), "-i", "in.txt", "-o", "out.csv"], cwd=elsewhere,
+    r = subprocess.run([*LORACLF, "predict", str(run), "-i", "in.txt", "-o", "out.csv"], cwd=elsewhere,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert len((elsewhere / "out.csv").read_text(encoding="utf-8").splitlines()) == 3

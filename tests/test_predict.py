@@ -6,7 +6,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import AG_NAMES, read_ag_rows
+from helpers import LORACLF, one_error_line
 from loraclf.cli import app
 from loraclf.inference import Classifier
 from loraclf.predict import predictions_csv
@@ -35,13 +35,6 @@ def clf(trained_tiny_run: Path) -> Classifier:
 
 def read_csv(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
-
-
-def one_error_line(result) -> str:
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +113,7 @@ def test_predict_keeps_order_and_row_count(trained_tiny_run: Path, clf: Classifi
 def test_predict_reads_plain_text_from_stdin(trained_tiny_run: Path, clf: Classifier) -> None:
     """It classifies stdin lines (blank lines included) and prints the CSV, with class names, to stdout."""
     texts = ["Stocks rally as rates fall", "", "Team wins the cup final", "New chip doubles battery life"]
-    r = subprocess.run([sys.executable, "-m", "loraclf.cli", "predict", str(trained_tiny_run), "--input", "-"],
+    r = subprocess.run([*LORACLF, "predict", str(trained_tiny_run), "--input", "-"],
                        input="\n".join(texts) + "\n", capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = read_csv(r.stdout)

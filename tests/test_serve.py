@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,8 +30,8 @@ from loraclf.model import load_base_model
 from loraclf.inference import Classifier
 from loraclf.serve import ServeSettings, create_app, is_loopback, parse_run_specs
 
-LORACLF = [sys.executable, "-m", "loraclf.cli"]
-QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "train.warmup_steps=2", "train.progress=false", "model.max_length=64"]
+from helpers import LORACLF, TINY_QUICK, free_port
+
 TEXTS = [f"{r[1]} {r[2]}" for r in read_ag_rows("test.csv", 12, stride=41)]
 
 
@@ -52,8 +51,8 @@ def runs(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         w.writerow(["text", "label"])
         w.writerows([f"{r[1]} {r[2]}", "world" if r[0] == "1" else "sports"] for r in rows)
     jobs = {
-        "news": [*LORACLF, "train", "--model", str(tiny_model), "--train-file", str(news), "--epochs", "1", "--out", str(d / "news"), *QUICK],
-        "sport": [*LORACLF, "train", "--model", str(tiny_model), "--train-file", str(two), "--epochs", "1", "--out", str(d / "sport"), *QUICK],
+        "news": [*LORACLF, "train", "--model", str(tiny_model), "--train-file", str(news), "--epochs", "1", "--out", str(d / "news"), *TINY_QUICK],
+        "sport": [*LORACLF, "train", "--model", str(tiny_model), "--train-file", str(two), "--epochs", "1", "--out", str(d / "sport"), *TINY_QUICK],
     }
     procs = {k: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k, cmd in jobs.items()}
     for k, p in procs.items():
@@ -534,9 +533,7 @@ def test_cli_reports_a_missing_base_model_in_one_line(runs: dict[str, Path], tmp
 @pytest.mark.slow
 def test_sigterm_lets_queued_requests_finish(runs: dict[str, Path]) -> None:
     """It finishes requests already queued when SIGTERM arrives, then shuts down cleanly (via the real `loraclf serve`)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([*LORACLF, "serve", f"{runs['news']}", "--port", str(port), "--max-batch-wait-ms", "800", "--no-access-log"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -5,21 +5,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SHARED, read_ag_rows, write_ag_csv
+from conftest import read_ag_rows, write_ag_csv
+from helpers import LORACLF, TINY_QUICK
 from loraclf.cli import app
 from loraclf.train import lr_factor
-
-LORACLF = [sys.executable, "-m", "loraclf.cli"]
-QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "train.warmup_steps=2", "train.progress=false", "model.max_length=64",
-         "train.early_stopping_patience=0"]
-
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*LORACLF, *args], capture_output=True, text=True, timeout=timeout)
@@ -40,35 +35,27 @@ def test_lr_factor_warmup_then_cosine_to_zero() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# End to end with the tiny random RoBERTa
+# End to end with the tiny random RoBERTa: conftest's `trained_tiny_run` (2 epochs, a test file,
+# validation every 10 steps), trained once per session and only read here.
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_model: Path, ag_small: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    r = run_cli("train", "--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--test-file", str(ag_small["test"]),
-                "--epochs", "2", "--out", str(out), *QUICK, "train.eval_every_steps=10")
-    assert r.returncode == 0, r.stderr
-    return out
-
-
-def test_train_writes_a_complete_run_directory(tiny_run: Path) -> None:
+def test_train_writes_a_complete_run_directory(trained_tiny_run: Path) -> None:
     """It writes the adapter (with the head), tokenizer, labels, config, metrics and log."""
     for rel in ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "tokenizer/tokenizer_config.json",
                 "labels.json", "config.yaml", "metrics.json", "log.jsonl"]:
-        assert (tiny_run / rel).exists(), rel
-    assert json.loads((tiny_run / "labels.json").read_text())["label_names"] == ["World", "Sports", "Business", "Sci/Tech"]
+        assert (trained_tiny_run / rel).exists(), rel
+    assert json.loads((trained_tiny_run / "labels.json").read_text())["label_names"] == ["World", "Sports", "Business", "Sci/Tech"]
     from safetensors import safe_open
 
-    with safe_open(str(tiny_run / "adapter/adapter_model.safetensors"), "pt") as f:
+    with safe_open(str(trained_tiny_run / "adapter/adapter_model.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert any("classifier" in k for k in keys), "the trained head must be saved with the adapter"
     assert any("lora_A" in k for k in keys)
 
 
-def test_metrics_json_has_the_promised_fields(tiny_run: Path) -> None:
+def test_metrics_json_has_the_promised_fields(trained_tiny_run: Path) -> None:
     """It records validation, test, parameter, time, throughput and memory figures."""
-    m = json.loads((tiny_run / "metrics.json").read_text())
+    m = json.loads((trained_tiny_run / "metrics.json").read_text())
     for k in ["val_accuracy", "val_loss", "val_macro_f1", "test_accuracy", "trainable_params", "total_params",
               "train_seconds", "train_samples_per_s", "peak_memory_mb"]:
         assert k in m, k
@@ -77,30 +64,39 @@ def test_metrics_json_has_the_promised_fields(tiny_run: Path) -> None:
     assert m["train_samples_per_s"] > 0 and m["peak_memory_mb"] > 0
 
 
-def test_log_has_steps_and_evaluations(tiny_run: Path) -> None:
+def test_log_has_steps_and_evaluations(trained_tiny_run: Path) -> None:
     """It logs train loss every few steps and validation at every N steps and epoch end."""
-    rows = [json.loads(x) for x in (tiny_run / "log.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (trained_tiny_run / "log.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "val_accuracy" in r]
     trains = [r for r in rows if "train_loss" in r]
     assert len(evals) >= 3  # every 10 steps plus the epoch ends
     assert trains and all({"step", "epoch", "lr"} <= r.keys() for r in trains)
 
 
-def test_adapter_loads_with_peft(tiny_run: Path, tiny_model: Path) -> None:
-    """It saves an adapter that PeftModel.from_pretrained loads, head included."""
-    from peft import PeftModel
+def test_adapter_loads_with_peft(trained_tiny_run: Path, tiny_model: Path) -> None:
+    """It saves an adapter that PeftModel.from_pretrained loads, head included: every saved LoRA and head tensor is in the model."""
+    import torch
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification
 
-    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_model), num_labels=4)
-    model = PeftModel.from_pretrained(base, str(tiny_run / "adapter"))
-    assert model is not None
+    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_model), num_labels=4)  # a fresh random head
+    model = PeftModel.from_pretrained(base, str(trained_tiny_run / "adapter"))
+    saved = load_file(str(trained_tiny_run / "adapter" / "adapter_model.safetensors"))
+    loaded = get_peft_model_state_dict(model)
+    assert sorted(loaded) == sorted(saved)
+    assert any("classifier" in k for k in loaded) and any("lora_A" in k for k in loaded)
+    for key, tensor in saved.items():
+        torch.testing.assert_close(loaded[key], tensor, rtol=0, atol=0, msg=key)
 
 
-def test_refuses_to_overwrite_without_flag(tiny_run: Path, tiny_model: Path, ag_small: dict[str, Path]) -> None:
-    """It will not replace an existing run unless told to."""
-    r = CliRunner().invoke(app, ["train", "--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--out", str(tiny_run)])
+def test_refuses_to_overwrite_without_flag(trained_tiny_run: Path, tiny_model: Path, ag_small: dict[str, Path]) -> None:
+    """It will not replace an existing run unless told to, and leaves the run as it was."""
+    before = {p: p.stat().st_mtime_ns for p in trained_tiny_run.rglob("*")}
+    r = CliRunner().invoke(app, ["train", "--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--out", str(trained_tiny_run)])
     assert r.exit_code == 2
     assert "already exists; pass --overwrite" in r.output
+    assert {p: p.stat().st_mtime_ns for p in trained_tiny_run.rglob("*")} == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,8 +152,12 @@ def _write(path: Path, content: str | bytes) -> Path:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_finishes_with_same_steps(tiny_model: Path, ag_small: dict[str, Path], tmp_path: Path) -> None:
-    """It resumes a run killed with SIGKILL mid-epoch and takes as many steps as an uninterrupted run."""
-    common = ["--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--epochs", "2", *QUICK,
+    """It resumes a run killed with SIGKILL mid-epoch and takes as many steps as an uninterrupted run.
+
+    It trains its own two runs rather than reuse `trained_tiny_run`: it kills and resumes one, and needs
+    frequent checkpoints and a log line per step to compare them.
+    """
+    common = ["--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--epochs", "2", *TINY_QUICK,
               "train.checkpoint_every_steps=3", "train.log_every_steps=1"]
     full = tmp_path / "full"
     r = run_cli("train", *common, "--out", str(full))
@@ -187,9 +187,9 @@ def test_sigkill_then_resume_finishes_with_same_steps(tiny_model: Path, ag_small
     assert resumed["val_loss"] == pytest.approx(expected["val_loss"], abs=1e-3)
 
 
-def test_resume_of_missing_or_finished_run(tiny_run: Path, tmp_path: Path) -> None:
+def test_resume_of_missing_or_finished_run(trained_tiny_run: Path, tmp_path: Path) -> None:
     """It says there is nothing to resume."""
-    r = CliRunner().invoke(app, ["train", "--resume", str(tiny_run)])
+    r = CliRunner().invoke(app, ["train", "--resume", str(trained_tiny_run)])
     assert r.exit_code == 2 and "already finished" in r.output
     r = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "does not exist" in r.output
