@@ -443,7 +443,7 @@ def test_cli_refuses_bad_arguments_with_one_line(tmp_path: Path, args: list[str]
     (["--device", "banana"], 0, "--device 'banana' is not a device"),
     (["--device", "cuda"], 0, "--device 'cuda': no CUDA GPU is available here"),
     (["--device", "cuda:1"], 1, "--device 'cuda:1': this machine has 1 CUDA GPU"),
-    (["--device", "mps"], 0, "--device 'mps': serve runs on cpu or cuda"),
+    (["--device", "mps"], 0, "--device 'mps': loraclf runs on cpu or cuda"),
     (["--precision", "x"], 0, "--precision 'x' is not a precision"),
 ])
 def test_cli_refuses_a_bad_device_or_precision_before_starting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],

@@ -46,8 +46,14 @@ def check_inference_options(device: str | None, precision: str) -> None:
         dev = torch.device(device)
     except RuntimeError:
         raise ConfigError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: loraclf runs on cpu or cuda; use --device cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {device!r}: no CUDA GPU is available here; use --device cpu")
+    n = torch.cuda.device_count() if dev.type == "cuda" else 0
+    if dev.type == "cuda" and dev.index is not None and dev.index >= n:
+        raise ConfigError(f"--device {device!r}: this machine has {n} CUDA GPU{'' if n == 1 else 's'} "
+                          f"(cuda:0 to cuda:{n - 1}); pick one of them or use --device cuda")
 
 
 def run_inference(

@@ -119,6 +119,9 @@ class RunDir:
         return self.path / EVAL_DIR / stem
 
     # -- state
+    def missing_reason(self) -> str:
+        return "is a file, not a directory" if self.path.exists() else "does not exist"
+
     def is_finished(self) -> bool:
         return self.metrics_path.is_file()
 
@@ -128,7 +131,7 @@ class RunDir:
     def check_loadable(self) -> "RunDir":
         """Raise CheckpointError unless the directory holds a loadable run (adapter, tokenizer, labels, config)."""
         if not self.path.is_dir():
-            raise CheckpointError(f"run directory '{self.path}' does not exist; pass the --out directory of a `loraclf train` run")
+            raise CheckpointError(f"run directory '{self.path}' {self.missing_reason()}; pass the --out directory of a `loraclf train` run")
         needed = {
             CONFIG_FILE: "config",
             LABELS_FILE: "label names",
@@ -223,7 +226,7 @@ class RunDir:
             RunDirError: no directory, no log, a damaged line, or no rows at all.
         """
         if not self.path.is_dir():
-            raise RunDirError(f"run directory '{self.path}' does not exist; pass the --out directory of a `loraclf train` run")
+            raise RunDirError(f"run directory '{self.path}' {self.missing_reason()}; pass the --out directory of a `loraclf train` run")
         if not self.log_path.is_file():
             raise RunDirError(f"'{self.path}' has no {LOG_FILE}; it is not a loraclf run directory (or training never started)")
         train: dict[int, dict[str, Any]] = {}

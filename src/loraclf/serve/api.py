@@ -28,7 +28,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import LoraclfError
 from .adapters import Adapter, load_adapters
 from .batcher import Draining, MicroBatcher, QueueFull
 from .settings import ServeSettings, parse_run_specs

@@ -75,31 +75,10 @@ class ServeSettings:
 
         try:
             check_inference_options(self.device, self.precision)
-            _check_serving_device(self.device)
         except ConfigError as e:
             problems.append(str(e))
         if problems:
             raise ConfigError("serve: " + "; ".join(problems))
-
-
-def _check_serving_device(device: str | None) -> None:
-    """What check_inference_options lets through but the server could only find out while loading its models
-    (reported then as a failed start): a device type other than cpu/cuda, or a GPU index this machine lacks.
-
-    Raises:
-        ConfigError: naming the device and the ones to use.
-    """
-    import torch
-
-    if device is None or device == "auto":
-        return
-    dev = torch.device(device)  # check_inference_options has parsed it already
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device!r}: serve runs on cpu or cuda; use --device cpu, cuda or cuda:N")
-    n = torch.cuda.device_count() if dev.type == "cuda" else 0
-    if dev.type == "cuda" and dev.index is not None and dev.index >= n:
-        raise ConfigError(f"--device {device!r}: this machine has {n} CUDA GPU{'' if n == 1 else 's'} "
-                          f"(cuda:0 to cuda:{n - 1}); pick one of them or use --device cuda")
 
 
 def parse_run_specs(items: Sequence[str | Path | tuple[str, str | Path]]) -> list[tuple[str, Path]]:

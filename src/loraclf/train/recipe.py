@@ -79,7 +79,7 @@ class TrainRecipe:
         """A recipe that continues the run in `run_dir`; the checkpoint's config wins (same data, model, schedule)."""
         run = RunDir(run_dir)
         if not run.path.is_dir():
-            raise RunDirError(f"run directory '{run.path}' does not exist; nothing to resume")
+            raise RunDirError(f"run directory '{run.path}' {run.missing_reason()}; nothing to resume")
         if run.is_finished():
             raise RunDirError(f"run '{run.path}' already finished (metrics.json exists); nothing to resume")
         ckpt = load_checkpoint(run)

@@ -51,7 +51,7 @@ def train_best(cfg: Config, study_dir: Path, say: Say = say_stderr) -> dict[str,
     say(f"training the best configuration into {run_dir}")
     metrics = train(dataclasses.replace(cfg, out=str(run_dir)), run_dir, overwrite=True, splits=dataclasses.replace(splits, test=None))
     # Every test row, not data.max_eval_rows of them: a submission answers the whole file.
-    test = read_labeled(cfg.data.test_file, cfg.data, metrics["label_names"]) if cfg.data.test_file else splits.test
+    test = read_labeled(cfg.data.test_file, cfg.data, metrics["label_names"], role="test") if cfg.data.test_file else splits.test
     if test is None:
         raise ConfigError("--train-best needs a test split; pass --test-file (or data.test_file)")
     clf = Classifier.from_run_dir(run_dir)
