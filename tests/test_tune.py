@@ -199,7 +199,7 @@ def _bad_data(kind: str, path: Path, good: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind, expected", [("no-text-column", "text"), ("one-class", "class"), ("binary", "not valid UTF-8")])
+@pytest.mark.parametrize("kind, expected", [("no-text-column", "text"), ("one-class", "class"), ("binary", "not a text file")])
 def test_bad_data_fails_before_the_study_is_created(kind: str, expected: str, tmp_path: Path, tiny_model: Path, easy_csv: Path) -> None:
     """It checks the data before creating the study: one line, status 2, and no study.db or directory left behind."""
     bad = _bad_data(kind, tmp_path / "bad.csv", easy_csv)
