@@ -1,0 +1,357 @@
+"""The `loraclf` command line: parse options, call one stage, print the result.
+
+Only this module imports Typer. It catches LoraclfError alone: the user sees `error: <one line>`
+and exit status 2; anything else is a bug and keeps its traceback. `--debug` re-raises everything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from ..errors import LoraclfError
+from ..serve.settings import ServeSettings  # light (no torch): the serve options are built from it
+from .options import from_options, options_from
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 200},  # as wide as the terminal
+    # Plain help wraps long option names instead of cutting them ("--max-texts-per-requ…") on an 80-column terminal.
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="Fine-tune, search, evaluate, predict with and serve LoRA text classifiers.",
+)
+config_app = typer.Typer(help="Inspect configuration fields and presets.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+_state = {"debug": False}
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn LoraclfError into one `error:` line and exit status 2 (or re-raise under --debug)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LoraclfError as e:
+            if _state["debug"]:
+                raise
+            fail(" ".join(str(e).split("\n")))
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"loraclf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    _state["debug"] = debug
+
+
+def build_config(config: Optional[Path], overrides: list[str], shortcuts: dict[str, Any]) -> Any:
+    """YAML file (or defaults) + option shortcuts + `key=value` overrides (these win), validated."""
+    from ..config import load_config
+
+    items = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in shortcuts.items() if v is not None]
+    return load_config(config, items + list(overrides or []))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_extra_args": False})
+@guarded
+def train(
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", help="Override any config field by its dotted path, e.g. lora.r=16 train.lr=5e-4."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file, or a preset name: default, seed, tune-wide (`loraclf config list`)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Pretrained encoder: hub id or local directory (model.name)."),
+    train_file: Optional[str] = typer.Option(None, "--train-file", help="Local training file (data.train_file)."),
+    validation_file: Optional[str] = typer.Option(None, "--validation-file", help="Local validation file (data.validation_file)."),
+    test_file: Optional[str] = typer.Option(None, "--test-file", help="Local test file (data.test_file)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training data (train.epochs)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<name>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs)."),
+) -> None:
+    """Fine-tune a LoRA text classifier and write a run directory."""
+    from ..train import resume as resume_run
+    from ..train import train as run_train
+
+    shortcuts = {"model.name": model, "data.train_file": train_file, "data.validation_file": validation_file,
+                 "data.test_file": test_file, "train.epochs": epochs, "out": str(out) if out else None}
+    if resume is not None:
+        # A resumed run keeps its saved config: an option that would change it is refused, not ignored.
+        ignored = [name for name, given in (("--config", config), ("--model", model), ("--train-file", train_file),
+                                            ("--validation-file", validation_file), ("--test-file", test_file),
+                                            ("--epochs", epochs), ("--out", out), ("--overwrite", overwrite)) if given]
+        ignored += list(overrides or [])
+        if ignored:
+            fail(f"--resume continues '{resume}' with its saved config, so {', '.join(ignored)} would be ignored; "
+                 f"drop {'it' if len(ignored) == 1 else 'them'}, or start a new run with --out to change settings")
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        from ..distributed import relaunch
+
+        if resume is None:  # fail here with one line rather than once per child process
+            cfg = build_config(config, overrides or [], shortcuts)
+            if cfg.train.batch_size % nproc:
+                fail(f"train.batch_size={cfg.train.batch_size} does not split over {nproc} processes; use a multiple of {nproc}")
+        raise typer.Exit(relaunch(nproc, sys.argv[1:]))
+    if resume is not None:
+        metrics = resume_run(resume)  # the checkpoint's config: same data, model and schedule
+        run_dir = resume
+    else:
+        cfg = build_config(config, overrides or [], shortcuts)
+        run_dir = cfg.run_dir()
+        metrics = run_train(cfg, run_dir, overwrite=overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_metrics(metrics, run_dir)
+
+
+def _print_metrics(metrics: dict[str, Any], run_dir: Path) -> None:
+    keys = ["val_accuracy", "val_macro_f1", "val_loss", "best_step", "global_step", "stopped_early", "test_accuracy", "test_macro_f1",
+            "trainable_params", "train_seconds", "train_samples_per_s", "peak_memory_mb"]
+    typer.echo(f"run: {run_dir}")
+    for k in keys:
+        if k in metrics:
+            v = metrics[k]
+            typer.echo(f"  {k:22s} {v:.4f}" if isinstance(v, float) else f"  {k:22s} {v}")
+
+
+@config_app.command("show")
+@guarded
+def config_show(
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]..."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file or preset name to resolve."),
+    fields: bool = typer.Option(False, "--fields", help="List every field with its default and help instead."),
+) -> None:
+    """Print the resolved config as YAML (or every field's help with --fields)."""
+    import yaml
+
+    from ..config import describe_fields
+
+    if fields:
+        rows = describe_fields()
+        name_w = max(len(r[0]) for r in rows)
+        default_w = min(max(len(r[1]) for r in rows), 40)  # a long default (the tune space) shifts only its own row
+        for name, default, help_text in rows:
+            typer.echo(f"{name:{name_w}s}  {default:{default_w}s}  {help_text}")
+        return
+    cfg = build_config(config, overrides or [], {})
+    typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
+
+
+@config_app.command("list")
+@guarded
+def config_list() -> None:
+    """List the presets shipped with loraclf: `--config NAME` (or `-c NAME`) uses one."""
+    from ..config import preset_summary, presets
+
+    known = presets()
+    width = max(len(n) for n in known)
+    for name, path in known.items():
+        typer.echo(f"{name:{width}s}  {preset_summary(path)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# serve
+
+
+@app.command()
+@guarded
+@options_from(ServeSettings)
+def serve(
+    run_dirs: List[str] = typer.Argument(..., metavar="RUN_DIR|NAME=RUN_DIR...", help="Finished runs to serve; each is an adapter named after its directory (or NAME). Runs with the same base model share one copy of it."),
+    **options: Any,  # one per ServeSettings field, added by options_from
+) -> None:
+    """Serve classifiers over HTTP (POST /v1/classify, GET /v1/adapters, GET /health, /docs)."""
+    from ..serve import serve as run_server
+
+    run_server(run_dirs, from_options(ServeSettings, options))
+
+
+# ---------------------------------------------------------------------------------------------
+# loraclf tune
+
+
+@app.command(context_settings={"allow_extra_args": False})
+@guarded
+def tune(
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", help="Override any config field, e.g. tune.pruner=median data.max_train_rows=2000."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file with a tune section, or a preset name (`loraclf config list`)."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Finished trials the whole study should hold, all workers together (tune.trials)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds (tune.timeout)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Database URL shared by workers/machines, e.g. postgresql://user:pass@host/db (default: STUDY_DIR/study.db)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes on this machine (one GPU each with CUDA; cores split on CPU)."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name; the same name resumes it or joins it from another machine (tune.study_name)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study directory (default studies/<study_name>)."),
+    train_best: bool = typer.Option(False, "--train-best", help="Retrain the best config into STUDY_DIR/best, score the test split, write submission.csv."),
+    model: Optional[str] = typer.Option(None, "--model", help="Pretrained encoder: hub id or local directory (model.name)."),
+    train_file: Optional[str] = typer.Option(None, "--train-file", help="Local training file (data.train_file)."),
+    validation_file: Optional[str] = typer.Option(None, "--validation-file", help="Local validation file (data.validation_file)."),
+    test_file: Optional[str] = typer.Option(None, "--test-file", help="Local test file, used only by --train-best (data.test_file)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training data when the space does not choose it (train.epochs)."),
+) -> None:
+    """Search hyperparameters with Optuna (pruning, parallel workers, shared studies) and write the study directory."""
+    from ..tune import run_study
+
+    cfg = build_config(
+        config,
+        overrides or [],
+        {"model.name": model, "data.train_file": train_file, "data.validation_file": validation_file, "data.test_file": test_file,
+         "train.epochs": epochs, "tune.trials": trials, "tune.timeout": timeout, "tune.storage": storage, "tune.study_name": study_name},
+    )
+    s = run_study(cfg, out, workers=workers, retrain_best=train_best)
+    typer.echo(f"study: {s['study_name']}  storage: {s['storage']}  dir: {s['study_dir']}  wall: {s['wall_seconds']}s")
+    typer.echo("trials: " + ", ".join(f"{k} {v}" for k, v in s["trials"].items()))
+    best = s["best"]
+    if best:
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        typer.echo(f"best: trial {best['number']} val_accuracy {best['val_accuracy']:.4f}  {params}")
+    if "train_best" in s:
+        tb = s["train_best"]
+        acc = f"test_accuracy {tb['test_accuracy']:.4f} on {tb['test_rows']} rows" if "test_accuracy" in tb else f"{tb['test_rows']} test rows"
+        typer.echo(f"train-best: {acc}  run: {tb['best_run_dir']}  submission: {tb['submission']}")
+    typer.echo(f"log: {s['experiment_log']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate, predict, export, plot, report
+
+
+DEVICE_HELP = "Device for inference: cpu, cuda, cuda:1 ... (default: a GPU when present)."
+PRECISION_HELP = "Inference precision: auto, fp32, bf16 or fp16."
+FORMAT_HELP = "Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default: the run's data.format)."
+TEXT_COLUMNS_HELP = "Text column(s), comma-separated, joined with a space (default: the run's data.text_columns)."
+
+
+@app.command()
+@guarded
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train`."),
+    data: str = typer.Option(..., "--data", help="Labelled file to score (CSV/TSV/JSONL/Parquet/AG News CSV)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default RUN_DIR/eval/<data file stem>)."),
+    format: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (default: the run's data.label_column)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
+) -> None:
+    """Score a trained run on a labelled file: metrics table, metrics.json, confusion matrix, errors CSV."""
+    from ..evaluate import evaluate_run
+    from ..metrics import format_metrics
+
+    ev, paths = evaluate_run(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
+                             device=device, precision=precision, batch_size=batch_size)
+    typer.echo(format_metrics(ev.metrics))
+    typer.echo("")
+    typer.echo(f"wrote {paths['metrics']}")
+    typer.echo(f"wrote {paths['confusion_matrix']}")
+    typer.echo(f"wrote {paths['errors']} ({len(ev.errors())} misclassified rows)")
+
+
+@app.command()
+@guarded
+def predict(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train` (or an adapter export)."),
+    input: str = typer.Option(..., "--input", "-i", help="Texts to classify: CSV/TSV/JSONL/Parquet/AG News CSV, .txt (one per line), or - for stdin."),
+    output: str = typer.Option("-", "--output", "-o", help="CSV to write (ID,Label; never the input file; its directory must exist), or - for stdout."),
+    ids: bool = typer.Option(False, "--ids", help="Write class ids instead of class names in Label (the study's submission layout)."),
+    label_names: bool = typer.Option(False, "--label-names", hidden=True, help="Class names in Label: the default now; kept so old scripts run."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Add one p_<class> probability column per class."),
+    keep_columns: Optional[str] = typer.Option(None, "--keep-columns", help="Input columns to copy into the output before ID, comma-separated, e.g. id,review (table inputs only)."),
+    format: Optional[str] = typer.Option(None, "--format", help="Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default auto: from the file name and content; stdin is txt)."),
+    text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
+) -> None:
+    """Classify texts with a trained run; predictions (class names, or ids with --ids) in input order, written atomically."""
+    from ..errors import ConfigError
+    from ..predict import predict_file
+
+    if ids and label_names:
+        raise ConfigError("--ids and --label-names ask for opposite Label columns; drop --label-names (class names are the default)")
+    n = predict_file(run_dir, input, output, ids=ids, probabilities=probabilities, keep_columns=keep_columns, format=format,
+                     text_columns=text_columns, device=device, precision=precision, batch_size=batch_size)
+    if output != "-":
+        typer.echo(f"wrote {n} predictions to {output}", err=True)
+
+
+@app.command()
+@guarded
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train`."),
+    out_dir: Path = typer.Argument(..., help="Directory to create."),
+    merged: bool = typer.Option(False, "--merged", help="Merge LoRA into the base model: a standalone transformers model (pipeline-ready)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR."),
+) -> None:
+    """Export a run: the adapter alone (default) or a merged standalone model (--merged)."""
+    from ..export import export_run, human_size
+
+    res = export_run(run_dir, out_dir, merged=merged, overwrite=overwrite)
+    kind = "merged model" if res.merged else "adapter"
+    typer.echo(f"exported {kind} to {res.out_dir}")
+    typer.echo(f"  weights  {human_size(res.weights_bytes)}")
+    typer.echo(f"  total    {human_size(res.size_bytes)} on disk")
+    if res.merged:
+        typer.echo(f'  use: transformers.pipeline("text-classification", model="{res.out_dir}")(texts, truncation=True)')
+
+
+@app.command()
+@guarded
+def plot(
+    run_dir: Path = typer.Argument(..., help="Run directory (finished or still training)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/learning_curves.png)."),
+) -> None:
+    """Draw a run's learning curves (train/val loss, val accuracy against steps) from its log.jsonl."""
+    from ..plots import plot_run
+
+    typer.echo(f"wrote {plot_run(run_dir, out)}")
+
+
+@app.command()
+@guarded
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train`."),
+    data: Optional[str] = typer.Option(None, "--data", help="Labelled file to evaluate (default: the run's data.test_file, if any)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default RUN_DIR/report.html)."),
+    format: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (default: the run's data.label_column)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+) -> None:
+    """Write one self-contained HTML page about a run: config, metrics, curves, confusion matrix, errors."""
+    from ..report import build_report
+
+    res = build_report(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
+                       device=device, precision=precision)
+    for note in res.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"wrote {res.path}")

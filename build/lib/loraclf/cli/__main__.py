@@ -1,0 +1,4 @@
+"""`python -m loraclf.cli` (the multi-process launcher and the tests use it)."""
+from . import app
+
+app()

@@ -1,0 +1,28 @@
+"""One base exception; the CLI turns it into one `error: ...` line and exit status 2.
+
+Anything that is not a LoraclfError is a bug and keeps its traceback.
+"""
+
+
+class LoraclfError(Exception):
+    """A problem the user can fix: the message says what, where, and how."""
+
+
+class ConfigError(LoraclfError):
+    """A config file, key or value is wrong."""
+
+
+class DataError(LoraclfError):
+    """A data file or dataset cannot be used as given."""
+
+
+class ModelError(LoraclfError):
+    """A model or tokenizer cannot be loaded."""
+
+
+class CheckpointError(LoraclfError):
+    """A run directory or checkpoint is missing something or does not match."""
+
+
+class RunDirError(LoraclfError):
+    """A run directory cannot be created, overwritten or read."""

@@ -1,0 +1,171 @@
+"""Inference: autocast, batched logits over token ids, and `Classifier`, the one way to run a trained run.
+
+    from loraclf.inference import Classifier
+    clf = Classifier.from_run_dir("runs/default")        # loads base model + adapter once
+    clf.predict(["Stocks rally as rates fall"])            # -> ["Business"]
+    clf.predict_ids(["..."])                               # -> [2]
+    clf.predict_proba(["..."])                             # -> array [n, num_labels], rows sum to 1
+    clf.classify(["..."])                                  # -> [{"label": "Business", "id": 2, "score": 0.97}]
+
+Training's evaluation, `evaluate`, `predict`, `tune` and `serve` all score through `run_inference`:
+length-sorted batches (little padding), `inference_mode`, results back in input order. Texts longer
+than the run's model.max_length are truncated, never dropped; empty strings are classified like any
+other text, so outputs always line up with inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .batching import inference_batches, pad_batch, pad_id_of, tokenize
+from .errors import ConfigError
+from .metrics import softmax
+from .rundir import LoadedRun, RunDir
+
+
+def autocast_context(device: torch.device, precision: str) -> Any:
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check_inference_options(device: str | None, precision: str) -> None:
+    """Raise ConfigError for a device or precision inference cannot use (one line, before any loading)."""
+    from .config import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r} is not a precision; use one of {', '.join(PRECISIONS)}")
+    if device is None or device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: loraclf runs on cpu or cuda; use --device cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device!r}: no CUDA GPU is available here; use --device cpu")
+    n = torch.cuda.device_count() if dev.type == "cuda" else 0
+    if dev.type == "cuda" and dev.index is not None and dev.index >= n:
+        raise ConfigError(f"--device {device!r}: this machine has {n} CUDA GPU{'' if n == 1 else 's'} "
+                          f"(cuda:0 to cuda:{n - 1}); pick one of them or use --device cuda")
+
+
+def run_inference(
+    model: torch.nn.Module,
+    token_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    pad_id: int = 0,
+    indices: Sequence[int] | None = None,
+    max_tokens: int | None = None,
+) -> np.ndarray:
+    """Logits (float32, shape [n, num_labels]) for `token_ids`, in input order.
+
+    Args:
+        batch_size: rows per forward pass at most.
+        indices: score only these rows (e.g. this process's shard); the result is in their order.
+        max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`).
+    """
+    rows = list(range(len(token_ids))) if indices is None else list(indices)
+    if not rows:
+        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+    out: np.ndarray | None = None
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast_context(device, precision):
+            for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens):
+                batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id)
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                logits = model(**batch).logits.float().cpu().numpy()
+                if out is None:  # sized by the head that ran: adapters sharing a base may differ in label count
+                    out = np.empty((len(rows), logits.shape[1]), dtype=np.float32)
+                out[pos] = logits
+    finally:
+        model.train(was_training)
+    assert out is not None  # rows is not empty, so at least one batch ran
+    return out
+
+
+class Classifier:
+    """A trained run ready to classify text; texts longer than model.max_length are truncated, not dropped."""
+
+    def __init__(self, run: LoadedRun, batch_size: int | None = None) -> None:
+        self.run = run
+        self.batch_size = batch_size or max(run.config.train.eval_batch_size, 64)
+        self.max_length = run.config.model.max_length
+        self.pad_id = pad_id_of(run.tokenizer)
+
+    @classmethod
+    def from_run_dir(
+        cls,
+        run_dir: str | Path | RunDir,
+        device: str | None = None,
+        precision: str = "auto",
+        batch_size: int | None = None,
+        base_model: torch.nn.Module | None = None,
+    ) -> "Classifier":
+        """Load a trained run once for repeated predictions.
+
+        Args:
+            run_dir: directory written by `loraclf train` (or `loraclf export` without --merged).
+            device: "cpu", "cuda", ... (default: a GPU when present).
+            precision: "auto", "fp32", "bf16" or "fp16".
+            batch_size: texts per forward pass (default: max(train.eval_batch_size, 64)).
+            base_model: an already loaded base model to attach the adapter to.
+
+        Raises:
+            ConfigError: unknown device or precision, or a GPU asked for where there is none.
+            CheckpointError: the directory is not a finished run.
+            ModelError: the base model or tokenizer cannot be loaded.
+        """
+        check_inference_options(device, precision)
+        rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        return cls(rd.load(device=device, precision=precision, base_model=base_model), batch_size)
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.run.label_names
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, truncated to model.max_length."""
+        _check_texts(texts)
+        return tokenize(self.run.tokenizer, texts, self.max_length)
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw logits [n, num_labels], float32, in input order."""
+        ids = self.tokenize(texts)
+        if not ids:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        return run_inference(self.run.model, ids, self.batch_size, self.run.device, self.run.precision, self.pad_id)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities [n, num_labels], in input order."""
+        return softmax(self.logits(texts))
+
+    def predict_ids(self, texts: Sequence[str]) -> list[int]:
+        """Class ids, in input order."""
+        return self.logits(texts).argmax(axis=1).tolist() if len(texts) else []
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        """Label names, in input order."""
+        return [self.label_names[i] for i in self.predict_ids(texts)]
+
+    def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """One {"label", "id", "score"} per text (score: the predicted class's probability)."""
+        probs = self.predict_proba(texts)
+        ids = probs.argmax(axis=1) if len(probs) else []
+        return [{"label": self.label_names[i], "id": int(i), "score": float(probs[n, i])} for n, i in enumerate(ids)]
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    # A bare string is a Sequence[str] too: it would be classified one character at a time.
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("pass a list of texts, e.g. clf.predict([text]), not a single string")

@@ -1,0 +1,135 @@
+"""Atomic writes: a reader never sees a half-written file, a crash never loses the last good one."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+    """Open a temp file beside `path`; on success fsync it and `os.replace` it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_yaml(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path) as f:
+        yaml.safe_dump(obj, f, sort_keys=False)
+
+
+def _usual_modes(root: Path) -> None:
+    """Give the files under `root` the permissions of any file the user creates (0666 & ~umask).
+
+    Writers such as safetensors create their files 0600; a directory that is moved into place
+    whole should look as if the user had written it. Executable files keep an execute bit (0777
+    & ~umask); symlinks are left alone.
+    """
+    mask = _umask()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(p, (0o777 if st.st_mode & 0o111 else 0o666) & ~mask)
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o777 & ~mask)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory at `<path>.tmp-*` and move it onto `path` only when the block succeeds.
+
+    An existing `path` is replaced (moved aside first, removed after), so readers see the old or
+    the new directory, never a mix. Its files get the usual permissions (0666 & ~umask), whatever
+    mode the code that wrote them chose.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        _usual_modes(tmp)
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move the finished directory `new` onto `target`: the old `target` is moved aside first and removed
+    only after the rename, so a crash leaves the old or the new directory, never neither."""
+    new, target = Path(new), Path(target)
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_dir(path: str | os.PathLike, option: str) -> None:
+    """Raise RunDirError unless a directory can be created (or written) at `path`: one line naming `option`.
+
+    Checked before any model loads, so a bad output path costs nothing.
+    """
+    from .errors import RunDirError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{option} '{path}' is a file, not a directory; give a directory path")
+    ancestor = path
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunDirError(f"{option} '{path}' lies under the file '{ancestor}'; give a path inside a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunDirError(f"{option} '{path}': cannot write in '{ancestor}' (permission denied); choose a writable place")

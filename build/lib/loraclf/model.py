@@ -1,0 +1,204 @@
+"""Encoder + LoRA: devices and precision, the tokenizer and base model, PEFT adapters on top.
+
+Loading a *trained* run back is `loraclf.rundir.RunDir.load`; this module knows models, not files.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import LoraConfig, ModelConfig
+from .errors import CheckpointError, ConfigError, ModelError
+
+# Heads that AutoModelForSequenceClassification creates fresh: they must train and be saved with
+# the adapter (PEFT's `modules_to_save`), or a reloaded model would get a new random head.
+HEAD_MODULE_NAMES = ("classifier", "score", "pre_classifier", "out_proj", "logits_proj")
+
+
+def _quiet_transformers() -> None:
+    # The "newly initialized classifier" load report is expected for us and would alarm users.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*Setting `save_embedding_layers`.*")
+    warnings.filterwarnings("ignore", message=".*fine-tuning.*")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bf16 matrix instructions (AMX or AVX-512-BF16).
+
+    Without them bf16 is emulated and measured ~28x slower than fp32 for a LoRA step.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
+
+
+def resolve_device(requested: str | None = None) -> torch.device:
+    if requested and requested != "auto":
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """Map `auto` to what this hardware runs fastest without hurting accuracy: fp32, bf16 or fp16."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def _load_error(kind: str, name: str, err: Exception) -> ModelError:
+    local = Path(name).expanduser()
+    reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    if local.exists():
+        return ModelError(f"cannot load {kind} from '{name}': {reason}; check that it is a saved Hugging Face model directory")
+    return ModelError(
+        f"cannot load {kind} '{name}': it is not a local directory and the Hugging Face hub is unreachable "
+        f"or has no such model ({reason}); pass a local model directory with --model"
+    )
+
+
+def _prepare(name: str) -> None:
+    if not Path(name).expanduser().exists():
+        from .hub import prepare_hub_access
+
+        prepare_hub_access()
+
+
+def load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    _prepare(name)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as e:  # transformers raises OSError, ValueError, HF hub errors...
+        raise _load_error("tokenizer", name, e) from None
+
+
+def load_base_model(cfg: ModelConfig, label_names: list[str]) -> torch.nn.Module:
+    """The pretrained encoder with a fresh classification head for `label_names` (fp32 weights)."""
+    from transformers import AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    _prepare(cfg.name)
+    id2label = {i: n for i, n in enumerate(label_names)}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            cfg.name,
+            num_labels=len(label_names),
+            id2label=id2label,
+            label2id={n: i for i, n in id2label.items()},
+            attn_implementation=cfg.attn_implementation,
+            ignore_mismatched_sizes=True,  # a checkpoint with another head size gets a fresh head
+        )
+    except Exception as e:
+        raise _load_error("model", cfg.name, e) from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = 0
+    return model
+
+
+def _accepts_length(model: torch.nn.Module, length: int, pad_id: int) -> bool:
+    """True when a forward pass over one sequence of `length` tokens runs (positions fit the embeddings)."""
+    ids = torch.full((1, length), pad_id, dtype=torch.long)
+    try:
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except (IndexError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+def check_max_length(model: torch.nn.Module, cfg: ModelConfig, tokenizer: Any) -> None:
+    """Raise ConfigError when model.max_length exceeds what the model's position embeddings hold.
+
+    Checked once the model is loaded and before the run directory exists. A length within two of the
+    table's size is probed with one short forward pass, since some models (RoBERTa) offset positions.
+    """
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or cfg.max_length <= positions - 2:
+        return
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if cfg.max_length <= positions and _accepts_length(model, cfg.max_length, pad_id):
+        return
+    limit = next((n for n in (positions, positions - 1, positions - 2) if n < cfg.max_length and _accepts_length(model, n, pad_id)),
+                 positions - 2)
+    raise ConfigError(f"model.max_length={cfg.max_length} is more than '{cfg.name}' accepts ({limit} tokens, the size of its "
+                      f"position embeddings); set model.max_length={limit} or less")
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the top-level head modules of a sequence-classification model present in `model`."""
+    names = {n.split(".")[0] for n, _ in model.named_children()}
+    return [h for h in HEAD_MODULE_NAMES if h in names]
+
+
+def apply_lora(model: torch.nn.Module, cfg: LoraConfig) -> Any:
+    """Wrap `model` with LoRA adapters; only adapters and the head train."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    # Module names by their last part: PEFT matches target_modules and modules_to_save by suffix.
+    # An extra module the model lacks (e.g. `pooler` in RoBERTa, whose head has its own dense layer) is skipped.
+    present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in cfg.target_modules if t not in present]
+    if missing:
+        linear_names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ModelError(
+            f"lora.target_modules: {', '.join(missing)} not found in the model; "
+            f"its linear layers are named: {', '.join(linear_names)}"
+        )
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        bias=cfg.bias,
+        task_type="SEQ_CLS",
+        modules_to_save=head_modules(model) + [m for m in cfg.modules_to_save if m not in HEAD_MODULE_NAMES and m in present],
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; the head's saved copy is counted once, as PEFT does."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the trained weights only (adapters + head): small enough to keep in memory."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise CheckpointError(f"checkpoint has weights the model lacks ({missing[0]}, ...); wrong checkpoint for this config?")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+
+
+def silence_fork_warning() -> None:
+    # Tokenizers warns when a process forks after using its thread pool (DataLoader workers, tune workers).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+logging.getLogger("accelerate").setLevel(logging.WARNING)

@@ -1,0 +1,148 @@
+"""Adapters over shared base models: load every served run, one base model in memory per model.name.
+
+Runs whose configs name the same base model share one copy of it: the first run of a group is loaded
+by `RunDir.load` onto a freshly loaded base, the others are attached to that PeftModel with
+`load_adapter`. Each adapter keeps its own classification head (PEFT `modules_to_save`); a head whose
+label count differs from the base's is pre-shaped from the saved weights, so a 4-class and a 2-class
+run share one encoder. Scoring goes through each run's `Classifier`.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import LoraclfError, ModelError
+from ..inference import Classifier
+from ..model import load_base_model, load_tokenizer
+from ..rundir import LoadedRun, RunDir
+from .settings import ServeSettings
+
+
+@dataclass
+class BaseGroup:
+    """One base model in memory and the PEFT adapters attached to it; `lock` guards set_adapter + forward."""
+
+    base_name: str
+    model: Any  # PeftModel holding every adapter of this base
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    active: str | None = None
+
+
+@dataclass
+class Adapter:
+    """One served run: its public name, its PEFT adapter inside the group's shared model, and its Classifier."""
+
+    name: str  # public name used by requests
+    key: str  # PEFT adapter name inside the shared model (names with '.' are not valid module keys)
+    classifier: Classifier  # tokenization + batched inference; its run.model is the group's PeftModel
+    group: BaseGroup
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.classifier.label_names
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Class probabilities [n, k] with this adapter active (blocking: call from the worker thread)."""
+        with self.group.lock:
+            if self.group.active != self.key:
+                self.group.model.set_adapter(self.key, inference_mode=True)
+                # The shared config describes the active head: `run_inference` sizes its output by
+                # config.num_labels, which is the first run's label count until we say otherwise.
+                config = self.group.model.config
+                config.id2label = dict(enumerate(self.label_names))
+                config.label2id = {n: i for i, n in config.id2label.items()}
+                self.group.active = self.key
+            return self.classifier.predict_proba(texts)
+
+
+def _shape_heads_for(model: Any, adapter_dir: Path, key: str) -> None:
+    """Pre-create adapter `key`'s copies of the saved heads (modules_to_save) shaped like its saved weights.
+
+    PEFT copies the base model's head for each new adapter, so a run with another label count would not load
+    into it. ModulesToSaveWrapper keeps an existing copy, so we put one of the right shape there first.
+    """
+    from peft.utils.other import ModulesToSaveWrapper
+    from safetensors import safe_open
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.exists():
+        return
+    with safe_open(str(weights), "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    for wname, wrapper in model.named_modules():
+        if not isinstance(wrapper, ModulesToSaveWrapper):
+            continue
+        prefix = wname + "."
+        saved = {k[len(prefix):]: s for k, s in shapes.items() if k.startswith(prefix) and k.endswith(".weight")}
+        head, changed = copy.deepcopy(wrapper.original_module), False
+        for sub, shape in saved.items():
+            mod_path = sub[: -len(".weight")]
+            mod = head.get_submodule(mod_path)
+            if tuple(mod.weight.shape) == shape:
+                continue
+            if not isinstance(mod, torch.nn.Linear) or len(shape) != 2:
+                raise ModelError(f"adapter '{adapter_dir}': its head layer {mod_path} has shape {shape}, "
+                                 f"unlike the base model's {tuple(mod.weight.shape)}; serve it on its own")
+            new = torch.nn.Linear(shape[1], shape[0], bias=mod.bias is not None, dtype=mod.weight.dtype, device=mod.weight.device)
+            head.set_submodule(mod_path, new)
+            changed = True
+        if changed:
+            wrapper.modules_to_save[key] = head
+
+
+def _attach(group_run: LoadedRun, run: RunDir, key: str) -> LoadedRun:
+    """Add `run`'s adapter to the group's PeftModel as `key`; the LoadedRun shares the model, device and precision."""
+    cfg = run.read_config()
+    _shape_heads_for(group_run.model, run.adapter_dir, key)
+    try:
+        group_run.model.load_adapter(str(run.adapter_dir), adapter_name=key, is_trainable=False)
+    except LoraclfError:
+        raise
+    except Exception as e:  # PEFT raises ValueError/RuntimeError/KeyError for damaged or mismatched adapters
+        raise ModelError(f"cannot load the adapter in '{run.adapter_dir}' onto base model '{cfg.model.name}': "
+                         f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}; retrain the run or serve it alone") from None
+    return dataclasses.replace(group_run, run_dir=run.path, config=cfg, tokenizer=load_tokenizer(str(run.tokenizer_dir)),
+                               label_names=run.label_names())
+
+
+def load_adapters(specs: Sequence[tuple[str, Path]], settings: ServeSettings, load_base: Any = None) -> dict[str, Adapter]:
+    """Load every run, sharing one base model among runs whose config names the same model.name
+    (except runs trained with lora.bias != none, which change the base's biases and so get their own copy).
+
+    Args:
+        specs: (adapter name, run directory) pairs from `parse_run_specs`.
+        settings: device, precision and inference batch size.
+        load_base: base-model loader (default `loraclf.model.load_base_model`); tests count calls through it.
+    Returns:
+        adapter name -> Adapter, in the order given.
+    Raises:
+        CheckpointError / ModelError: a run, its tokenizer, its adapter or its base model cannot be loaded.
+    """
+    load_base = load_base or load_base_model
+    groups: dict[str, tuple[BaseGroup, LoadedRun]] = {}
+    adapters: dict[str, Adapter] = {}
+    for i, (name, run_dir) in enumerate(specs):
+        run = RunDir(run_dir)
+        cfg = run.read_config()
+        # A run that trained the base model's biases (lora.bias != none) changes the base itself: it gets its own.
+        share = cfg.model.name if cfg.lora.bias == "none" else f"{cfg.model.name} ({name}: lora.bias={cfg.lora.bias})"
+        if share not in groups:
+            base = load_base(cfg.model, run.label_names())
+            loaded = run.load(settings.device, settings.precision, base_model=base)
+            key = loaded.model.active_adapter  # PEFT's "default"
+            groups[share] = (BaseGroup(cfg.model.name, loaded.model, active=key), loaded)
+        else:
+            key = f"adapter{i}"
+            loaded = _attach(groups[share][1], run, key)
+        adapters[name] = Adapter(name, key, Classifier(loaded, settings.inference_batch_size), groups[share][0])
+    for group, first in groups.values():
+        group.model.to(first.device)  # adapters attached after the first
+        group.model.eval()
+    return adapters
