@@ -236,7 +236,8 @@ class TrainRecipe:
                 elif checkpoint_now:
                     self.save_checkpoint()
                 state.train_seconds = time.perf_counter() - t_start  # again: evaluations count in wall time
-                t_step = time.perf_counter()
+                if log_now or eval_now or checkpoint_now:
+                    t_step = time.perf_counter()  # back in the hot loop: steps count again from here
                 if last_step or stop:
                     stop = True
                     break
