@@ -82,7 +82,8 @@ def test_export_merged_matches_adapter_logits_labels_and_head(trained_tiny_run: 
 
 
 def test_export_refuses_existing_out_dir_without_overwrite(trained_tiny_run: Path, tmp_path: Path) -> None:
-    """It leaves an existing OUT_DIR untouched (exit 2, one line) unless --overwrite, which replaces it."""
+    """It leaves an existing OUT_DIR untouched (exit 2, one line) unless --overwrite, which replaces only an
+    earlier export, never a directory of other files."""
     out = tmp_path / "exists"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -91,9 +92,15 @@ def test_export_refuses_existing_out_dir_without_overwrite(trained_tiny_run: Pat
     assert "--overwrite" in one_error_line(r)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     r = runner.invoke(app, ["export", str(trained_tiny_run), str(out), "--overwrite"])
+    assert r.exit_code == 2 and "only replaces a loraclf export" in one_error_line(r)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    export = tmp_path / "export"
+    assert runner.invoke(app, ["export", str(trained_tiny_run), str(export)]).exit_code == 0
+    (export / "stale.txt").write_text("from the old export")
+    r = runner.invoke(app, ["export", str(trained_tiny_run), str(export), "--overwrite"])
     assert r.exit_code == 0, r.output
-    assert not (out / "keep.txt").exists() and (out / "adapter" / "adapter_config.json").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["exists"]  # no temp or old directory left beside it
+    assert not (export / "stale.txt").exists() and (export / "adapter" / "adapter_config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "export"]  # no temp or old directory left beside them
 
 
 @pytest.mark.parametrize("case", ["not_a_run", "no_adapter", "inside_run"])

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RunDirError
-from .io import atomic_dir, write_json
-from .rundir import ADAPTER_DIR, CONFIG_FILE, LABELS_FILE, METRICS_FILE, TOKENIZER_DIR, RunDir
+from .io import atomic_dir, check_output_dir, write_json
+from .rundir import ADAPTER_DIR, CONFIG_FILE, LABELS_FILE, METRICS_FILE, TOKENIZER_DIR, RunDir, check_replaceable
 
 EXPORT_INFO = "loraclf_export.json"
 ADAPTER_COPY = (ADAPTER_DIR, TOKENIZER_DIR, LABELS_FILE, CONFIG_FILE, METRICS_FILE)
@@ -57,6 +57,9 @@ def _check_target(run_dir: Path, out_dir: Path, overwrite: bool) -> None:
         raise RunDirError(f"output directory '{out_dir}' overlaps the run directory '{run_dir}'; export to a separate directory")
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"output directory '{out_dir}' already exists; pass --overwrite to replace it or choose another directory")
+    check_output_dir(out_dir, "OUT_DIR")
+    if overwrite:  # only an earlier export is replaced, never `.`, home or a directory of other files
+        check_replaceable(out_dir, "OUT_DIR", markers=(EXPORT_INFO,), what="loraclf export")
 
 
 def _export_adapter(run_dir: Path, tmp: Path) -> int:
