@@ -125,6 +125,59 @@ def test_train_fault_is_one_line_and_touches_nothing(case: str, workspace: Path,
     assert not (workspace / "PWNED").exists(), "the crafted checkpoint ran code"
 
 
+# The other commands, on conftest's finished tiny run (read-only) and files in the workspace.
+def _blob(ws: Path) -> Path:
+    (ws / "blob.csv").write_bytes(bytes(range(256)) * 64)  # binary: every byte value, NULs included
+    return ws / "blob.csv"
+
+
+def _million_labels(ws: Path) -> Path:
+    rows = [(t, "0" if i % 2 else "1") for i, (t, _) in enumerate(_good_rows())] + [("one typo in the label", "1000000")]
+    return _csv(ws / "ints.csv", rows)
+
+
+def _one_class(ws: Path) -> Path:
+    return _csv(ws / "one.csv", [(t, "World") for t, _ in _good_rows()])
+
+
+OTHER_CASES: dict[str, Callable[[Path, Path, Path], tuple[list[str], str]]] = {
+    "train-binary-file": lambda ws, run, m: (["train", "--model", str(m), "--train-file", str(_blob(ws)), "--out", "runs/b"],
+                                             "is not a text file"),
+    "train-million-class-typo": lambda ws, run, m: (["train", "--model", str(m), "--train-file", str(_million_labels(ws)),
+                                                     "--out", "runs/i"], "1000000"),
+    "predict-over-its-input": lambda ws, run, m: (["predict", str(run), "-i", "train.csv", "-o", "./train.csv"], "input"),
+    "predict-binary-input": lambda ws, run, m: (["predict", str(run), "-i", str(_blob(ws)), "-o", "out.csv"], "is not a text file"),
+    "predict-output-under-a-file": lambda ws, run, m: (["predict", str(run), "-i", "train.csv", "-o", "notes/important.txt/p.csv"],
+                                                       "important.txt"),
+    "predict-keep-missing-column": lambda ws, run, m: (["predict", str(run), "-i", "train.csv", "-o", "out.csv",
+                                                        "--keep-columns", "id"], "'id'"),
+    "evaluate-out-is-a-file": lambda ws, run, m: (["evaluate", str(run), "--data", "train.csv", "--text-columns", "text",
+                                                   "--label-column", "label", "--out", "notes/important.txt"], "important.txt"),
+    "evaluate-bad-device": lambda ws, run, m: (["evaluate", str(run), "--data", "train.csv", "--device", "banana"], "banana"),
+    "export-overwrite-non-export": lambda ws, run, m: (["export", str(run), "notes", "--overwrite"], "only replaces a loraclf export"),
+    "export-overwrite-current-dir": lambda ws, run, m: (["export", str(run), ".", "--overwrite"], "current directory"),
+    "tune-one-class-data": lambda ws, run, m: (["tune", "--model", str(m), "--train-file", str(_one_class(ws)), "--out", "studies/s",
+                                                "--trials", "1"], "class"),
+    "serve-bad-device": lambda ws, run, m: (["serve", str(run), "--device", "banana"], "banana"),
+    "serve-cuda-without-gpu": lambda ws, run, m: (["serve", str(run), "--device", "cuda:7"], "cuda:7"),
+    "serve-bad-precision": lambda ws, run, m: (["serve", str(run), "--precision", "fp8"], "fp8"),
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_CASES), ids=list(OTHER_CASES))
+def test_command_fault_is_one_line_and_touches_nothing(case: str, workspace: Path, trained_tiny_run: Path, tiny_model: Path) -> None:
+    """It exits 2 with one `error:` line and no traceback; no earlier file changes, no run, study or output is left."""
+    args, needle = OTHER_CASES[case](workspace, trained_tiny_run, tiny_model)
+    before, run_before = snapshot(workspace), snapshot(trained_tiny_run)
+    r = CliRunner().invoke(app, args)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.output
+    assert snapshot(workspace) == before
+    assert snapshot(trained_tiny_run) == run_before
+
+
 def test_plain_pickle_checkpoint_is_refused_without_running_it(tmp_path: Path) -> None:
     """It refuses a checkpoint holding arbitrary pickled objects (torch.load weights_only), so nothing executes."""
     from loraclf.errors import CheckpointError
