@@ -280,3 +280,13 @@ def test_runs_load_from_another_directory(tiny_model: Path, ag_small: dict[str, 
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert len((elsewhere / "out.csv").read_text(encoding="utf-8").splitlines()) == 3
+
+
+@pytest.mark.parametrize(("args", "needle"), [(["train", "--epoch", "3"], "--epochs"), (["trian"], "Did you mean 'train'"),
+                                              (["predict"], "Missing argument")], ids=["unknown-option", "unknown-command", "missing-argument"])
+def test_usage_errors_are_one_line(args: list[str], needle: str) -> None:
+    """It reports a mistyped option or command, or a missing argument, as one `error:` line with a close match, exit 2."""
+    r = subprocess.run([*LORACLF, *args], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and not r.stdout
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr

@@ -32,6 +32,33 @@ app.add_typer(config_app, name="config")
 _state = {"debug": False}
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `loraclf` entry point: the app, with Click's usage errors (unknown option or command, a missing
+    argument) turned into the same single `error:` line as every other user error, exit status 2."""
+    try:  # typer >= 0.2x parses with its own copy of click; older ones with click itself
+        from typer._click import exceptions as click_errors
+    except ImportError:
+        from click import exceptions as click_errors
+
+    try:
+        code = app(args=argv, prog_name="loraclf", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as e:  # `loraclf` or `loraclf config` alone: show the help
+        typer.echo(e.ctx.get_help() if e.ctx else str(e))
+        code = 2
+    except click_errors.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "loraclf"
+        message = " ".join(e.format_message().split()).rstrip(".")
+        typer.echo(f"error: {message} (see `{where} --help`)", err=True)
+        code = 2
+    except click_errors.ClickException as e:
+        typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        code = e.exit_code
+    except (getattr(click_errors, "Abort", KeyboardInterrupt), KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -65,7 +92,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:

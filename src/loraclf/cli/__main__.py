@@ -1,4 +1,4 @@
 """`python -m loraclf.cli` (the multi-process launcher and the tests use it)."""
-from . import app
+from . import main
 
-app()
+main()
