@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -28,8 +29,14 @@ def _reviews_csv(path: Path, rows: list[list[str]]) -> Path:
 def test_wheel_in_a_fresh_venv_trains_the_default_preset(minilm_path: Path, tmp_path: Path) -> None:
     """It builds the wheel, installs it into a new venv outside the repository, and `loraclf train -c default`
     on a small CSV with MiniLM learns: test accuracy far above chance (0.25 for 4 classes)."""
+    # Build from a copy: an in-place build would leave build/ and *.egg-info in the checkout.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     dist = tmp_path / "dist"
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)],
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(dist.glob("loraclf-*.whl"))

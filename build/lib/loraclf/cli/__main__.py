@@ -1,4 +1,0 @@
-"""`python -m loraclf.cli` (the multi-process launcher and the tests use it)."""
-from . import app
-
-app()
