@@ -305,16 +305,25 @@ def export(
     out_dir: Path = typer.Argument(..., help="Directory to create."),
     merged: bool = typer.Option(False, "--merged", help="Merge LoRA into the base model: a standalone transformers model (pipeline-ready)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR."),
+    onnx: bool = typer.Option(False, "--onnx", help="The merged model as ONNX (model.onnx) for ONNX Runtime, checked against PyTorch."),
+    int8: bool = typer.Option(False, "--int8", help="With --onnx: add a dynamically quantized model.int8.onnx."),
 ) -> None:
-    """Export a run: the adapter alone (default) or a merged standalone model (--merged)."""
+    """Export a run: the adapter alone (default), a merged standalone model (--merged) or ONNX (--onnx [--int8])."""
     from .export import export_run, human_size
 
-    res = export_run(run_dir, out_dir, merged=merged, overwrite=overwrite)
-    kind = "merged model" if res.merged else "adapter"
+    res = export_run(run_dir, out_dir, merged=merged, overwrite=overwrite, onnx=onnx, int8=int8)
+    kind = "ONNX model" if res.onnx else "merged model" if res.merged else "adapter"
     typer.echo(f"exported {kind} to {res.out_dir}")
+    if res.onnx:
+        c = res.check
+        typer.echo(f"  check    fp32 max |logit diff| vs PyTorch {c['fp32_max_abs_logit_diff']:.1e} on {c['sample_texts']} sample texts (limit {c['tolerance']:g})")
+        if "int8_label_agreement" in c:
+            typer.echo(f"  check    int8 labels agree with fp32 on {c['int8_label_agreement']:.1%} of the sample (max |logit diff| {c['int8_max_abs_logit_diff']:.2g})")
     typer.echo(f"  weights  {human_size(res.weights_bytes)}")
     typer.echo(f"  total    {human_size(res.size_bytes)} on disk")
-    if res.merged:
+    if res.onnx:
+        typer.echo(f"  use: loraclf predict {res.out_dir} --backend onnx{' --int8' if int8 else ''} -i texts.txt  (or onnxruntime + tokenizers)")
+    elif res.merged:
         typer.echo(f'  use: transformers.pipeline("text-classification", model="{res.out_dir}")(texts, truncation=True)')
 
 
