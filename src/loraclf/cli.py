@@ -247,6 +247,8 @@ DEVICE_HELP = "Device for inference: cpu, cuda, cuda:1 ... (default: a GPU when 
 PRECISION_HELP = "Inference precision: auto, fp32, bf16 or fp16."
 FORMAT_HELP = "Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default: the run's data.format)."
 TEXT_COLUMNS_HELP = "Text column(s), comma-separated, joined with a space (default: the run's data.text_columns)."
+BACKEND_HELP = "Inference backend: torch, or onnx (ONNX Runtime on CPU; RUN_DIR may be an `export --onnx` directory, a run is exported once into RUN_DIR/onnx)."
+INT8_HELP = "With --backend onnx: the dynamically quantized int8 model (smaller, faster, labels may differ slightly)."
 
 
 @app.command()
@@ -261,13 +263,15 @@ def evaluate(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
 ) -> None:
     """Score a trained run on a labelled file: metrics table, metrics.json, confusion matrix, errors CSV."""
     from .evaluate import evaluate_run
     from .metrics import format_metrics
 
     ev, paths = evaluate_run(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
-                             device=device, precision=precision, batch_size=batch_size)
+                             device=device, precision=precision, batch_size=batch_size, backend=backend, int8=int8)
     typer.echo(format_metrics(ev.metrics))
     typer.echo("")
     typer.echo(f"wrote {paths['metrics']}")
@@ -288,12 +292,14 @@ def predict(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
 ) -> None:
     """Classify texts with a trained run; predictions in input order, written atomically."""
     from .predict import predict_file
 
     n = predict_file(run_dir, input, output, label_names=label_names, probabilities=probabilities, format=format,
-                     text_columns=text_columns, device=device, precision=precision, batch_size=batch_size)
+                     text_columns=text_columns, device=device, precision=precision, batch_size=batch_size, backend=backend, int8=int8)
     if output != "-":
         typer.echo(f"wrote {n} predictions to {output}", err=True)
 

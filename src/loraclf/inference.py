@@ -7,6 +7,9 @@
     clf.predict_proba(["..."])                             # -> array [n, num_labels], rows sum to 1
     clf.classify(["..."])                                  # -> [{"label": "Business", "id": 2, "score": 0.97}]
 
+`load_classifier(path, backend="onnx")` gives the same interface on ONNX Runtime (CPU; see
+`loraclf.onnx_backend`); `TextClassifier` is that interface.
+
 Training's evaluation, `evaluate`, `predict`, `tune` and `serve` all score through `run_inference`:
 length-sorted batches (little padding), `inference_mode`, results back in input order. Texts longer
 than the run's model.max_length are truncated, never dropped; empty strings are classified like any
@@ -16,15 +19,17 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from .batching import inference_batches, pad_batch, pad_id_of, tokenize
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .metrics import softmax
 from .rundir import LoadedRun, RunDir
+
+BACKENDS = ("torch", "onnx")
 
 
 def autocast_context(device: torch.device, precision: str) -> Any:
@@ -34,12 +39,20 @@ def autocast_context(device: torch.device, precision: str) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def check_inference_options(device: str | None, precision: str) -> None:
-    """Raise ConfigError for a device or precision inference cannot use (one line, before any loading)."""
+def check_inference_options(device: str | None, precision: str, backend: str = "torch", int8: bool = False) -> None:
+    """Raise ConfigError for a device, precision or backend inference cannot use (one line, before any loading)."""
     from .config import PRECISIONS
 
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r} is not a precision; use one of {', '.join(PRECISIONS)}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r} is not a backend; use {' or '.join(BACKENDS)}")
+    if int8 and backend != "onnx":
+        raise ConfigError("--int8 needs --backend onnx (the PyTorch backend has no int8 model); add --backend onnx")
+    if backend == "onnx" and precision not in ("auto", "fp32"):
+        raise ConfigError(f"--precision {precision!r}: the ONNX backend runs fp32 (or int8 with --int8); drop --precision or use --backend torch")
+    if backend == "onnx" and device not in (None, "auto", "cpu"):
+        raise ConfigError(f"--device {device!r}: the ONNX backend runs on the CPU only; drop --device or use --backend torch")
     if device is None or device == "auto":
         return
     try:
@@ -84,6 +97,66 @@ def run_inference(
     return out
 
 
+class TextClassifier(Protocol):
+    """What `Classifier` and `onnx_backend.OnnxClassifier` both offer (a server adapter can hold either)."""
+
+    max_length: int
+    batch_size: int
+
+    @property
+    def label_names(self) -> list[str]: ...
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]: ...
+    def logits(self, texts: Sequence[str]) -> np.ndarray: ...
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+    def predict_ids(self, texts: Sequence[str]) -> list[int]: ...
+    def predict(self, texts: Sequence[str]) -> list[str]: ...
+    def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]: ...
+
+
+def open_model_dir(path: str | Path, backend: str = "torch", int8: bool = False) -> RunDir:
+    """The directory a backend will load, checked before any data is read or model loaded.
+
+    torch: a finished run (or adapter export). onnx: that, or an ONNX export (`loraclf export --onnx`).
+
+    Raises:
+        CheckpointError: the directory lacks the backend's files.
+        ModelError: onnx only: onnxruntime is not installed.
+    """
+    if backend == "onnx":
+        from .onnx_backend import check_onnx_source
+
+        return check_onnx_source(path, int8)
+    from .onnx_backend import read_export_info  # light: onnxruntime is imported only to load a model
+
+    rd = RunDir(path)
+    if not rd.adapter_dir.exists() and read_export_info(rd.path) is not None:
+        raise CheckpointError(f"'{rd.path}' is an ONNX export, not a run; add --backend onnx")
+    return rd.check_loadable()
+
+
+def load_classifier(
+    path: str | Path | RunDir,
+    backend: str = "torch",
+    *,
+    device: str | None = None,
+    precision: str = "auto",
+    batch_size: int | None = None,
+    int8: bool = False,
+) -> TextClassifier:
+    """A `Classifier` (backend "torch") or an `OnnxClassifier` (backend "onnx", CPU, fp32 or int8).
+
+    Raises:
+        ConfigError, CheckpointError, ModelError: see `check_inference_options`, `Classifier.from_run_dir`
+            and `OnnxClassifier.from_dir`.
+    """
+    check_inference_options(device, precision, backend, int8)
+    if backend == "onnx":
+        from .onnx_backend import OnnxClassifier
+
+        return OnnxClassifier.from_dir(path, int8=int8, batch_size=batch_size)
+    return Classifier.from_run_dir(path, device=device, precision=precision, batch_size=batch_size)
+
+
 class Classifier:
     """A trained run ready to classify text; texts longer than model.max_length are truncated, not dropped."""
 
@@ -123,6 +196,14 @@ class Classifier:
     @property
     def label_names(self) -> list[str]:
         return self.run.label_names
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    @property
+    def precision(self) -> str:
+        return self.run.precision
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, truncated to model.max_length."""

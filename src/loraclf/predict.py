@@ -14,9 +14,8 @@ import numpy as np
 
 from .data import read_texts, data_config_for
 from .errors import DataError
-from .inference import Classifier, check_inference_options
+from .inference import check_inference_options, load_classifier, open_model_dir
 from .io import atomic_write
-from .rundir import RunDir
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,6 +60,8 @@ def predict_file(
     device: str | None = None,
     precision: str = "auto",
     batch_size: int | None = None,
+    backend: str = "torch",
+    int8: bool = False,
 ) -> int:
     """Classify every row of a file (or stdin) and write the predictions in input order.
 
@@ -76,23 +77,27 @@ def predict_file(
         format: the input format (default "auto": detected from the name and content).
         text_columns: the text column(s) (default: the run's data.text_columns).
         device, precision, batch_size: inference settings.
+        backend: "torch", or "onnx" (ONNX Runtime on CPU; `run_dir` may then be an ONNX export,
+            and a run is exported once into RUN/onnx).
+        int8: the ONNX backend's quantized model.
 
     Returns:
         The number of rows predicted.
 
     Raises:
-        ConfigError: unknown device or precision.
-        CheckpointError: `run_dir` is not a finished run.
+        ConfigError: unknown device, precision or backend.
+        CheckpointError: `run_dir` is not a finished run (or, for onnx, an ONNX export).
+        ModelError: onnx only: onnxruntime missing or a model that does not load.
         DataError: the input is missing, empty, not UTF-8, or lacks a text column; the output is a directory.
     """
-    check_inference_options(device, precision)
-    run = RunDir(run_dir).check_loadable()
+    check_inference_options(device, precision, backend, int8)
+    run = open_model_dir(run_dir, backend, int8)
     if output_path != "-" and Path(output_path).is_dir():
         raise DataError(f"--output '{output_path}' is a directory; give a file name such as {Path(output_path) / 'submission.csv'}")
     # The format is detected from the input unless given: new text rarely comes in the training
     # file's format (stdin is plain text); the text columns are the run's unless given.
     texts = read_texts(input_path, data_config_for(run.read_config().data, format or "auto", text_columns))
-    clf = Classifier.from_run_dir(run, device=device, precision=precision, batch_size=batch_size)
+    clf = load_classifier(run, backend, device=device, precision=precision, batch_size=batch_size, int8=int8)
     write_predictions(output_path, predictions_csv(clf.predict_proba(texts), clf.label_names, label_names, probabilities))
     return len(texts)
 
