@@ -33,6 +33,11 @@ LOGIT_TOLERANCE = 1e-4  # max |fp32 ONNX logit - PyTorch logit| on the sample: f
 SAMPLE_SIZE = 64  # texts in the export's self-check (plus an empty and an over-long one)
 CHECK_BATCH_SIZE = 16  # several batches of different widths: the dynamic axes get exercised
 EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps one file at 2 GB: bigger weights go to model.onnx.data
+# int8: weights per output channel, activations per tensor at run time. Measured on MiniLM (1 epoch,
+# 2,000 AG News rows; 7,600 test rows): per-tensor weights agreed with fp32 on 98.0% of labels,
+# per-channel on 99.1% (accuracy -0.14 points) at the same size; keeping the FFN matmuls in fp32
+# reached 99.6% but kept most of the compute in fp32 and doubled the file.
+QUANTIZATION = {"weight_type": "QInt8", "per_channel": True}
 
 FALLBACK_TEXTS = [
     "Stocks rallied on Wall Street as bond yields fell after the central bank held rates.",
@@ -59,9 +64,9 @@ def check_export_tools() -> None:
 
 
 def source_fingerprint(run: RunDir) -> str:
-    """A hash of what the export depends on: adapter files, labels and the model settings."""
+    """A hash of what the export depends on: adapter files, labels, the model settings and the int8 recipe."""
     cfg = run.read_config()
-    h = hashlib.sha256(f"{cfg.model.name}\0{cfg.model.max_length}\0".encode())
+    h = hashlib.sha256(f"{cfg.model.name}\0{cfg.model.max_length}\0{sorted(QUANTIZATION.items())}\0".encode())
     for p in sorted(run.adapter_dir.rglob("*")) + [run.labels_path]:
         if p.is_file():
             h.update(p.name.encode())
@@ -153,7 +158,8 @@ def _quantize(src: Path, dst: Path) -> None:
 
     big = any(src.parent.glob(f"{src.name}.data"))
     with _quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, use_external_data_format=big)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType[QUANTIZATION["weight_type"]],
+                         per_channel=QUANTIZATION["per_channel"], use_external_data_format=big)
 
 
 def _opset(path: Path) -> int:
@@ -220,6 +226,7 @@ def write_onnx_export(run: RunDir, out: Path, int8: bool = False, texts: Sequenc
         check["int8_label_agreement"] = float(np.mean(q_logits.argmax(1) == logits.argmax(1)))
         check["int8_max_abs_logit_diff"] = float(np.abs(q_logits - logits).max())
         files["int8"] = INT8_FILE
+        check["int8_quantization"] = {"method": "onnxruntime.quantization.quantize_dynamic", **QUANTIZATION}
     import onnxruntime
 
     info = {
