@@ -14,10 +14,11 @@ import numpy as np
 
 from .data import TextLabels, data_config_for, read_labeled
 from .errors import DataError
-from .inference import Classifier, check_inference_options
+from .backends import load_classifier, open_model_dir
+from .inference import TextClassifier, check_inference_options
 from .io import atomic_write, write_json
 from .metrics import compute_metrics, softmax
-from .rundir import METRICS_FILE, RunDir
+from .rundir import METRICS_FILE
 
 CONFUSION_FILE = "confusion_matrix.png"
 ERRORS_FILE = "errors.csv"
@@ -58,11 +59,11 @@ class Evaluation:
         ]
 
 
-def evaluate_data(classifier: Classifier, data: TextLabels, source: str = "") -> Evaluation:
+def evaluate_data(classifier: TextClassifier, data: TextLabels, source: str = "") -> Evaluation:
     """Score labelled texts with a Classifier.
 
     Args:
-        classifier: a loaded Classifier (its label set indexes `data.labels`).
+        classifier: a loaded Classifier or OnnxClassifier (its label set indexes `data.labels`).
         data: texts and label ids.
         source: where the data came from (kept for the report).
 
@@ -120,6 +121,8 @@ def evaluate_run(
     device: str | None = None,
     precision: str = "auto",
     batch_size: int | None = None,
+    backend: str = "torch",
+    int8: bool = False,
 ) -> tuple[Evaluation, dict[str, Path]]:
     """Evaluate a trained run on a labelled file and write the results.
 
@@ -131,25 +134,27 @@ def evaluate_run(
         out_dir: where to write (default RUN_DIR/eval/<data file stem>).
         format, text_columns, label_column: override the run's data settings for this file.
         device, precision, batch_size: inference settings.
+        backend, int8: "torch", or "onnx" (ONNX Runtime on CPU, int8 optional); see `predict.predict_file`.
 
     Returns:
         (the Evaluation, the paths written).
 
     Raises:
-        ConfigError: unknown device or precision.
-        CheckpointError: `run_dir` is not a finished run.
+        ConfigError: unknown device, precision or backend.
+        CheckpointError: `run_dir` is not a finished run (or, for onnx, an ONNX export).
+        ModelError: onnx only: onnxruntime missing or a model that does not load.
         DataError: the file is missing, unreadable, empty, not UTF-8, lacks a column or has unknown labels;
             `out_dir` is a file, lies under a file or cannot be written.
     """
-    check_inference_options(device, precision)
-    run = RunDir(run_dir).check_loadable()
+    check_inference_options(device, precision, backend, int8)
+    run = open_model_dir(run_dir, backend, int8)
     out = Path(out_dir) if out_dir is not None else run.eval_dir(data_path)
     _check_out_dir(out, given=out_dir is not None)
     data_cfg = data_config_for(run.read_config().data, format, text_columns, label_column)
     data = read_labeled(data_path, data_cfg, run.label_names())
-    clf = Classifier.from_run_dir(run, device=device, precision=precision, batch_size=batch_size)
+    clf = load_classifier(run, backend, device=device, precision=precision, batch_size=batch_size, int8=int8)
     ev = evaluate_data(clf, data, data_path)
-    extra = {"run_dir": str(run.path), "precision": clf.run.precision, "device": str(clf.run.device)}
+    extra = {"run_dir": str(run.path), "backend": backend, "precision": clf.precision, "device": str(clf.device)}
     try:
         return ev, write_evaluation(ev, out, extra)
     except OSError as e:

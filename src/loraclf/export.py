@@ -8,6 +8,10 @@
 - adapter (default): a copy of the run's adapter, tokenizer, labels and config (a few MB); it is
   itself a run directory that `loraclf predict` and `Classifier.from_run_dir` accept, given the base
   model named in its config.
+- ONNX (`--onnx`, optionally `--int8`): the merged model as model.onnx (dynamic batch and sequence
+  axes) for ONNX Runtime, plus a quantized model.int8.onnx, tokenizer.json, labels and export info;
+  checked against the run's PyTorch logits on a sample (see `loraclf.onnx_export`). It loads with
+  `loraclf predict OUT --backend onnx` or with plain onnxruntime + tokenizers.
 
 The output directory is built under a temporary name and renamed into place (`atomic_dir`), so a
 failure leaves nothing behind, and an existing one is replaced only with `overwrite=True`.
@@ -17,12 +21,13 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .errors import RunDirError
+from .errors import ConfigError, RunDirError
 from .io import atomic_dir, check_output_dir, write_json
-from .rundir import ADAPTER_DIR, CONFIG_FILE, LABELS_FILE, METRICS_FILE, TOKENIZER_DIR, RunDir, check_replaceable
+from .rundir import ADAPTER_DIR, CONFIG_FILE, EXPORT_INFO_FILE, LABELS_FILE, METRICS_FILE, TOKENIZER_DIR, RunDir, check_replaceable
 
-EXPORT_INFO = "loraclf_export.json"
+EXPORT_INFO = EXPORT_INFO_FILE
 ADAPTER_COPY = (ADAPTER_DIR, TOKENIZER_DIR, LABELS_FILE, CONFIG_FILE, METRICS_FILE)
 
 
@@ -35,6 +40,8 @@ class ExportResult:
     size_bytes: int  # everything under out_dir
     weights_bytes: int  # the model or adapter weights alone
     files: list[str] = field(default_factory=list)
+    onnx: bool = False
+    check: dict[str, Any] = field(default_factory=dict)  # ONNX only: the comparison with PyTorch (onnx_export)
 
 
 def dir_size(path: Path) -> int:
@@ -88,7 +95,15 @@ def _export_merged(run: RunDir, tmp: Path) -> int:
     return sum(p.stat().st_size for p in tmp.glob("*.safetensors"))
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, merged: bool = False, overwrite: bool = False) -> ExportResult:
+def _export_onnx(run: RunDir, tmp: Path, int8: bool) -> tuple[int, dict[str, Any]]:
+    from .onnx_export import write_onnx_export
+
+    check = write_onnx_export(run, tmp, int8=int8)["check"]  # writes labels and the export info itself
+    return sum(p.stat().st_size for p in tmp.glob("*.onnx*")), check
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, merged: bool = False, overwrite: bool = False,
+               onnx: bool = False, int8: bool = False) -> ExportResult:
     """Export a trained run to `out_dir`.
 
     Args:
@@ -97,6 +112,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, merged: bool = False, o
         merged: write a standalone transformers model (LoRA merged into the base, head kept)
             instead of the adapter alone.
         overwrite: replace an existing `out_dir`.
+        onnx: write the merged model as ONNX (implies `merged`), checked against PyTorch.
+        int8: with `onnx`, add a dynamically quantized model.int8.onnx.
 
     Returns:
         The ExportResult (sizes on disk, files written).
@@ -104,26 +121,38 @@ def export_run(run_dir: str | Path, out_dir: str | Path, merged: bool = False, o
     Raises:
         CheckpointError: `run_dir` is not a finished run.
         RunDirError: `out_dir` exists (without `overwrite`) or overlaps `run_dir`.
-        ModelError: the base model named in the run's config cannot be loaded (merged only).
+        ModelError: the base model named in the run's config cannot be loaded (merged only); ONNX:
+            the exporter or onnxruntime is missing, or the export fails its check.
+        ConfigError: `int8` without `onnx`.
     """
+    if int8 and not onnx:
+        raise ConfigError("--int8 quantizes the ONNX model; add --onnx")
+    if onnx:
+        from .onnx_export import check_export_tools
+
+        check_export_tools()  # before loading anything: a missing package is one line
     run = RunDir(run_dir).check_loadable()
     run_dir = run.path
     out_dir = Path(out_dir)
     _check_target(run_dir, out_dir, overwrite)
     names = run.label_names()
     cfg = run.read_config()
+    check: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
-        weights = _export_merged(run, tmp) if merged else _export_adapter(run_dir, tmp)
-        RunDir(tmp).write_labels(names)
-        write_json(
-            tmp / EXPORT_INFO,
-            {
-                "kind": "merged" if merged else "adapter",
-                "source_run": str(run_dir.resolve()),
-                "base_model": cfg.model.name,
-                "max_length": cfg.model.max_length,
-                "label_names": names,
-            },
-        )
+        if onnx:
+            weights, check = _export_onnx(run, tmp, int8)
+        else:
+            weights = _export_merged(run, tmp) if merged else _export_adapter(run_dir, tmp)
+            RunDir(tmp).write_labels(names)
+            write_json(
+                tmp / EXPORT_INFO,
+                {
+                    "kind": "merged" if merged else "adapter",
+                    "source_run": str(run_dir.resolve()),
+                    "base_model": cfg.model.name,
+                    "max_length": cfg.model.max_length,
+                    "label_names": names,
+                },
+            )
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-    return ExportResult(out_dir, merged, dir_size(out_dir), weights, files)
+    return ExportResult(out_dir, merged or onnx, dir_size(out_dir), weights, files, onnx, check)

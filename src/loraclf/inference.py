@@ -7,6 +7,9 @@
     clf.predict_proba(["..."])                             # -> array [n, num_labels], rows sum to 1
     clf.classify(["..."])                                  # -> [{"label": "Business", "id": 2, "score": 0.97}]
 
+`loraclf.backends.load_classifier(path, backend="onnx")` gives the same interface on ONNX Runtime (CPU; see
+`loraclf.onnx_backend`); `TextClassifier` is that interface.
+
 Training's evaluation, `evaluate`, `predict`, `tune` and `serve` all score through `run_inference`:
 length-sorted batches (little padding), `inference_mode`, results back in input order. Texts longer
 than the run's model.max_length are truncated, never dropped; empty strings are classified like any
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +29,8 @@ from .errors import ConfigError
 from .metrics import softmax
 from .rundir import LoadedRun, RunDir
 
+BACKENDS = ("torch", "onnx")
+
 
 def autocast_context(device: torch.device, precision: str) -> Any:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -34,12 +39,20 @@ def autocast_context(device: torch.device, precision: str) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def check_inference_options(device: str | None, precision: str) -> None:
-    """Raise ConfigError for a device or precision inference cannot use (one line, before any loading)."""
+def check_inference_options(device: str | None, precision: str, backend: str = "torch", int8: bool = False) -> None:
+    """Raise ConfigError for a device, precision or backend inference cannot use (one line, before any loading)."""
     from .config import PRECISIONS
 
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r} is not a precision; use one of {', '.join(PRECISIONS)}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r} is not a backend; use {' or '.join(BACKENDS)}")
+    if int8 and backend != "onnx":
+        raise ConfigError("--int8 needs --backend onnx (the PyTorch backend has no int8 model); add --backend onnx")
+    if backend == "onnx" and precision not in ("auto", "fp32"):
+        raise ConfigError(f"--precision {precision!r}: the ONNX backend runs fp32 (or int8 with --int8); drop --precision or use --backend torch")
+    if backend == "onnx" and device not in (None, "auto", "cpu"):
+        raise ConfigError(f"--device {device!r}: the ONNX backend runs on the CPU only; drop --device or use --backend torch")
     if device is None or device == "auto":
         return
     try:
@@ -94,6 +107,22 @@ def run_inference(
     return out
 
 
+class TextClassifier(Protocol):
+    """What `Classifier` and `onnx_backend.OnnxClassifier` both offer (a server adapter can hold either)."""
+
+    max_length: int
+    batch_size: int
+
+    @property
+    def label_names(self) -> list[str]: ...
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]: ...
+    def logits(self, texts: Sequence[str]) -> np.ndarray: ...
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+    def predict_ids(self, texts: Sequence[str]) -> list[int]: ...
+    def predict(self, texts: Sequence[str]) -> list[str]: ...
+    def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]: ...
+
+
 class Classifier:
     """A trained run ready to classify text; texts longer than model.max_length are truncated, not dropped."""
 
@@ -133,6 +162,14 @@ class Classifier:
     @property
     def label_names(self) -> list[str]:
         return self.run.label_names
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    @property
+    def precision(self) -> str:
+        return self.run.precision
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, truncated to model.max_length."""

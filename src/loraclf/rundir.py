@@ -10,6 +10,7 @@
     log.jsonl       one JSON row per logged step / evaluation
     checkpoint.pt   resumable state (while training, and kept after)
     eval/<stem>/    `loraclf evaluate` outputs per data file
+    onnx/           ONNX export cache of `--backend onnx` (an ONNX export directory, rebuilt when the adapter changes)
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_DIR = "eval"
 REPORT_FILE = "report.html"
 CURVES_FILE = "learning_curves.png"
+ONNX_DIR = "onnx"
+EXPORT_INFO_FILE = "loraclf_export.json"  # written by `loraclf export` (every kind) and in RUN/onnx
 
 
 RUN_MARKERS = (CONFIG_FILE, LABELS_FILE, LOG_FILE, CHECKPOINT_FILE, METRICS_FILE)
@@ -112,6 +115,10 @@ class RunDir:
     @property
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT_FILE
+
+    @property
+    def onnx_dir(self) -> Path:
+        return self.path / ONNX_DIR
 
     def eval_dir(self, data_path: str) -> Path:
         """RUN/eval/<data file stem> ("stdin" for standard input)."""

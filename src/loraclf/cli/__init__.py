@@ -274,6 +274,8 @@ DEVICE_HELP = "Device for inference: cpu, cuda, cuda:1 ... (default: a GPU when 
 PRECISION_HELP = "Inference precision: auto, fp32, bf16 or fp16."
 FORMAT_HELP = "Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default: the run's data.format)."
 TEXT_COLUMNS_HELP = "Text column(s), comma-separated, joined with a space (default: the run's data.text_columns)."
+BACKEND_HELP = "Inference backend: torch, or onnx (ONNX Runtime on CPU; RUN_DIR may be an `export --onnx` directory, a run is exported once into RUN_DIR/onnx)."
+INT8_HELP = "With --backend onnx: the dynamically quantized int8 model (smaller, faster, labels may differ slightly)."
 
 
 @app.command()
@@ -288,13 +290,15 @@ def evaluate(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
 ) -> None:
     """Score a trained run on a labelled file: metrics table, metrics.json, confusion matrix, errors CSV."""
     from ..evaluate import evaluate_run
     from ..metrics import format_metrics
 
     ev, paths = evaluate_run(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
-                             device=device, precision=precision, batch_size=batch_size)
+                             device=device, precision=precision, batch_size=batch_size, backend=backend, int8=int8)
     typer.echo(format_metrics(ev.metrics))
     typer.echo("")
     typer.echo(f"wrote {paths['metrics']}")
@@ -317,6 +321,8 @@ def predict(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
 ) -> None:
     """Classify texts with a trained run; predictions (class names, or ids with --ids) in input order, written atomically."""
     from ..errors import ConfigError
@@ -325,7 +331,7 @@ def predict(
     if ids and label_names:
         raise ConfigError("--ids and --label-names ask for opposite Label columns; drop --label-names (class names are the default)")
     n = predict_file(run_dir, input, output, ids=ids, probabilities=probabilities, keep_columns=keep_columns, format=format,
-                     text_columns=text_columns, device=device, precision=precision, batch_size=batch_size)
+                     text_columns=text_columns, device=device, precision=precision, batch_size=batch_size, backend=backend, int8=int8)
     if output != "-":
         typer.echo(f"wrote {n} predictions to {output}", err=True)
 
@@ -337,16 +343,25 @@ def export(
     out_dir: Path = typer.Argument(..., help="Directory to create."),
     merged: bool = typer.Option(False, "--merged", help="Merge LoRA into the base model: a standalone transformers model (pipeline-ready)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR."),
+    onnx: bool = typer.Option(False, "--onnx", help="The merged model as ONNX (model.onnx) for ONNX Runtime, checked against PyTorch."),
+    int8: bool = typer.Option(False, "--int8", help="With --onnx: add a dynamically quantized model.int8.onnx."),
 ) -> None:
-    """Export a run: the adapter alone (default) or a merged standalone model (--merged)."""
+    """Export a run: the adapter alone (default), a merged standalone model (--merged) or ONNX (--onnx [--int8])."""
     from ..export import export_run, human_size
 
-    res = export_run(run_dir, out_dir, merged=merged, overwrite=overwrite)
-    kind = "merged model" if res.merged else "adapter"
+    res = export_run(run_dir, out_dir, merged=merged, overwrite=overwrite, onnx=onnx, int8=int8)
+    kind = "ONNX model" if res.onnx else "merged model" if res.merged else "adapter"
     typer.echo(f"exported {kind} to {res.out_dir}")
+    if res.onnx:
+        c = res.check
+        typer.echo(f"  check    fp32 max |logit diff| vs PyTorch {c['fp32_max_abs_logit_diff']:.1e} on {c['sample_texts']} sample texts (limit {c['tolerance']:g})")
+        if "int8_label_agreement" in c:
+            typer.echo(f"  check    int8 labels agree with fp32 on {c['int8_label_agreement']:.1%} of the sample (max |logit diff| {c['int8_max_abs_logit_diff']:.2g})")
     typer.echo(f"  weights  {human_size(res.weights_bytes)}")
     typer.echo(f"  total    {human_size(res.size_bytes)} on disk")
-    if res.merged:
+    if res.onnx:
+        typer.echo(f"  use: loraclf predict {res.out_dir} --backend onnx{' --int8' if int8 else ''} -i texts.txt  (or onnxruntime + tokenizers)")
+    elif res.merged:
         typer.echo(f'  use: transformers.pipeline("text-classification", model="{res.out_dir}")(texts, truncation=True)')
 
 

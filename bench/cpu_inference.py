@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""CPU inference benchmark: PyTorch fp32, PyTorch bf16, ONNX Runtime fp32 and int8 on one run.
+
+One process, same machine, same run directory, same labelled rows, same batches:
+
+  torch-fp32   loraclf.inference.Classifier, precision fp32
+  torch-bf16   the same under bf16 autocast; only where the CPU has native bf16 (AMX or AVX512-BF16,
+               `loraclf.model.cpu_supports_bf16`): elsewhere bf16 is emulated and far slower
+  onnx-fp32    loraclf.onnx_backend.OnnxClassifier on the run's ONNX cache (RUN/onnx, exported first if missing)
+  onnx-int8    the same with the dynamically quantized model.int8.onnx
+
+Every backend scores the rows in the batches `loraclf.batching.inference_batches` cuts from the
+token lengths (longest first, as `loraclf predict` does). Each batch is one `clf.logits(texts)`
+call, timed with tokenization included, as a server's micro-batch would be; two batches are run
+first as a warm-up and not counted. Reported per backend: samples/s (rows / summed batch time),
+p50/p99 batch latency, accuracy, and agreement of labels with torch-fp32 plus the largest logit
+difference from it. Threads: torch and ONNX Runtime both get `--threads` (default: the cores
+this process may use); the load average is recorded before and after each backend, since other
+work on a shared machine shows up in the numbers.
+
+Usage:
+    python bench/cpu_inference.py --run-dir /tmp/onnx-minilm                  # AG News test set, 7,600 rows
+    python bench/cpu_inference.py --run-dir RUN --rows 500 --backends onnx-fp32,onnx-int8
+Results: a table on stdout and JSON in bench/results/ (git-ignored) unless --out says otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "ag_news" / "test.csv"
+BACKENDS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
+
+
+def cpu_info() -> dict:
+    """CPU model and the instruction-set flags that decide bf16 / int8 speed."""
+    model, flags = platform.processor(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), model)
+        flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    except OSError:
+        pass
+    wanted = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
+    return {"model": model, "flags": {f: f in flags for f in wanted}, "logical_cpus": os.cpu_count()}
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def load(backend: str, run_dir: Path, batch_size: int | None, threads: int):
+    """The classifier for a backend, through the library's own constructors."""
+    from loraclf.inference import Classifier
+    from loraclf.backends import onnx_classifier
+
+    if backend.startswith("torch"):
+        return Classifier.from_run_dir(run_dir, device="cpu", precision=backend.split("-")[1], batch_size=batch_size)
+    return onnx_classifier(run_dir, int8=backend == "onnx-int8", batch_size=batch_size, threads=threads)
+
+
+def bench_backend(clf, texts: list[str], warmup: int) -> tuple[np.ndarray, list[float]]:
+    """Logits for all texts in input order and the seconds each batch took (warm-up excluded)."""
+    from loraclf.batching import inference_batches
+
+    lengths = [len(ids) for ids in clf.tokenize(texts)]
+    batches = inference_batches(lengths, clf.batch_size)
+    for pos in batches[:warmup]:
+        clf.logits([texts[i] for i in pos])
+    logits = np.zeros((len(texts), len(clf.label_names)), dtype=np.float32)
+    seconds = []
+    for pos in batches:
+        t0 = time.perf_counter()
+        logits[pos] = clf.logits([texts[i] for i in pos])
+        seconds.append(time.perf_counter() - t0)
+    return logits, seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", required=True, type=Path, help="A finished loraclf run (MiniLM for the reference numbers).")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="Labelled file in a format loraclf reads (default: AG News test.csv).")
+    ap.add_argument("--rows", type=int, default=None, help="Evenly spaced rows of --data to score (default: all).")
+    ap.add_argument("--batch-size", type=int, default=None, help="Rows per batch (default: the run's, as `loraclf predict`).")
+    ap.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime intra-op threads (default: available cores).")
+    ap.add_argument("--backends", default=",".join(BACKENDS), help=f"Comma-separated subset of {', '.join(BACKENDS)}.")
+    ap.add_argument("--warmup", type=int, default=2, help="Batches run once before timing.")
+    ap.add_argument("--out", type=Path, default=None, help="JSON to write (default bench/results/cpu_inference_<time>.json).")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from loraclf.data import data_config_for, read_labeled
+    from loraclf.io import write_json
+    from loraclf.metrics import compute_metrics
+    from loraclf.model import cpu_supports_bf16
+    from loraclf.onnx_backend import available_cores
+    from loraclf.onnx_export import ensure_onnx_cache
+    from loraclf.rundir import RunDir
+
+    wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in wanted if b not in BACKENDS]
+    if unknown:
+        ap.error(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    threads = args.threads or available_cores()
+    torch.set_num_threads(threads)
+    run = RunDir(args.run_dir).check_loadable()
+    names = run.label_names()
+    data = read_labeled(args.data, data_config_for(run.read_config().data), names)
+    idx = np.arange(len(data.texts))
+    if args.rows and args.rows < len(idx):
+        idx = np.unique(np.linspace(0, len(idx) - 1, args.rows).astype(int))
+    texts = [data.texts[i] for i in idx]
+    labels = np.asarray(data.labels, dtype=np.int64)[idx]
+
+    skipped = {}
+    if "torch-bf16" in wanted and not cpu_supports_bf16():
+        wanted.remove("torch-bf16")
+        skipped["torch-bf16"] = "no native bf16 on this CPU (amx_bf16/avx512_bf16)"
+    export_s = None
+    if any(b.startswith("onnx") for b in wanted):  # build (or reuse) the cache outside the timings
+        t0 = time.perf_counter()
+        ensure_onnx_cache(run, int8="onnx-int8" in wanted)
+        export_s = round(time.perf_counter() - t0, 2)
+
+    env = {
+        "cpu": cpu_info(), "available_cores": available_cores(), "threads": threads, "python": platform.python_version(),
+        "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__ if export_s is not None else None,
+        "load_average_start": load_average(),
+    }
+    print(f"cpu: {env['cpu']['model']} | flags: {' '.join(f for f, on in env['cpu']['flags'].items() if on)} | "
+          f"threads {threads} | load average {env['load_average_start']}", file=sys.stderr)
+    results: dict[str, dict] = {}
+    reference = None
+    for backend in wanted:
+        load_before = load_average()
+        t0 = time.perf_counter()
+        clf = load(backend, run.path, args.batch_size, threads)
+        load_s = time.perf_counter() - t0
+        print(f"{backend}: {len(texts)} rows, batches of {clf.batch_size} ...", file=sys.stderr)
+        logits, seconds = bench_backend(clf, texts, args.warmup)
+        ms = np.array(seconds) * 1000
+        row = {
+            "rows": len(texts), "batch_size": clf.batch_size, "batches": len(seconds), "load_s": round(load_s, 2),
+            "samples_per_s": round(len(texts) / float(np.sum(seconds)), 1), "total_s": round(float(np.sum(seconds)), 2),
+            "p50_batch_ms": round(float(np.percentile(ms, 50)), 1), "p99_batch_ms": round(float(np.percentile(ms, 99)), 1),
+            "accuracy": round(compute_metrics(logits, labels, names)["accuracy"], 4),
+            "load_average_before": load_before, "load_average_after": load_average(),
+        }
+        if backend == "torch-fp32":
+            reference = logits
+        if reference is not None:
+            row["label_agreement_vs_torch_fp32"] = round(float(np.mean(logits.argmax(1) == reference.argmax(1))), 5)
+            row["label_differences_vs_torch_fp32"] = int(np.sum(logits.argmax(1) != reference.argmax(1)))
+            row["max_abs_logit_diff_vs_torch_fp32"] = float(np.abs(logits - reference).max())
+        results[backend] = row
+        del clf
+
+    base = results.get("torch-fp32", {}).get("samples_per_s")
+    header = f"{'backend':11s} {'samples/s':>10s} {'x fp32':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'accuracy':>9s} {'agree':>8s} {'max|dlogit|':>12s} {'load avg':>9s}"
+    print(header)
+    for backend, r in results.items():
+        agree = f"{r['label_agreement_vs_torch_fp32']:.2%}" if "label_agreement_vs_torch_fp32" in r else "-"
+        diff = f"{r['max_abs_logit_diff_vs_torch_fp32']:.1e}" if "max_abs_logit_diff_vs_torch_fp32" in r else "-"
+        speed = f"{r['samples_per_s'] / base:.2f}" if base else "-"
+        print(f"{backend:11s} {r['samples_per_s']:10.1f} {speed:>7s} {r['p50_batch_ms']:8.1f} {r['p99_batch_ms']:8.1f} "
+              f"{r['accuracy']:9.4f} {agree:>8s} {diff:>12s} {r['load_average_after'][0]:9.2f}")
+    for backend, why in skipped.items():
+        print(f"{backend:11s} skipped: {why}")
+
+    env["load_average_end"] = load_average()
+    out = args.out or REPO / "bench" / "results" / f"cpu_inference_{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    write_json(out, {"run_dir": str(run.path), "data": args.data, "rows": len(texts), "onnx_export_s": export_s,
+                     "environment": env, "results": results, "skipped": skipped,
+                     "command": " ".join([Path(sys.executable).name, *sys.argv])})
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
