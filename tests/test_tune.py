@@ -441,7 +441,10 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(learnable_model: 
         training = [t for t in running if (Path(t.user_attrs["run_dir"]) / "log.jsonl").exists()]
         if training and len(started_by) == 2:
             victim = training[0]
-    assert victim is not None, "no trial was seen training"
+    if victim is None:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"no trial was seen training (tune exit status {proc.returncode}): {err[-2000:]}")
     os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
     out, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err
@@ -457,3 +460,24 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(learnable_model: 
     logged = {r["number"]: r for r in read_log(study_dir)}
     assert logged[str(victim.number)]["state"] == "fail"
     assert logged[str(retries[0].number)]["retry_of"] == str(victim.number)
+
+
+def test_storage_retries_when_another_process_just_created_the_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It opens a fresh SQLite study even when another process created its tables between our check and our
+    CREATE TABLE (SQLite then says "table studies already exists"), instead of failing the worker."""
+    import sqlalchemy.exc
+
+    from loraclf.tune.storage import LockRetryingRDBStorage
+
+    real_init, calls = LockRetryingRDBStorage.__init__, []
+
+    def racing_init(self, *args, **kwargs):  # noqa: ANN001, ANN202 - the storage's own signature
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(LockRetryingRDBStorage, "__init__", racing_init)
+    monkeypatch.setattr("loraclf.tune.storage.time.sleep", lambda s: None)
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", load_config(None).tune)
+    assert len(calls) == 2 and storage.get_all_studies() == []

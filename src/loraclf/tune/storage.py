@@ -188,7 +188,9 @@ def make_storage(url: str, tune: Any) -> Any:
                 raise
             time.sleep(0.5 + attempt)
         except sqlalchemy.exc.OperationalError as e:
-            if "locked" in str(e) and attempt < 4:
+            # "locked": another process is writing; "already exists": it created the tables of a fresh
+            # SQLite file between our check and our CREATE TABLE. Both pass once it is done.
+            if ("locked" in str(e) or "already exists" in str(e)) and attempt < 4:
                 time.sleep(0.5 + attempt)
                 continue
             reason = " ".join(str(e.orig).split())[:200] if getattr(e, "orig", None) else type(e).__name__
