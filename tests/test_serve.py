@@ -29,6 +29,7 @@ from loraclf.errors import CheckpointError, ConfigError
 from loraclf.model import load_base_model
 from loraclf.inference import Classifier
 from loraclf.serve import ServeSettings, create_app, is_loopback, parse_run_specs
+from loraclf.serve.settings import RunSpec
 
 from helpers import LORACLF, TINY_QUICK, free_port
 
@@ -385,7 +386,7 @@ def test_run_specs_take_directory_names_or_explicit_names(runs_free_tmp: Path) -
     a, b = runs_free_tmp / "a", runs_free_tmp / "other" / "a"
     for d in (a, b):
         _fake_run(d)
-    assert parse_run_specs([str(a), f"second={b}"]) == [("a", a), ("second", b)]
+    assert parse_run_specs([str(a), f"second={b}"]) == [RunSpec("a", a), RunSpec("second", b)]
     with pytest.raises(ConfigError, match="'a' is given twice"):
         parse_run_specs([str(a), str(b)])
     with pytest.raises(ConfigError, match="must be 1-64 letters"):
@@ -563,3 +564,120 @@ def test_sigterm_lets_queued_requests_finish(runs: dict[str, Path]) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends per adapter: `DIR@onnx`, `DIR@onnx-int8`, `--backend onnx`, an ONNX export as a run spec
+
+
+@pytest.fixture(scope="module")
+def onnx_run(trained_tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A writable copy of the tiny run: the onnx adapter exports it into RUN/onnx (the shared run stays read-only)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    run = tmp_path_factory.mktemp("serve-onnx") / "run"
+    shutil.copytree(trained_tiny_run, run, ignore=shutil.ignore_patterns("eval", "checkpoint.pt"))
+    return run
+
+
+@pytest.mark.slow
+def test_torch_and_onnx_adapters_of_one_run_answer_alike(onnx_run: Path) -> None:
+    """It serves one run as a torch and an onnx adapter: same labels, probabilities within 1e-4, the same response
+    shape, and /v1/adapters names each backend; the ONNX cache it wrote is then accepted as a run spec itself."""
+    app = create_app([f"pt={onnx_run}", f"ox={onnx_run}@onnx"], ServeSettings(device="cpu", precision="fp32", max_batch_wait_ms=0))
+    with LiveServer(app) as srv:
+        listed = {a["name"]: a for a in httpx.get(srv.url + "/v1/adapters", timeout=30).json()["adapters"]}
+        answers = {name: _classify(srv, name, TEXTS) for name in ("pt", "ox")}
+        assert app.state.adapters["ox"].group is None  # no base model for the onnx adapter
+    assert {n: (a["backend"], a["precision"]) for n, a in listed.items()} == {"pt": ("torch", "fp32"), "ox": ("onnx", "fp32")}
+    assert listed["pt"]["labels"] == listed["ox"]["labels"] and listed["pt"]["base_model"] == listed["ox"]["base_model"]
+    pt, ox = (answers[n].json() for n in ("pt", "ox"))
+    assert answers["pt"].status_code == answers["ox"].status_code == 200
+    assert [p["label"] for p in pt["predictions"]] == [p["label"] for p in ox["predictions"]]
+    for a, b in zip(pt["predictions"], ox["predictions"]):
+        assert a.keys() == b.keys() and a["probabilities"].keys() == b["probabilities"].keys()
+        np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-4)
+    assert (onnx_run / "onnx" / "model.onnx").is_file()
+    # The cache is an ONNX export: --backend onnx takes it as it is; torch refuses it and says how to serve it.
+    assert parse_run_specs([onnx_run / "onnx"], backend="onnx") == [RunSpec("onnx", (onnx_run / "onnx").resolve(), "onnx")]
+    with pytest.raises(CheckpointError, match="serve it as .*@onnx'"):
+        parse_run_specs([str(onnx_run / "onnx")])
+
+
+@pytest.mark.slow
+def test_serve_wide_onnx_int8_default_and_a_torch_override(onnx_run: Path) -> None:
+    """It gives run specs without a suffix --backend onnx --int8, and `@torch` keeps one adapter on PyTorch."""
+    settings = ServeSettings(device="cpu", backend="onnx", int8=True, max_batch_wait_ms=0)
+    specs = parse_run_specs([f"q={onnx_run}", f"pt={onnx_run}@torch"], settings.backend, settings.int8)
+    assert [(s.name, s.backend, s.int8) for s in specs] == [("q", "onnx", True), ("pt", "torch", False)]
+    with LiveServer(create_app([f"q={onnx_run}", f"pt={onnx_run}@torch"], settings)) as srv:
+        listed = {a["name"]: (a["backend"], a["precision"]) for a in httpx.get(srv.url + "/v1/adapters", timeout=30).json()["adapters"]}
+        q, pt = (_classify(srv, name, TEXTS).json()["predictions"] for name in ("q", "pt"))
+    assert listed == {"q": ("onnx", "int8"), "pt": ("torch", "fp32")}
+    assert len(q) == len(pt) == len(TEXTS) and all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in q)
+
+
+def test_run_specs_parse_backend_suffixes(runs_free_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It reads @torch, @onnx and @onnx-int8 after DIR or NAME=DIR, defaults to the serve-wide backend, and keeps a path with '@'."""
+    monkeypatch.setattr("loraclf.onnx_backend.import_onnxruntime", lambda: None)  # the syntax, not the runtime
+    a, at = runs_free_tmp / "a", runs_free_tmp / "b@onnx"
+    for d in (a, at):
+        _fake_run(d)
+    specs = parse_run_specs([f"{a}@onnx", f"x={a}@onnx-int8", f"y={a}@torch", f"z={a}", f"b={at}"])
+    assert [(s.name, s.path, s.backend, s.int8) for s in specs] == [
+        ("a", a, "onnx", False), ("x", a, "onnx", True), ("y", a, "torch", False), ("z", a, "torch", False), ("b", at, "torch", False)]
+    assert parse_run_specs([str(a)], backend="onnx", int8=True) == [RunSpec("a", a, "onnx", True)]
+    with pytest.raises(ConfigError, match=r"unknown backend '@tensorrt'.*use @torch, @onnx, @onnx-int8"):
+        parse_run_specs([f"{a}@tensorrt"])
+
+
+def _fake_onnx_export(d: Path) -> None:
+    """An ONNX export directory (export info and tokenizer) that lacks model.onnx."""
+    (d / "tokenizer").mkdir(parents=True)
+    (d / "tokenizer" / "tokenizer_config.json").write_text("{}")
+    (d / "loraclf_export.json").write_text(json.dumps({"kind": "onnx", "label_names": ["a", "b"], "max_length": 8}))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["RUN@tensorrt"], "unknown backend '@tensorrt'"),
+    (["--int8", "RUN"], "--int8 needs --backend onnx"),
+    (["--backend", "tensorrt", "RUN"], "'tensorrt' is not a backend"),
+    (["EXPORT@onnx"], "lacks model.onnx"),
+    (["--backend", "onnx", "EXPORT"], "lacks model.onnx"),
+    (["EXPORT"], "is an ONNX export, not a run; serve it as"),
+    (["EMPTY@onnx"], "neither a loraclf run nor an ONNX export"),
+])
+def test_cli_refuses_bad_backends_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    """It refuses an unknown backend suffix, --int8 without onnx, and an onnx adapter without ONNX files with one `error:`
+    line and status 2, before any model loads."""
+    pytest.importorskip("onnxruntime")
+    _fake_run(tmp_path / "run")
+    _fake_onnx_export(tmp_path / "export")
+    (tmp_path / "empty").mkdir()
+    paths = {"RUN": tmp_path / "run", "EXPORT": tmp_path / "export", "EMPTY": tmp_path / "empty"}
+    args = [str(paths[a.split("@")[0]]) + a[len(a.split("@")[0]):] if a.split("@")[0] in paths else a for a in args]
+    r = CliRunner().invoke(cli_app, ["serve", "--port", "0", *args])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+
+
+@pytest.mark.slow
+def test_cli_reports_an_onnx_adapter_that_cannot_be_exported_in_one_line(trained_tiny_run: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """It exits 2 with one `error:` line, before serving, when an onnx adapter's run cannot be exported."""
+    pytest.importorskip("onnxruntime")
+    from loraclf.errors import ModelError
+
+    def failing_export(*args: Any, **kw: Any) -> Any:
+        raise ModelError("the ONNX model's logits differ from PyTorch's by 0.5 (test)")
+
+    monkeypatch.setattr("loraclf.onnx_export.write_onnx_export", failing_export)
+    run = tmp_path / "run"
+    shutil.copytree(trained_tiny_run, run, ignore=shutil.ignore_patterns("eval", "checkpoint.pt"))
+    r = CliRunner().invoke(cli_app, ["serve", f"{run}@onnx", "--port", "0", "--log-level", "critical"])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "logits differ" in errors[0], r.stderr
+    assert not (run / "onnx").exists()

@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from ..errors import LoraclfError
-from ..serve.settings import ServeSettings  # light (no torch): the serve options are built from it
+from ..serve.settings import RUN_SPEC_HELP as SERVE_RUN_SPEC_HELP, ServeSettings  # light (no torch): the serve options are built from it
 from .options import from_options, options_from
 
 app = typer.Typer(
@@ -212,7 +212,7 @@ def config_list() -> None:
 @guarded
 @options_from(ServeSettings)
 def serve(
-    run_dirs: List[str] = typer.Argument(..., metavar="RUN_DIR|NAME=RUN_DIR...", help="Finished runs to serve; each is an adapter named after its directory (or NAME). Runs with the same base model share one copy of it."),
+    run_dirs: List[str] = typer.Argument(..., metavar="[NAME=]DIR[@BACKEND]...", help=SERVE_RUN_SPEC_HELP),
     **options: Any,  # one per ServeSettings field, added by options_from
 ) -> None:
     """Serve classifiers over HTTP (POST /v1/classify, GET /v1/adapters, GET /health, /docs)."""

@@ -5,6 +5,12 @@ by `RunDir.load` onto a freshly loaded base, the others are attached to that Pef
 `load_adapter`. Each adapter keeps its own classification head (PEFT `modules_to_save`); a head whose
 label count differs from the base's is pre-shaped from the saved weights, so a 4-class and a 2-class
 run share one encoder. Scoring goes through each run's `Classifier`.
+
+An adapter served with the onnx backend (run spec `DIR@onnx` or `--backend onnx`) is an
+`OnnxClassifier` of its own: the run's merged model exported once into RUN/onnx (or an ONNX export
+directory), with no base model and no group. Its session uses one intra-op thread per core; the
+`MicroBatcher` runs one forward pass at a time for the whole process, so ONNX and torch adapters
+never compete for the cores.
 """
 from __future__ import annotations
 
@@ -19,10 +25,10 @@ import numpy as np
 import torch
 
 from ..errors import LoraclfError, ModelError
-from ..inference import Classifier
+from ..inference import Classifier, TextClassifier
 from ..model import load_base_model, load_tokenizer
 from ..rundir import LoadedRun, RunDir
-from .settings import ServeSettings
+from .settings import RunSpec, ServeSettings
 
 
 @dataclass
@@ -37,19 +43,32 @@ class BaseGroup:
 
 @dataclass
 class Adapter:
-    """One served run: its public name, its PEFT adapter inside the group's shared model, and its Classifier."""
+    """One served run: its public name, its backend, and its classifier.
+
+    torch: a PEFT adapter (`key`) inside the group's shared model, scored by a `Classifier`.
+    onnx: an `OnnxClassifier` of its own (`group` None).
+    """
 
     name: str  # public name used by requests
-    key: str  # PEFT adapter name inside the shared model (names with '.' are not valid module keys)
-    classifier: Classifier  # tokenization + batched inference; its run.model is the group's PeftModel
-    group: BaseGroup
+    key: str  # PEFT adapter name inside the shared model (names with '.' are not valid module keys); "" for onnx
+    classifier: TextClassifier  # tokenization + batched inference; a torch Classifier's run.model is the group's PeftModel
+    group: BaseGroup | None  # None for onnx adapters
+    backend: str = "torch"  # "torch" or "onnx"
+    base_model: str = ""  # config model.name (from the export info for an ONNX export)
 
     @property
     def label_names(self) -> list[str]:
         return self.classifier.label_names
 
+    @property
+    def precision(self) -> str:
+        """What the forward pass runs in: fp32, bf16 or fp16 (torch); fp32 or int8 (onnx)."""
+        return str(self.classifier.precision)
+
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities [n, k] with this adapter active (blocking: call from the worker thread)."""
+        if self.group is None:  # onnx: its own session, nothing shared to switch
+            return self.classifier.predict_proba(texts)
         with self.group.lock:
             if self.group.active != self.key:
                 self.group.model.set_adapter(self.key, inference_mode=True)
@@ -112,24 +131,43 @@ def _attach(group_run: LoadedRun, run: RunDir, key: str) -> LoadedRun:
                                label_names=run.label_names())
 
 
-def load_adapters(specs: Sequence[tuple[str, Path]], settings: ServeSettings, load_base: Any = None) -> dict[str, Adapter]:
-    """Load every run, sharing one base model among runs whose config names the same model.name
+def _onnx_adapter(spec: RunSpec, settings: ServeSettings) -> Adapter:
+    """An ONNX adapter: the run's ONNX cache (exported now if missing) or an ONNX export directory."""
+    from ..backends import onnx_classifier
+    from ..onnx_backend import read_export_info
+
+    clf = onnx_classifier(spec.path, int8=spec.int8, batch_size=settings.inference_batch_size)
+    info = read_export_info(spec.path)
+    base = str(info.get("base_model", "")) if info is not None else RunDir(spec.path).read_config().model.name
+    return Adapter(spec.name, "", clf, None, "onnx", base)
+
+
+def load_adapters(specs: Sequence[RunSpec | tuple[str, Path]], settings: ServeSettings, load_base: Any = None) -> dict[str, Adapter]:
+    """Load every run, sharing one base model among torch runs whose config names the same model.name
     (except runs trained with lora.bias != none, which change the base's biases and so get their own copy).
+    ONNX adapters load on their own (no base model).
 
     Args:
-        specs: (adapter name, run directory) pairs from `parse_run_specs`.
+        specs: RunSpecs from `parse_run_specs` ((name, run directory) pairs are torch runs).
         settings: device, precision and inference batch size.
         load_base: base-model loader (default `loraclf.model.load_base_model`); tests count calls through it.
     Returns:
         adapter name -> Adapter, in the order given.
     Raises:
-        CheckpointError / ModelError: a run, its tokenizer, its adapter or its base model cannot be loaded.
+        CheckpointError / ModelError: a run, its tokenizer, its adapter or its base model cannot be loaded,
+            or an ONNX model cannot be exported or loaded.
+        RunDirError: an onnx run whose ONNX cache cannot be written.
     """
     load_base = load_base or load_base_model
     groups: dict[str, tuple[BaseGroup, LoadedRun]] = {}
     adapters: dict[str, Adapter] = {}
-    for i, (name, run_dir) in enumerate(specs):
-        run = RunDir(run_dir)
+    for i, item in enumerate(specs):
+        spec = RunSpec(*item)
+        name = spec.name
+        if spec.backend == "onnx":
+            adapters[name] = _onnx_adapter(spec, settings)
+            continue
+        run = RunDir(spec.path)
         cfg = run.read_config()
         # A run that trained the base model's biases (lora.bias != none) changes the base itself: it gets its own.
         share = cfg.model.name if cfg.lora.bias == "none" else f"{cfg.model.name} ({name}: lora.bias={cfg.lora.bias})"
@@ -141,7 +179,7 @@ def load_adapters(specs: Sequence[tuple[str, Path]], settings: ServeSettings, lo
         else:
             key = f"adapter{i}"
             loaded = _attach(groups[share][1], run, key)
-        adapters[name] = Adapter(name, key, Classifier(loaded, settings.inference_batch_size), groups[share][0])
+        adapters[name] = Adapter(name, key, Classifier(loaded, settings.inference_batch_size), groups[share][0], "torch", cfg.model.name)
     for group, first in groups.values():
         group.model.to(first.device)  # adapters attached after the first
         group.model.eval()

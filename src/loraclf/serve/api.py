@@ -56,7 +56,9 @@ class ClassifyResponse(BaseModel):
 class AdapterInfo(BaseModel):
     name: str
     labels: list[str]
-    base_model: str = Field(description="config model.name; adapters with the same base share one copy in memory.")
+    base_model: str = Field(description="config model.name; torch adapters with the same base share one copy in memory.")
+    backend: Literal["torch", "onnx"] = Field(description="What runs this adapter: torch (PyTorch + PEFT) or onnx (ONNX Runtime, CPU).")
+    precision: str = Field(description="What its forward pass runs in: fp32, bf16 or fp16 (torch); fp32 or int8 (onnx).")
     max_length: int = Field(description="Tokens per text; longer texts are truncated by the tokenizer.")
 
 
@@ -186,15 +188,16 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
     """The HTTP app. Run directories are checked now; models load in the lifespan (at server start-up).
 
     Args:
-        run_dirs: `RUN_DIR`, `NAME=RUN_DIR` or (name, dir) items; the only adapters the server will ever load.
+        run_dirs: `[NAME=]DIR[@torch|@onnx|@onnx-int8]` or (name, dir) items; the only adapters the server will ever load.
         settings: limits and behaviour (defaults: ServeSettings()).
         load_base: base-model loader passed to `load_adapters` (tests count calls through it).
     Raises:
-        ConfigError / CheckpointError: bad names or directories (raised here, before any model loads).
+        ConfigError / CheckpointError: bad names, backends or directories (raised here, before any model loads).
+        ModelError: an onnx adapter, and onnxruntime is not installed.
     """
     settings = settings or ServeSettings()
-    specs = parse_run_specs(run_dirs)
-    ClassifyRequest = _request_model(settings, [name for name, _ in specs])
+    specs = parse_run_specs(run_dirs, settings.backend, settings.int8)
+    ClassifyRequest = _request_model(settings, [spec.name for spec in specs])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -205,7 +208,8 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
             raise
         app.state.batcher = MicroBatcher(settings)
         app.state.batcher.start()
-        log.info("serving %s", ", ".join(f"{a.name} ({len(a.label_names)} labels, base {a.group.base_name})" for a in app.state.adapters.values()))
+        log.info("serving %s", ", ".join(f"{a.name} ({len(a.label_names)} labels, {a.backend} {a.precision}, base {a.base_model})"
+                                         for a in app.state.adapters.values()))
         try:
             yield
         finally:
@@ -261,7 +265,8 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
              summary="Loaded adapters, their labels and base models")
     async def list_adapters(request: Request) -> AdaptersResponse:
         return AdaptersResponse(adapters=[
-            AdapterInfo(name=a.name, labels=a.label_names, base_model=a.group.base_name, max_length=a.classifier.max_length)
+            AdapterInfo(name=a.name, labels=a.label_names, base_model=a.base_model, backend=a.backend,  # type: ignore[arg-type]
+                        precision=a.precision, max_length=a.classifier.max_length)
             for a in request.app.state.adapters.values()
         ])
 

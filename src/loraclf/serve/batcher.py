@@ -42,7 +42,9 @@ class MicroBatcher:
     """Gathers concurrent requests per adapter into batches and runs them on one worker thread.
 
     One worker is deliberate: adapters over one base must not run concurrently (set_adapter is global to the
-    model), and torch already spreads one forward pass over every core.
+    model), and torch already spreads one forward pass over every core, as does an ONNX adapter's session (one
+    intra-op thread per core): one forward pass at a time per process keeps torch and ONNX adapters from
+    oversubscribing the cores.
     """
 
     def __init__(self, settings: ServeSettings) -> None:

@@ -12,12 +12,33 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, NamedTuple, Sequence
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# A run spec's optional `@BACKEND` suffix -> (backend, int8); a spec without one takes --backend/--int8.
+BACKEND_SUFFIXES = {"torch": ("torch", False), "onnx": ("onnx", False), "onnx-int8": ("onnx", True)}
+RUN_SPEC_HELP = ("Runs to serve: [NAME=]DIR[@BACKEND]. Each is an adapter named after its directory (or NAME). "
+                 "@torch, @onnx or @onnx-int8 picks that adapter's backend (default: --backend/--int8). "
+                 "DIR is a finished run (@onnx exports it once into DIR/onnx) or, with @onnx, the OUT of "
+                 "`loraclf export RUN OUT --onnx`. Torch runs with the same base model share one copy of it; "
+                 "ONNX adapters need none.")
+
+
+class RunSpec(NamedTuple):
+    """One adapter to serve: its public name, its directory and the backend that runs it."""
+
+    name: str
+    path: Path
+    backend: str = "torch"  # "torch" or "onnx"
+    int8: bool = False  # onnx only: the quantized model.int8.onnx
+
+    @property
+    def backend_label(self) -> str:
+        """The spec's suffix spelling: torch, onnx or onnx-int8."""
+        return "onnx-int8" if self.int8 else self.backend
 
 
 def _opt(default: Any, help_text: str, **metadata: Any) -> Any:
@@ -44,8 +65,11 @@ class ServeSettings:
     retry_after_s: int = _opt(1, "Retry-After seconds sent with 503 when the queue is full.")
     auth_token: str | None = field(default=None, repr=False, metadata={
         "help": "Bearer token required as 'Authorization: Bearer <token>' on every route but /health, /docs and /openapi.json included (default: no auth).", "env": True})
-    device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (default: a GPU when present).")
-    precision: str = _opt("auto", "auto, fp32, bf16 or fp16.")
+    device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (default: a GPU when present); torch adapters only (ONNX runs on the CPU).")
+    precision: str = _opt("auto", "auto, fp32, bf16 or fp16; torch adapters only (ONNX runs fp32, or int8).")
+    backend: Literal["torch", "onnx"] = _opt(
+        "torch", "Backend of run specs without @BACKEND: torch, or onnx (ONNX Runtime on the CPU; a run is exported once into RUN/onnx).")
+    int8: bool = _opt(False, "With --backend onnx: run those adapters' int8 (dynamically quantized) model.")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = _opt(
         "info", "uvicorn log level: critical, error, warning, info, debug.")
     access_log: bool = _opt(True, "Log one line per request.")
@@ -71,42 +95,63 @@ class ServeSettings:
         if self.auth_token is not None and len(self.auth_token) < 8:
             problems.append("the auth token is shorter than 8 characters; use a long random token")
         # The same device and precision rules as every other inference command (imported here: it needs torch).
+        # --device and --precision apply to torch adapters; --backend/--int8 are checked on their own.
         from ..inference import check_inference_options
 
-        try:
-            check_inference_options(self.device, self.precision)
-        except ConfigError as e:
-            problems.append(str(e))
+        for args in ((self.device, self.precision), (None, "auto", self.backend, self.int8)):
+            try:
+                check_inference_options(*args)
+            except ConfigError as e:
+                problems.append(str(e) + (" (or pick ONNX per adapter with RUN_DIR@onnx-int8)" if "--int8" in str(e) else ""))
         if problems:
             raise ConfigError("serve: " + "; ".join(problems))
 
 
-def parse_run_specs(items: Sequence[str | Path | tuple[str, str | Path]]) -> list[tuple[str, Path]]:
-    """Resolve `RUN_DIR` or `NAME=RUN_DIR` arguments into unique (adapter name, finished run directory) pairs.
+def _split_backend(text: str, item: object) -> tuple[str, tuple[str, bool] | None]:
+    """`DIR@BACKEND` -> (DIR, (backend, int8)); a path that exists as written keeps its '@'."""
+    head, sep, suffix = text.rpartition("@")
+    if not sep or not head or "/" in suffix or Path(text).exists():
+        return text, None
+    if suffix not in BACKEND_SUFFIXES:
+        raise ConfigError(f"serve: unknown backend '@{suffix}' in '{item}'; use @{', @'.join(BACKEND_SUFFIXES)} (or none: --backend)")
+    return head, BACKEND_SUFFIXES[suffix]
 
+
+def parse_run_specs(items: Sequence[str | Path | tuple[str, str | Path]], backend: str = "torch", int8: bool = False) -> list[RunSpec]:
+    """Resolve `[NAME=]DIR[@BACKEND]` arguments into unique RunSpecs, each directory checked for its backend.
+
+    Args:
+        items: `DIR`, `NAME=DIR`, either with `@torch`, `@onnx` or `@onnx-int8`, or (name, dir) pairs.
+        backend, int8: what a spec without `@BACKEND` gets (the settings' --backend and --int8).
     Raises:
-        ConfigError: no runs, a name that is not [A-Za-z0-9._-] (max 64), or a name used twice.
-        CheckpointError: a directory that is not a finished run.
+        ConfigError: no runs, a name that is not [A-Za-z0-9._-] (max 64), a name used twice, an unknown backend.
+        CheckpointError: a directory without its backend's files (a finished run; for onnx, or an ONNX export).
+        ModelError: an onnx adapter, and onnxruntime is not installed.
     """
-    from ..rundir import RunDir  # imports torch; kept out of `loraclf --help`
+    from ..backends import open_model_dir  # imports torch; kept out of `loraclf --help`
 
     if not items:
         raise ConfigError("serve: give at least one run directory (RUN_DIR or NAME=RUN_DIR)")
-    specs: list[tuple[str, Path]] = []
+    specs: list[RunSpec] = []
     for item in items:
         if isinstance(item, tuple):
-            name, path = item[0], Path(item[1])
+            name, text = item[0], str(item[1])
         else:
-            text = str(item)
-            head, sep, rest = text.partition("=")
-            if sep and ADAPTER_NAME.match(head) and not Path(text).exists():
-                name, path = head, Path(rest)
-            else:
-                path = Path(text)
-                name = path.resolve().name
+            head, sep, rest = str(item).partition("=")
+            named = sep and ADAPTER_NAME.match(head) and not Path(str(item)).exists()
+            name, text = (head, rest) if named else ("", str(item))
+        text, chosen = _split_backend(text, item)
+        path = Path(text)
+        name = name or path.resolve().name
         if not ADAPTER_NAME.match(name):
             raise ConfigError(f"serve: adapter name '{name}' (from '{item}') must be 1-64 letters, digits, '.', '_' or '-'; name it with NAME=RUN_DIR")
-        if any(name == n for n, _ in specs):
+        if any(name == s.name for s in specs):
             raise ConfigError(f"serve: adapter name '{name}' is given twice; name one of them with NAME=RUN_DIR")
-        specs.append((name, RunDir(path).check_loadable().path))
+        spec_backend, spec_int8 = chosen or (backend, int8)
+        try:
+            checked = open_model_dir(path, spec_backend, spec_int8)
+        except CheckpointError as e:
+            # open_model_dir speaks in predict's options; a run spec picks its backend with a suffix.
+            raise CheckpointError(str(e).replace("add --backend onnx", f"serve it as '{item}@onnx'")) from None
+        specs.append(RunSpec(name, checked.path, spec_backend, spec_int8))
     return specs
