@@ -607,7 +607,7 @@ def test_torch_and_onnx_adapters_of_one_run_answer_alike(onnx_run: Path) -> None
 @pytest.mark.slow
 def test_serve_wide_onnx_int8_default_and_a_torch_override(onnx_run: Path) -> None:
     """It gives run specs without a suffix --backend onnx --int8, and `@torch` keeps one adapter on PyTorch."""
-    settings = ServeSettings(device="cpu", backend="onnx", int8=True, max_batch_wait_ms=0)
+    settings = ServeSettings(device="cpu", precision="fp32", backend="onnx", int8=True, max_batch_wait_ms=0)
     specs = parse_run_specs([f"q={onnx_run}", f"pt={onnx_run}@torch"], settings.backend, settings.int8)
     assert [(s.name, s.backend, s.int8) for s in specs] == [("q", "onnx", True), ("pt", "torch", False)]
     with LiveServer(create_app([f"q={onnx_run}", f"pt={onnx_run}@torch"], settings)) as srv:
