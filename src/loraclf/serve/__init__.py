@@ -1,14 +1,16 @@
 """Serve trained classifiers over HTTP: many LoRA adapters over one copy of each base model.
 
-    loraclf serve runs/news runs/spam=runs/spam-v2 --port 8000
+    loraclf serve runs/news runs/spam=runs/spam-v2 fast=runs/news@onnx-int8 --port 8000
     curl -s localhost:8000/v1/classify -H 'content-type: application/json' \\
          -d '{"adapter": "news", "texts": ["Stocks rally as rates fall"]}'
 
 Modules, in the order a request meets them:
-    settings.py   ServeSettings (every field a `loraclf serve` option), parse_run_specs, ADAPTER_NAME
+    settings.py   ServeSettings (every field a `loraclf serve` option), parse_run_specs -> RunSpec
+                  ([NAME=]DIR[@torch|@onnx|@onnx-int8]), ADAPTER_NAME
     api.py        create_app: body limit, auth, pydantic models, JSON errors, the routes
     batcher.py    MicroBatcher: per-adapter queues, micro-batches, one worker thread, drain on close
-    adapters.py   load_adapters: one base model per model.name, an Adapter (its Classifier) per run
+    adapters.py   load_adapters: one base model per model.name for torch runs, an Adapter (its Classifier
+                  or OnnxClassifier) per run
     server.py     serve(): uvicorn until SIGINT/SIGTERM, one-line start-up errors; is_loopback
 
 Names are imported on first use, so `from loraclf.serve.settings import ServeSettings` (what cli.py
@@ -24,10 +26,10 @@ if TYPE_CHECKING:
     from .api import create_app
     from .batcher import Draining, MicroBatcher, QueueFull
     from .server import is_loopback, serve
-    from .settings import ADAPTER_NAME, ServeSettings, parse_run_specs
+    from .settings import ADAPTER_NAME, RunSpec, ServeSettings, parse_run_specs
 
 _EXPORTS = {
-    "ADAPTER_NAME": "settings", "ServeSettings": "settings", "parse_run_specs": "settings",
+    "ADAPTER_NAME": "settings", "ServeSettings": "settings", "parse_run_specs": "settings", "RunSpec": "settings",
     "Adapter": "adapters", "BaseGroup": "adapters", "load_adapters": "adapters",
     "Draining": "batcher", "MicroBatcher": "batcher", "QueueFull": "batcher",
     "create_app": "api",

@@ -40,7 +40,7 @@ def serve(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings: Ser
     """Run the server until SIGINT/SIGTERM; queued and in-flight requests finish first.
 
     Args:
-        run_dirs: `RUN_DIR`, `NAME=RUN_DIR` or (name, dir) items; the only adapters the server will load.
+        run_dirs: `[NAME=]DIR[@torch|@onnx|@onnx-int8]` or (name, dir) items; the only adapters the server will load.
         settings: limits and behaviour, including the address, log level and access log.
 
     Raises:
