@@ -26,7 +26,7 @@ import torch
 
 from .batching import inference_batches, pad_batch, pad_id_of, tokenize
 from .errors import ConfigError
-from .metrics import softmax
+from .metrics import ScoresFromLogits
 from .rundir import LoadedRun, RunDir
 
 BACKENDS = ("torch", "onnx")
@@ -123,7 +123,7 @@ class TextClassifier(Protocol):
     def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]: ...
 
 
-class Classifier:
+class Classifier(ScoresFromLogits):
     """A trained run ready to classify text; texts longer than model.max_length are truncated, not dropped."""
 
     def __init__(self, run: LoadedRun, batch_size: int | None = None) -> None:
@@ -182,24 +182,6 @@ class Classifier:
         if not ids:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         return run_inference(self.run.model, ids, self.batch_size, self.run.device, self.run.precision, self.pad_id)
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities [n, num_labels], in input order."""
-        return softmax(self.logits(texts))
-
-    def predict_ids(self, texts: Sequence[str]) -> list[int]:
-        """Class ids, in input order."""
-        return self.logits(texts).argmax(axis=1).tolist() if len(texts) else []
-
-    def predict(self, texts: Sequence[str]) -> list[str]:
-        """Label names, in input order."""
-        return [self.label_names[i] for i in self.predict_ids(texts)]
-
-    def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """One {"label", "id", "score"} per text (score: the predicted class's probability)."""
-        probs = self.predict_proba(texts)
-        ids = probs.argmax(axis=1) if len(probs) else []
-        return [{"label": self.label_names[i], "id": int(i), "score": float(probs[n, i])} for n, i in enumerate(ids)]
 
 
 def _check_texts(texts: Sequence[str]) -> None:

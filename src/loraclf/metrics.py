@@ -55,3 +55,33 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     for name, m in metrics["per_class"].items():
         lines.append(f"{name:{width}s}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:6.4f}  {m['support']:7d}")
     return "\n".join(lines)
+
+
+class ScoresFromLogits:
+    """Probabilities, ids, names and {"label", "id", "score"} rows from a classifier's `logits(texts)`.
+
+    Shared by the PyTorch and the ONNX Runtime classifiers, which differ only in how they compute logits.
+    """
+
+    label_names: list[str]
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - provided by the classifier
+        raise NotImplementedError
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities [n, num_labels], in input order."""
+        return softmax(self.logits(texts))
+
+    def predict_ids(self, texts: Sequence[str]) -> list[int]:
+        """Class ids, in input order."""
+        return self.logits(texts).argmax(axis=1).tolist() if len(texts) else []
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        """Label names, in input order."""
+        return [self.label_names[i] for i in self.predict_ids(texts)]
+
+    def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """One {"label", "id", "score"} per text (score: the predicted class's probability)."""
+        probs = self.predict_proba(texts)
+        ids = probs.argmax(axis=1) if len(probs) else []
+        return [{"label": self.label_names[i], "id": int(i), "score": float(probs[n, i])} for n, i in enumerate(ids)]

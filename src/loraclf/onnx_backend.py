@@ -29,7 +29,7 @@ import numpy as np
 from .batching import inference_batches, pad_batch, pad_id_of, tokenize
 from .errors import CheckpointError, ModelError
 from .io import read_json
-from .metrics import softmax
+from .metrics import ScoresFromLogits
 from .rundir import EXPORT_INFO_FILE, TOKENIZER_DIR, RunDir
 
 KIND = "onnx"  # loraclf_export.json "kind" of an ONNX export
@@ -174,7 +174,7 @@ def check_onnx_source(path: str | Path, int8: bool = False) -> RunDir:
     return rd.check_loadable()
 
 
-class OnnxClassifier:
+class OnnxClassifier(ScoresFromLogits):
     """An ONNX export ready to classify text: the interface of `inference.Classifier`, on ONNX Runtime (CPU)."""
 
     device = "cpu"
@@ -240,24 +240,6 @@ class OnnxClassifier:
         """Raw logits [n, num_labels], float32, in input order."""
         ids = self.tokenize(texts)
         return run_onnx_inference(self.session, ids, len(self.label_names), self.batch_size, self.pad_id)
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities [n, num_labels], in input order."""
-        return softmax(self.logits(texts))
-
-    def predict_ids(self, texts: Sequence[str]) -> list[int]:
-        """Class ids, in input order."""
-        return self.logits(texts).argmax(axis=1).tolist() if len(texts) else []
-
-    def predict(self, texts: Sequence[str]) -> list[str]:
-        """Label names, in input order."""
-        return [self.label_names[i] for i in self.predict_ids(texts)]
-
-    def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """One {"label", "id", "score"} per text (score: the predicted class's probability)."""
-        probs = self.predict_proba(texts)
-        ids = probs.argmax(axis=1) if len(probs) else []
-        return [{"label": self.label_names[i], "id": int(i), "score": float(probs[n, i])} for n, i in enumerate(ids)]
 
 
 def default_batch_size(rd: RunDir) -> int:
