@@ -16,7 +16,7 @@ from .data import TextLabels, data_config_for, read_labeled
 from .errors import DataError
 from .backends import load_classifier, open_model_dir
 from .inference import TextClassifier, check_inference_options
-from .io import atomic_write, write_json
+from .io import atomic_write, os_error_reason, write_json
 from .metrics import compute_metrics, softmax
 from .rundir import METRICS_FILE
 
@@ -158,11 +158,8 @@ def evaluate_run(
     try:
         return ev, write_evaluation(ev, out, extra)
     except OSError as e:
-        raise DataError(f"cannot write the evaluation into '{out}' ({_reason(e)}); pass --out with a directory you can write to") from e
+        raise DataError(f"cannot write the evaluation into '{out}' ({os_error_reason(e)}); pass --out with a directory you can write to") from e
 
-
-def _reason(e: OSError) -> str:
-    return " ".join(str(e.strerror or e).split())
 
 
 def _check_out_dir(out: Path, given: bool = True) -> None:
@@ -188,4 +185,4 @@ def _check_out_dir(out: Path, given: bool = True) -> None:
             where = "is" if existing == out else f"would be created in '{existing}', which is"
             raise DataError(f"{name} {where} not writable; {fix}")
     except OSError as e:  # e.g. a directory on the way that may not be searched
-        raise DataError(f"cannot use {name} ({_reason(e)}); {fix}") from e
+        raise DataError(f"cannot use {name} ({os_error_reason(e)}); {fix}") from e

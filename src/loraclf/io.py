@@ -127,3 +127,8 @@ def check_output_dir(path: str | os.PathLike, option: str) -> None:
         raise RunDirError(f"{option} '{path}' lies under the file '{ancestor}'; give a path inside a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise RunDirError(f"{option} '{path}': cannot write in '{ancestor}' (permission denied); choose a writable place")
+
+
+def os_error_reason(e: OSError) -> str:
+    """An OSError as a few words for a one-line message ("Permission denied", "No space left on device")."""
+    return " ".join(str(e.strerror or e).split())

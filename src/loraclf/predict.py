@@ -19,7 +19,7 @@ from .data import data_config_for, read_table
 from .errors import ConfigError, DataError
 from .backends import load_classifier, open_model_dir
 from .inference import check_inference_options
-from .io import atomic_write
+from .io import atomic_write, os_error_reason
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def predict_file(
     except OSError as e:  # disk full, a directory gone read-only since the check above...
         if output_path == "-":
             raise  # stdout closed early (`| head`) is not a problem with a path
-        raise DataError(f"cannot write --output '{output_path}' ({_reason(e)}); choose another path") from e
+        raise DataError(f"cannot write --output '{output_path}' ({os_error_reason(e)}); choose another path") from e
     return len(texts)
 
 
@@ -138,9 +138,6 @@ def write_predictions(output_path: str | Path, table: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Checks made before the model loads.
 
-
-def _reason(e: OSError) -> str:
-    return " ".join(str(e.strerror or e).split())
 
 
 def _check_output(output_path: str, input_path: str = "-") -> None:
@@ -168,7 +165,7 @@ def _check_output(output_path: str, input_path: str = "-") -> None:
         if not os.access(parent, os.W_OK | os.X_OK):
             raise DataError(f"--output '{output_path}': directory '{parent}' is not writable; choose a directory you can write to")
     except OSError as e:  # e.g. a directory on the way that may not be searched
-        raise DataError(f"cannot use --output '{output_path}' ({_reason(e)}); check the path and its permissions") from e
+        raise DataError(f"cannot use --output '{output_path}' ({os_error_reason(e)}); check the path and its permissions") from e
 
 
 def _keep_columns(keep_columns: Sequence[str] | str | None, added: list[str]) -> list[str]:

@@ -72,12 +72,7 @@ class Adapter:
         with self.group.lock:
             if self.group.active != self.key:
                 self.group.model.set_adapter(self.key, inference_mode=True)
-                # The shared config describes the active head: `run_inference` sizes its output by
-                # config.num_labels, which is the first run's label count until we say otherwise.
-                config = self.group.model.config
-                config.id2label = dict(enumerate(self.label_names))
-                config.label2id = {n: i for i, n in config.id2label.items()}
-                self.group.active = self.key
+                self.group.active = self.key  # run_inference sizes its output by the active head, whatever its label count
             return self.classifier.predict_proba(texts)
 
 
