@@ -180,7 +180,7 @@ def test_unknown_key_without_a_likely_field_has_no_suggestion() -> None:
 
 def test_unknown_key_lists_valid_keys() -> None:
     """It names an unknown key and lists the valid keys of its section."""
-    with pytest.raises(ConfigError, match=r"lora\.rank: unknown key; valid keys in lora: r, alpha, dropout, target_modules, bias, modules_to_save"):
+    with pytest.raises(ConfigError, match=r"lora\.rank: unknown key; valid keys in lora: r, alpha, dropout, target_modules, bias, modules_to_save, use_rslora, use_dora, init"):
         config_from_dict({"lora": {"rank": 8}})
 
 

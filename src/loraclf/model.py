@@ -168,6 +168,9 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig) -> Any:
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
         bias=cfg.bias,
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
+        init_lora_weights=True if cfg.init == "default" else cfg.init,
         task_type="SEQ_CLS",
         modules_to_save=head_modules(model) + [m for m in cfg.modules_to_save if m not in HEAD_MODULE_NAMES and m in present],
     )

@@ -29,6 +29,7 @@ Format = Literal["auto", "ag_news", "csv", "tsv", "jsonl", "parquet", "txt"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Scheduler = Literal["cosine", "linear", "constant"]
 LoraBias = Literal["none", "all", "lora_only"]
+LoraInit = Literal["default", "gaussian", "orthogonal"]
 Tracker = Literal["none", "tensorboard", "mlflow"]
 Pruner = Literal["none", "median", "successive_halving", "hyperband"]
 
@@ -36,6 +37,7 @@ FORMATS: tuple[str, ...] = typing.get_args(Format)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 SCHEDULERS: tuple[str, ...] = typing.get_args(Scheduler)
 LORA_BIAS: tuple[str, ...] = typing.get_args(LoraBias)
+LORA_INITS: tuple[str, ...] = typing.get_args(LoraInit)
 TRACKERS: tuple[str, ...] = typing.get_args(Tracker)
 PRUNERS: tuple[str, ...] = typing.get_args(Pruner)
 
@@ -165,6 +167,19 @@ class LoraConfig:
     modules_to_save: TextList = _f(
         ["pooler"], "Extra modules trained in full and saved with the adapter (the head always is); "
         "a name the model lacks is skipped (RoBERTa has no pooler; BERT-style models do).")
+    use_rslora: Bool = _f(
+        False, "Rank-stabilised LoRA: scale the update by alpha/sqrt(r) instead of alpha/r (keeps higher ranks learning).")
+    use_dora: Bool = _f(
+        False, "DoRA: learn each adapted weight's magnitude apart from its direction (more trainable weights, a slower step).")
+    init: LoraInit = _f(
+        "default", f"Adapter initialisation: one of {', '.join(LORA_INITS)} (default: Kaiming-uniform A, zero B; "
+        "orthogonal needs an even r). All start from the unchanged base model, so runs can share one base.")
+
+    @model_validator(mode="after")
+    def _orthogonal_needs_even_rank(self) -> LoraConfig:
+        if self.init == "orthogonal" and self.r % 2:
+            raise problems([f"lora.init: orthogonal needs an even lora.r (got {self.r}); use lora.r={self.r + 1} or lora.init=default"])
+        return self
 
 
 @section
@@ -181,6 +196,14 @@ class TrainConfig:
     warmup_steps: NotNegative = _f(0, "Linear warmup steps; capped at the run's total steps (0: use warmup_ratio).")
     warmup_ratio: Annotated[Float, Field(ge=0, lt=1)] = _f(0.06, "Warmup as a share of total steps; used when warmup_steps is 0.")
     scheduler: Scheduler = _f("cosine", f"Learning-rate schedule after warmup: one of {', '.join(SCHEDULERS)}.")
+    head_lr: Annotated[Float, Field(gt=0, le=1)] | None = _f(
+        None, "Peak learning rate of the classification head and the other modules_to_save (e.g. the pooler), which "
+        "train in full from a fresh start; null: train.lr.", hint="or null for train.lr")
+    lora_plus_ratio: Annotated[Float, Field(ge=1)] = _f(
+        1.0, "LoRA+: the adapters' B matrices learn this many times faster than train.lr (A matrices at train.lr); "
+        "1 turns it off. The LoRA+ paper suggests ~16 with a smaller train.lr.")
+    label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = _f(
+        0.0, "Label smoothing of the training loss (validation and test losses are not smoothed).")
     max_grad_norm: Annotated[Float, Field(ge=0)] = _f(1.0, "Clip the gradient norm to this (0 turns clipping off).")
     seed: Int = _f(42, "Seed for the split, sampling, dropout and initialisation.")
     group_by_length: Bool = _f(True, "Batch examples of similar length together to cut padding.")

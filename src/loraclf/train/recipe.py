@@ -257,7 +257,7 @@ class TrainRecipe:
         sync_ctx = acc.no_sync(self.model) if not boundary else contextlib.nullcontext()
         with sync_ctx, autocast_context(acc.device, self.precision):
             logits = self.model(**inputs).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets, label_smoothing=cfg.train.label_smoothing)
             acc.backward(loss / cfg.train.grad_accum)
         state.samples_seen += len(global_batch)
         state.tokens_seen += sum(len(self.train_ids[i]) for i in global_batch)
