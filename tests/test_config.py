@@ -78,13 +78,15 @@ def test_seed_preset_is_the_study() -> None:
 
 
 def test_default_space_searches_around_the_recommendation() -> None:
-    """It searches lr, rank, alpha and dropout around the recommended values, which lie inside the space."""
+    """It searches the learning rates, label smoothing, rank and dropout around the recommended values, which lie inside."""
     cfg = load_config(None)
     space = cfg.tune.search_params()
-    assert set(space) == {"train.lr", "lora.r", "lora.alpha", "lora.dropout"}
-    assert space["train.lr"].log and space["train.lr"].low < cfg.train.lr < space["train.lr"].high
-    assert cfg.lora.r in space["lora.r"].choices and cfg.lora.alpha in space["lora.alpha"].choices
-    assert space["lora.dropout"].low <= cfg.lora.dropout <= space["lora.dropout"].high
+    assert set(space) == {"train.lr", "train.head_lr", "train.label_smoothing", "lora.r", "lora.dropout"}
+    for key, value in [("train.lr", cfg.train.lr), ("train.head_lr", cfg.train.head_lr)]:
+        assert space[key].log and space[key].low < value < space[key].high
+    assert cfg.lora.r in space["lora.r"].choices
+    for key, value in [("lora.dropout", cfg.lora.dropout), ("train.label_smoothing", cfg.train.label_smoothing)]:
+        assert space[key].low <= value <= space[key].high
 
 
 def test_overrides_win_and_parse_types() -> None:
@@ -245,4 +247,4 @@ def test_sections_stay_plain_dataclasses() -> None:
     """It keeps dataclasses.replace/fields/asdict working, without validating what code builds."""
     data = dataclasses.replace(DataConfig(), format="csv", text_columns=["a"])
     assert data.format == "csv" and [f.name for f in dataclasses.fields(data)][0] == "dataset"
-    assert dataclasses.asdict(Config())["lora"]["r"] == 8
+    assert dataclasses.asdict(Config())["lora"]["r"] == 16
