@@ -21,8 +21,9 @@ Steady state
 ------------
 Each side trains one warm-up epoch over ``--rows`` rows (every batch shape is met,
 compiled and captured there), then ``--steps`` more optimizer steps cycling the data
-(default 1,000 on CUDA, 25 on CPU; ``--baseline-steps`` may give the baseline fewer: it is
-eager and has nothing to amortize). Train throughput is the steady state: the steps after
+(default 1,000 on CUDA, 25 on CPU; ``--eager-steps`` may give the eager sides, the baseline
+and loraclf with ``model.compile=false``, fewer: they have no compile or capture to amortize,
+and a GPU check must stay short). Train throughput is the steady state: the steps after
 the first epoch. The one-time cost (compile, CUDA-graph capture, first-touch allocations)
 is the warm-up epoch's time minus what its samples take at the steady rate, printed on its
 own line per side. ``projected_trial_seconds`` (per side, in the JSON) = 324,000 samples
@@ -99,7 +100,7 @@ Usage
     python bench/train_speed.py                         # defaults: MiniLM, 3000 rows (+25 steady steps), 1000 eval rows
     python bench/train_speed.py --rows 200 --eval-rows 100 --steps 5 --compile off   # smoke
     python bench/train_speed.py --model /path/to/tiny-model --rows 96 --eval-rows 32 --steps 2 --compile off --skip-memory  # seconds
-    python bench/train_speed.py --model random-roberta-base --device cuda --rows 10000 --baseline-steps 300
+    python bench/train_speed.py --model random-roberta-base --device cuda --rows 6000 --eager-steps 200
     python bench/train_speed.py --skip-loraclf          # baseline only
 """
 
@@ -509,7 +510,7 @@ def run_baseline(args, texts, labels, eval_texts, eval_labels) -> dict:
     tok_s = time.perf_counter() - t
 
     recorder = BatchRecorder(DataCollatorWithPadding(tok))
-    plan = run_plan(len(texts), args.baseline_steps, args.lr)
+    plan = run_plan(len(texts), args.eager_steps, args.lr)
     targs = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="train_speed_"),
         per_device_train_batch_size=STUDY["per_device_train_batch_size"],
@@ -588,9 +589,10 @@ def run_loraclf(args, texts, labels, eval_texts, eval_labels) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from loraclf_side import run_loraclf as run
 
+    steady = args.eager_steps if args._compile == "off" else args.steps
     return run(args, texts, labels, eval_texts, eval_labels, Meter=Meter, model_geometry=model_geometry,
                build_tokenizer_and_model=build_tokenizer_and_model, STUDY=STUDY,
-               plan=run_plan(len(texts), args.steps, args.lr), split_warmup=split_warmup, compile=args._compile)
+               plan=run_plan(len(texts), steady, args.lr), split_warmup=split_warmup, compile=args._compile)
 
 
 # =========================================================================== memory probe
@@ -681,7 +683,7 @@ def spawn(args, which: str, compile: str = "auto") -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", which, "--_result", out, "--_compile", compile,
            "--model", args.model, "--rows", str(args.rows), "--eval-rows", str(args.eval_rows),
            "--device", args.device, "--data-dir", str(args.data_dir), "--steps", str(args.steps),
-           "--baseline-steps", str(args.baseline_steps), "--lr", str(args.lr),
+           "--eager-steps", str(args.eager_steps), "--lr", str(args.lr),
            "--inference-warmup", "on" if args.inference_warmup else "off"]
     if args.tokenizer:
         cmd += ["--tokenizer", args.tokenizer]
@@ -798,7 +800,7 @@ def print_table(report: dict) -> None:
     pl = report["plan"]
     print(f"train: every side runs one warm-up epoch ({pl['warmup_epoch_steps']} optimizer steps over {report['env']['rows']} rows:\n"
           "  every batch shape is met, compiled and captured there), then its steady steps cycling the data\n"
-          f"  (loraclf {pl['steps']}, baseline {pl['baseline_steps']}). Steady seconds / samples/s / tokens/s / FLOP/s cover\n"
+          f"  ({pl['steps']}; eager sides {pl['eager_steps']}: baseline, loraclf_eager). Steady seconds / samples/s / tokens/s / FLOP/s cover\n"
           "  the steps after the warm-up epoch: batch assembly, forward, backward, optimizer; loraclf = the run's step_seconds\n"
           "  (metrics.json minus the checkpoint at the first epoch's end), baseline = Trainer epochs timed on_epoch_begin ->\n"
           "  on_epoch_end. One-time cost = the warm-up epoch's time minus its samples at the steady rate. Projected trial =\n"
@@ -809,7 +811,7 @@ def print_table(report: dict) -> None:
           "  eval rows (loraclf keeps the weights of its best epoch-end evaluation on 64 of them, as `loraclf train` does).\n"
           "evaluate: tokenized rows -> metrics (both sides). predict: baseline trainer.predict on the tokenized dataset,\n"
           "  loraclf Classifier.predict_proba on raw texts (tokenization included)."
-          + (" On CUDA both run one untimed pass first." if report["plan"]["inference_warmup"] else "") + "\n"
+          + (" Both sides ran one untimed pass first (--inference-warmup)." if report["plan"]["inference_warmup"] else "") + "\n"
           "peak mem delta: phase peak over the memory before the model was built (train: the whole call).")
     print()
     for s in sides:
@@ -847,8 +849,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None,
                     help=f"steady-state optimizer steps after the warm-up epoch, cycling the data "
                          f"(default {CUDA_STEPS} on CUDA, {CPU_STEPS} on CPU)")
-    ap.add_argument("--baseline-steps", type=int, default=None,
-                    help="the baseline's steady steps (default: --steps; fewer keep a GPU check short: eager, it has no compile to amortize)")
+    ap.add_argument("--eager-steps", type=int, default=None,
+                    help="steady steps of the eager sides, the baseline and loraclf with model.compile off (default: --steps; "
+                         "they have nothing to amortize, and fewer keep a GPU check short)")
     ap.add_argument("--lr", type=float, default=BENCH_LR, help="learning rate of both sides (default %(default)g: both learn)")
     ap.add_argument("--compile", default="both", choices=["auto", "on", "off", "both"],
                     help="loraclf side: model.compile on, off, the library default (auto), or both (two loraclf runs)")
@@ -868,10 +871,10 @@ def main(argv=None) -> int:
     args.device = resolve_device(args.device)
     if args.steps is None:
         args.steps = CUDA_STEPS if args.device == "cuda" else CPU_STEPS
-    if args.baseline_steps is None:
-        args.baseline_steps = args.steps
-    if min(args.steps, args.baseline_steps) < 1:
-        ap.error("--steps and --baseline-steps must be at least 1 (steady state is what is measured)")
+    if args.eager_steps is None:
+        args.eager_steps = args.steps
+    if min(args.steps, args.eager_steps) < 1:
+        ap.error("--steps and --eager-steps must be at least 1 (steady state is what is measured)")
     args.inference_warmup = (args.inference_warmup or ("on" if args.device == "cuda" else "off")) == "on"
     if args._worker:
         worker(args)
@@ -895,10 +898,10 @@ def main(argv=None) -> int:
     if args.device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
     print("env:", env, flush=True)
-    plan = {**run_plan(args.rows, args.steps, args.lr), "steps": args.steps, "baseline_steps": args.baseline_steps,
+    plan = {**run_plan(args.rows, args.steps, args.lr), "steps": args.steps, "eager_steps": args.eager_steps,
             "compile": args.compile, "inference_warmup": args.inference_warmup}
     print(f"plan: warm-up epoch of {plan['warmup_epoch_steps']} optimizer steps, then {args.steps} steady steps "
-          f"(baseline {args.baseline_steps}); lr {args.lr:g} on both sides", flush=True)
+          f"(eager sides {args.eager_steps}); lr {args.lr:g} on both sides", flush=True)
     dtypes = probe_dtypes(args.device)
     peaks = matmul_peak(args.device, dtypes)
     print("matmul peak:", {k: f"{v['best_flops'] / 1e9:.1f} GFLOP/s" for k, v in peaks.items()}, flush=True)

@@ -423,6 +423,17 @@ def test_two_processes_share_one_postgres_study(learnable_model: Path, easy_csv:
         assert sorted(int(r["number"]) for r in read_log(tmp_path / f"machine{i}")) == sorted(t.number for t in counted(trials))
 
 
+def test_trial_that_fails_in_train_says_why(tmp_path: Path, tiny_model: Path, easy_csv: Path) -> None:
+    """It writes the one-line reason of a trial that train() refused into the trial's line and experiment_log.csv."""
+    study_dir = tmp_path / "study"
+    r = CliRunner().invoke(app, [*tune_args(tiny_model, easy_csv, study_dir), "--study-name", "toolong", "--trials", "1",
+                                 "model.max_length=4096"])
+    assert r.exit_code == 0, r.output
+    (row,) = read_log(study_dir)
+    assert row["state"] == "fail" and "model.max_length=4096" in row["error"], row
+    assert "error: model.max_length=4096" in r.output
+
+
 def test_workers_share_one_gpu_and_take_several_in_turn() -> None:
     """It gives each of K workers the one GPU (they run side by side on it), spreads them over several GPUs in
     turn, and gives none on CPU."""
