@@ -906,12 +906,22 @@ def main(argv=None) -> int:
     peaks = matmul_peak(args.device, dtypes)
     print("matmul peak:", {k: f"{v['best_flops'] / 1e9:.1f} GFLOP/s" for k, v in peaks.items()}, flush=True)
 
-    sides = {}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.stem + ".partial.json")
+
+    def keep(name: str, res: dict) -> None:
+        # each side's raw result as soon as it is in: a run stopped by a time limit still leaves them
+        sides[name] = res
+        partial.write_text(json.dumps({"env": env, "plan": plan, "sides": sides}, indent=1))
+
+    sides: dict = {}
     if not args.skip_baseline:
-        sides["baseline"] = spawn(args, "baseline")
+        keep("baseline", spawn(args, "baseline"))
     if not args.skip_loraclf:
-        for mode in (("off", "on") if args.compile == "both" else (args.compile,)):
-            sides[LORACLF_SIDES[mode]] = spawn(args, "loraclf", mode)
+        # compiled first: under a time limit the run that matters most is in before the eager one
+        for mode in (("on", "off") if args.compile == "both" else (args.compile,)):
+            keep(LORACLF_SIDES[mode], spawn(args, "loraclf", mode))
     mem = {}
     if not args.skip_memory:
         mem = {"lora": spawn(args, "mem_lora"), "full_ft": spawn(args, "mem_full")}
@@ -941,9 +951,8 @@ def main(argv=None) -> int:
                             "layer-0 QKV 2N, attention 4L^2d fwd + 8L^2d bwd per layer)"}
     print_table(report)
     print(f"total wall {report['total_wall_seconds']:.0f}s")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+    partial.unlink(missing_ok=True)
     print(f"wrote {out}")
     return 0 if all("error" not in v for v in sides.values()) else 1
 

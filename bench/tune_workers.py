@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,23 @@ def study_figures(study_dir: Path, name: str) -> dict:
             "trial_errors": errors}
 
 
+def _stop(p: subprocess.Popen) -> None:
+    """SIGTERM to the command's process group (its workers requeue their trials and exit), SIGKILL after 15 s."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:  # the group is gone once every worker has exited, not only the parent
+            p.poll()
+            try:
+                os.killpg(p.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
 def run_one(args, k: int, work: Path, overrides: list[str]) -> dict:
     name = f"workers{k}"
     study_dir = work / name
@@ -65,11 +83,19 @@ def run_one(args, k: int, work: Path, overrides: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     print(f"[{time.strftime('%H:%M:%S')}] K={k}: {' '.join(cmd[3:])}", flush=True)
     t0 = time.perf_counter()
+    # Its own process group, so a timeout (ours, or a SIGTERM from an outer `timeout`) stops the workers too:
+    # left running they would share the GPU with the next K.
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_stop(p), sys.exit(143)))
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-        rc, tail = p.returncode, (p.stderr or "").strip().splitlines()[-5:]
-    except subprocess.TimeoutExpired as e:
-        rc, tail = "timeout", [f"stopped after --timeout {args.timeout}s"] + ((e.stderr or b"").decode(errors="replace").strip().splitlines()[-3:])
+        _, err = p.communicate(timeout=args.timeout)
+        rc, tail = p.returncode, (err or "").strip().splitlines()[-5:]
+    except subprocess.TimeoutExpired:
+        _stop(p)
+        _, err = p.communicate()
+        rc, tail = "timeout", [f"stopped after --timeout {args.timeout}s"] + (err or "").strip().splitlines()[-3:]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     wall = time.perf_counter() - t0
     res: dict = {"workers": k, "returncode": rc, "wall_seconds": wall}
     try:
