@@ -103,7 +103,9 @@ PYEOF
   step)
     if [ -f bench/gpu_step_check.py ]; then
       stamp "step: bench/gpu_step_check.py"
-      timeout $(cap 90) $PY bench/gpu_step_check.py || echo "step: stopped or failed (rc $?)"
+      # STEP_ARGS replaces the arguments if that script's options change
+      timeout $(cap 90) $PY bench/gpu_step_check.py ${STEP_ARGS:---device cuda --json $OUT/gpu_step_check.json} \
+        || echo "step: stopped or failed (rc $?)"
     else
       stamp "step: bench/gpu_step_check.py is not in this checkout; skipped"
     fi

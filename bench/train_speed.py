@@ -710,9 +710,9 @@ def spawn(args, which: str, compile: str = "auto") -> dict:
     tr = res.get("phases", {}).get("train", {})
     if tr.get("warmup"):
         w = tr["warmup"]
-        print(f"  {label}: steady state {w['steady_samples_per_s']:.1f} samples/s over {tr['plan']['steady_steps']} steps; "
-              f"warm-up epoch {w['warmup_seconds']:.1f} s, one-time cost (compile/capture/first touch) "
-              f"{w['one_time_seconds']:.1f} s", flush=True)
+        print(f"  {label}: steady state {fmt(w['steady_samples_per_s'])} samples/s over {tr['plan']['steady_steps']} steps; "
+              f"warm-up epoch {fmt(w['warmup_seconds'])} s, one-time cost (compile/capture/first touch) "
+              f"{fmt(w['one_time_seconds'])} s", flush=True)
     return res
 
 
@@ -817,9 +817,9 @@ def print_table(report: dict) -> None:
     for s in sides:
         tr = d[s].get("train", {})
         if tr.get("warmup_seconds") is not None:
-            print(f"warm-up {s}: first epoch {tr['warmup_seconds']:.1f} s, one-time cost (compile/capture/first touch) "
-                  f"{tr['one_time_seconds']:.1f} s; steady {tr['samples_per_s']:.1f} samples/s over {tr['steady_steps']} steps; "
-                  f"projected_trial_seconds {tr['projected_trial_seconds']:.0f}")
+            print(f"warm-up {s}: first epoch {fmt(tr['warmup_seconds'])} s, one-time cost (compile/capture/first touch) "
+                  f"{fmt(tr['one_time_seconds'])} s; steady {fmt(tr['samples_per_s'])} samples/s over {tr['steady_steps']} steps; "
+                  f"projected_trial_seconds {fmt(tr['projected_trial_seconds'])}")
     pk = report["matmul_peak"]
     print("matmul peak (max over probes): " + ", ".join(
         f"{k} {v['best_flops'] / 1e9:.1f} GFLOP/s (n={v['n']}; probes "
