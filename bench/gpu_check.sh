@@ -2,9 +2,11 @@
 # One prepared GPU session for issue 10 (speed), run from the repo root on a CUDA machine with no network.
 #
 #   Here, before the device call (CPU machine, once):   bash bench/gpu_check.sh prepare
-#     -> .devcarry/minilm (MiniLM as a bf16 copy + tokenizer: fits the 64 MiB working-tree limit) and
-#        .devcarry/ag_news (train.csv, test.csv), .devcarry listed in this checkout's git exclude file.
-#   On the device (carry [".devcarry"], timeout_s 600):  bash bench/gpu_check.sh          (all parts)
+#     -> .devcarry/minilm (MiniLM as a bf16 copy + tokenizer: fits the 64 MiB working-tree limit),
+#        .devcarry/ag_news (train.csv, test.csv), .devcarry listed in this checkout's git exclude file, and
+#        .whl/: wheels of what loraclf needs and the device image lacks (pydantic, optuna and theirs),
+#        the versions of this machine's venv, for CPython 3.12 on x86-64 (needs pip's network access).
+#   On the device (carry [".devcarry", ".whl"], timeout_s 600):  bash bench/gpu_check.sh   (all parts)
 #                                                        bash bench/gpu_check.sh tune step  (some parts)
 # Parts, in order of priority, each under `timeout` and all inside GPU_CHECK_BUDGET seconds (default 560,
 # under the device's 10-minute limit per command):
@@ -37,9 +39,21 @@ sd = load_file(sys.argv[1] + "/model.safetensors")
 save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}, sys.argv[2] + "/model.bf16.safetensors")
 PYEOF
   cp ../shared/data/ag_news/train.csv ../shared/data/ag_news/test.csv "$AG_DIR"/
+  # The device image has torch, transformers, peft, accelerate, typer, pyyaml, pandas...; not these.
+  wheels=$($PREP_PY - <<'PYEOF'
+import importlib.metadata as m
+names = ["pydantic", "pydantic_core", "annotated-types", "typing-inspection", "typing_extensions",
+         "optuna", "SQLAlchemy", "alembic", "Mako", "colorlog"]
+print(" ".join(f"{n}=={m.version(n)}" for n in names))
+PYEOF
+)
+  rm -rf .whl && mkdir -p .whl
+  $PREP_PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .whl $wheels || { echo "pip download failed: carry the wheels of $wheels some other way"; exit 1; }
   ex=$(git rev-parse --git-path info/exclude); mkdir -p "$(dirname "$ex")"
   grep -qx '/.devcarry/' "$ex" 2>/dev/null || echo '/.devcarry/' >> "$ex"
-  du -sh .devcarry; echo "prepared; on the device: carry [\".devcarry\"], command: bash bench/gpu_check.sh"
+  du -sh .devcarry .whl; echo "prepared; on the device: carry [\".devcarry\", \".whl\"], command: bash bench/gpu_check.sh"
   exit 0
 fi
 
@@ -47,15 +61,20 @@ PARTS=${*:-speed step tune}
 OUT=${OUT:-/tmp/out}; export OUT
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
-export PYTHONPATH=$PWD/src HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+SITE=
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then  # wheels carried for what the image lacks
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && SITE=:/tmp/site || echo "installing the carried wheels failed"
+fi
+export PYTHONPATH=$PWD/src$SITE HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 left() { echo $(( BUDGET - SECONDS )); }
 cap() { local want=$1 l; l=$(left); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
 stamp() { echo "=== [$(date -u +%H:%M:%S), ${SECONDS}s of ${BUDGET}s] $*"; }
 
 stamp "parts: $PARTS"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-$PY -c "import torch, transformers, peft, accelerate, optuna; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__, 'optuna', optuna.__version__)" \
-  || echo "a package is missing here: carry it as wheels (see the device README)"
+$PY -c "import torch, transformers, peft, accelerate, optuna, pydantic, loraclf.cli; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__, 'optuna', optuna.__version__, 'pydantic', pydantic.__version__)" \
+  || echo "a package is missing here: run 'bash bench/gpu_check.sh prepare' where pip works and carry .whl"
 
 # MiniLM: restore fp32 weights when only the bf16 copy travelled (the device has no network).
 MODEL=/tmp/minilm
