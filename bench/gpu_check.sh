@@ -96,7 +96,7 @@ for part in $PARTS; do
     stamp "speed: train_speed.py, random RoBERTa-base, baseline vs loraclf compile on/off"
     SPEED_MODEL=${SPEED_MODEL:-random-roberta-base}
     tok=(); [ "$SPEED_MODEL" = random-roberta-base ] && tok=(--tokenizer $MODEL)  # MiniLM's tokenizer for the random model
-    timeout $(cap 360) $PY bench/train_speed.py --model $SPEED_MODEL "${tok[@]}" \
+    timeout $(cap ${SPEED_TIMEOUT:-360}) $PY bench/train_speed.py --model $SPEED_MODEL "${tok[@]}" \
       --device ${SPEED_DEVICE:-cuda} --rows ${SPEED_ROWS:-6000} --steps ${SPEED_STEPS:-1000} \
       --eager-steps ${SPEED_EAGER_STEPS:-150} --compile ${SPEED_COMPILE:-both} \
       --eval-rows ${SPEED_EVAL_ROWS:-5000} --skip-memory --data-dir "$AG_DIR" --json "$OUT/train_speed_cuda.json" \
@@ -106,7 +106,7 @@ for part in $PARTS; do
     stamp "tune: loraclf tune --workers 1,2,4 on one GPU, 8 trials of the seed space"
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,nounits -l 1 > "$OUT/gpu_util_tune.csv" 2>/dev/null &
     smi=$!
-    timeout $(cap 200) $PY bench/tune_workers.py --model $MODEL --train-file "$AG_DIR/train.csv" --config seed \
+    timeout $(cap ${TUNE_TIMEOUT:-200}) $PY bench/tune_workers.py --model $MODEL --train-file "$AG_DIR/train.csv" --config seed \
       --workers ${TUNE_WORKERS:-1,2,4} --trials ${TUNE_TRIALS:-8} --timeout ${TUNE_TIMEOUT_PER_K:-75} \
       --json "$OUT/tune_workers_cuda.json" data.max_train_rows=${TUNE_ROWS:-1000} data.max_eval_rows=200 \
       model.compile=${TUNE_COMPILE:-false} || echo "tune: stopped or failed (rc $?)"
@@ -123,7 +123,7 @@ PYEOF
     if [ -f bench/gpu_step_check.py ]; then
       stamp "step: bench/gpu_step_check.py"
       # STEP_ARGS replaces the arguments if that script's options change
-      timeout $(cap 90) $PY bench/gpu_step_check.py ${STEP_ARGS:---device cuda --json $OUT/gpu_step_check.json} \
+      timeout $(cap ${STEP_TIMEOUT:-90}) $PY bench/gpu_step_check.py ${STEP_ARGS:---device cuda --json $OUT/gpu_step_check.json} \
         || echo "step: stopped or failed (rc $?)"
     else
       stamp "step: bench/gpu_step_check.py is not in this checkout; skipped"
