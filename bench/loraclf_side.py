@@ -7,10 +7,16 @@ config, batch size, accumulation and sample count, and loraclf's own defaults fo
 is `loraclf.inference.Classifier.predict_proba` over the same rows. Every batch record below comes
 from the library's own batching (`loraclf.batching`), so it describes what the model was fed.
 
-Timing of the train phase comes from the run's metrics.json: `step_seconds` (training steps alone,
-measured by the recipe: batch assembly, forward, backward, optimizer; no model loading,
-tokenization, evaluation, checkpointing or saving) and `train_samples_per_s` (= train_samples /
-step_seconds). The wall time of the whole `train()` call is kept beside it for context.
+Timing of the train phase comes from the run's own bookkeeping: `step_seconds` (training steps
+alone, measured by the recipe: batch assembly, forward, backward, optimizer; no model loading,
+tokenization, evaluation, checkpointing or saving) and `train_samples`, read from the checkpoint
+written at the end of the first (warm-up) epoch and from metrics.json at the end. Steady state is
+the difference: the steps after the first epoch. The wall time of the whole `train()` call is kept
+beside it for context.
+
+`compile` ("on", "off" or "auto") reaches the library as a config override, `model.compile=true|false`,
+or none at all for "auto" (the library's default), so this works whether `model.compile` is a bool
+or `auto | true | false`.
 """
 from __future__ import annotations
 
@@ -32,18 +38,42 @@ def _records(token_ids: list[list[int]], batches: list[list[int]], pad_id: int) 
     return out
 
 
+def _fed_batches(lengths: list[int], t: Any, total_steps: int) -> list[list[list[int]]]:
+    """The micro-batches train() feeds, per epoch, up to `total_steps` optimizer steps (loraclf.batching's own)."""
+    from loraclf.batching import epoch_batches
+
+    out, steps, epoch = [], 0, 0
+    while steps < total_steps:
+        batches = epoch_batches(lengths, t.batch_size, t.seed, epoch, t.group_by_length)
+        used = []
+        for i, b in enumerate(batches):
+            used.append(b)
+            if i % t.grad_accum == t.grad_accum - 1 or i == len(batches) - 1:
+                steps += 1
+                if steps >= total_steps:
+                    break
+        out.append(used)
+        epoch += 1
+    return out
+
+
+COMPILE_OVERRIDES = {"on": ["model.compile=true"], "off": ["model.compile=false"], "auto": []}
+
+
 def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list[str], eval_labels: list[int],
-                *, Meter: Callable, model_geometry: Callable, build_tokenizer_and_model: Callable, STUDY: dict) -> dict:
+                *, Meter: Callable, model_geometry: Callable, build_tokenizer_and_model: Callable, STUDY: dict,
+                plan: dict, split_warmup: Callable, compile: str = "auto") -> dict:
     import numpy as np
     import torch
 
-    from loraclf.batching import epoch_batches, inference_batches, pad_id_of, tokenize
-    from loraclf.config import Config
+    from loraclf.batching import inference_batches, pad_id_of, tokenize
+    from loraclf.config import Config, config_from_dict
     from loraclf.data import Splits, TextLabels
     from loraclf.inference import Classifier, run_inference
     from loraclf.metrics import compute_metrics
     from loraclf.rundir import RunDir
     from loraclf.train import train
+    from loraclf.train.checkpoint import load_checkpoint
 
     device = args.device
     meter = Meter(device)
@@ -64,33 +94,52 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
     cfg.lora.target_modules, cfg.lora.bias = list(STUDY["target_modules"]), STUDY["lora_bias"]
     t = cfg.train
     t.batch_size, t.grad_accum = STUDY["per_device_train_batch_size"], STUDY["gradient_accumulation_steps"]
-    t.lr, t.weight_decay, t.warmup_steps = STUDY["learning_rate"], STUDY["weight_decay"], STUDY["warmup_steps"]
-    t.scheduler, t.seed, t.epochs, t.progress = STUDY["lr_scheduler_type"], STUDY["seed"], 1, False
+    t.lr, t.weight_decay, t.warmup_steps = plan["lr"], STUDY["weight_decay"], plan["lr_warmup_steps"]
+    t.scheduler, t.seed, t.progress = STUDY["lr_scheduler_type"], STUDY["seed"], False
+    t.epochs, t.max_steps = plan["epochs"], plan["total_steps"]  # cycles the data: one warm-up epoch + steady steps
+    t.eval_every_steps = 0  # evaluations (outside the timed steps) at epoch ends only
     # Config()'s defaults are our recommendation, not the study's: pin what the baseline does.
     cfg.lora.modules_to_save = []  # the baseline trains the head only, not the pooler
     t.eval_batch_size, t.warmup_ratio, t.early_stopping_patience = STUDY["per_device_eval_batch_size"], 0.0, 0
     t.checkpoint_every_steps = 10**9  # the baseline saves nothing either
     t.log_every_steps = 10**9
-    cfg.model.compile = bool(getattr(args, "compile", False))
-    # train() needs a validation split and evaluates it at the end of the epoch: a token one (64 rows).
-    # That evaluation is outside step_seconds, which is what the train phase reports.
+    cfg = config_from_dict(cfg.to_dict(), COMPILE_OVERRIDES[compile])
+    t = cfg.train
+    # train() needs a validation split and evaluates it at the end of every epoch: a token one (64 rows).
+    # Those evaluations are outside step_seconds, which is what the train phase reports.
     splits = Splits(TextLabels(list(texts), list(labels)), TextLabels(list(eval_texts[:64]), list(eval_labels[:64])), None, names)
 
     run = RunDir(work / "run")
     meter.mark_base()
+    warm: dict = {}
+
+    def at_eval(step: int, m: dict) -> None:
+        # The first evaluation ends the warm-up epoch; the checkpoint written just before holds the loop's
+        # step_seconds and samples so far.
+        if not warm:
+            loop = load_checkpoint(run)["loop"]
+            warm.update(step=step, step_seconds=loop["step_seconds"], samples=loop["samples_seen"])
+
     with meter.phase("train"):  # peak memory of the whole call; its wall time is context only
-        train(cfg, run.path, splits=splits)
+        train(cfg, run.path, splits=splits, on_eval=at_eval)
     call = meter.phases["train"]
     metrics = run.read_metrics()  # metrics.json as written by the run
+    if warm.get("step") != plan["warmup_epoch_steps"]:
+        raise RuntimeError(f"the first evaluation came at step {warm.get('step')}, not at the end of the first epoch "
+                           f"(step {plan['warmup_epoch_steps']})")
+    split = split_warmup(metrics["step_seconds"], metrics["train_samples"], warm["step_seconds"], warm["samples"])
 
     pad_id = pad_id_of(tok)
     ids = tokenize(tok, list(texts), cfg.model.max_length)
-    train_batches = epoch_batches([len(x) for x in ids], t.batch_size, t.seed, 0, t.group_by_length)
+    fed = _fed_batches([len(x) for x in ids], t, metrics["global_step"])
+    steady_batches = [b for epoch in fed[1:] for b in epoch]
 
     clf = Classifier.from_run_dir(run, device=device)
     eval_ids = clf.tokenize(eval_texts)
     # The batches run_inference cuts (no token budget: Classifier passes none).
     eval_batches = inference_batches([len(x) for x in eval_ids], clf.batch_size)
+    if args.inference_warmup:  # untimed first pass: compile/capture of the inference path, kernel selection
+        run_inference(clf.run.model, eval_ids, clf.batch_size, clf.run.device, clf.run.precision, clf.pad_id)
     with meter.phase("evaluate"):  # token ids prepared outside, as the baseline's evaluate gets a tokenized dataset
         logits = run_inference(clf.run.model, eval_ids, clf.batch_size, clf.run.device, clf.run.precision, clf.pad_id)
         ev = compute_metrics(logits, eval_labels, names)
@@ -112,16 +161,21 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
         "mem_method": meter.method,
         "mem_base_bytes": meter.base,
         "settings": {"precision": precision, "group_by_length": t.group_by_length, "max_length": cfg.model.max_length,
-                     "eval_batch_size": clf.batch_size, "compile": cfg.model.compile},
+                     "eval_batch_size": clf.batch_size, "compile_option": compile, "model.compile": cfg.model.compile,
+                     # whatever the run itself reports about compiling / capturing (names vary by version)
+                     **{k: v for k, v in metrics.items() if any(w in k for w in ("compil", "captur", "graph"))}},
         "phases": {
             "train": {**call,
-                      "seconds": metrics["step_seconds"],
-                      "seconds_covers": "training steps only (metrics.json step_seconds)",
-                      "samples": metrics["train_samples"],
-                      "samples_per_s": metrics["train_samples_per_s"],
+                      "seconds": split["steady_seconds"],
+                      "seconds_covers": "training steps after the warm-up epoch (step_seconds: metrics.json minus "
+                                        "the checkpoint at the end of the first epoch)",
+                      "samples": split["steady_samples"],
+                      "samples_per_s": split["steady_samples_per_s"],
+                      "warmup": split, "plan": plan, "optimizer_steps": metrics["global_step"],
+                      "all_steps_samples_per_s": metrics["train_samples_per_s"],
                       "train_call_wall_seconds": call["seconds"],
                       "loop_wall_seconds": metrics["train_seconds"],
-                      "batches": _records(ids, train_batches, pad_id), "final_loss": None},
+                      "batches": _records(ids, steady_batches, pad_id), "final_loss": None},
             "evaluate": {**meter.phases["evaluate"], "samples": len(eval_texts),
                          "batches": _records(eval_ids, eval_batches, clf.pad_id), "accuracy": ev["accuracy"]},
             "predict": {**meter.phases["predict"], "samples": len(eval_texts),

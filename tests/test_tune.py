@@ -1,4 +1,4 @@
-"""`loraclf tune`: study bookkeeping, bad input, SQLite resume, pruning, PostgreSQL workers, SIGKILL.
+"""`loraclf tune`: study bookkeeping, bad input, SQLite resume, pruning, workers sharing a GPU, PostgreSQL workers, SIGKILL.
 
 Trials use a learnable tiny encoder on an easy two-class set, so a good learning rate separates the
 classes within a couple of dozen steps (one torch thread each: on a loaded 2-core machine several
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import json
 import os
 import random
 import signal
@@ -25,6 +26,8 @@ from loraclf.cli import app
 from loraclf.config import load_config
 from loraclf.tune import (TrialSeededTPE, check_space_values, counted, eval_interval, finished, make_storage, open_study,
                           with_installed_driver)
+from loraclf.tune.run import worker_devices, worker_env
+from loraclf.tune.worker import JOB_ENV, WorkerJob
 from pg import postgres_server, why_unavailable
 
 from helpers import LORACLF, free_port
@@ -418,6 +421,62 @@ def test_two_processes_share_one_postgres_study(learnable_model: Path, easy_csv:
     assert workers == {f"{socket.gethostname()}:{p.pid}" for p in procs}, "both processes must have run trials"
     for i in range(2):  # each machine's log lists every trial of the study
         assert sorted(int(r["number"]) for r in read_log(tmp_path / f"machine{i}")) == sorted(t.number for t in counted(trials))
+
+
+def test_trial_that_fails_in_train_says_why(tmp_path: Path, tiny_model: Path, easy_csv: Path) -> None:
+    """It writes the one-line reason of a trial that train() refused into the trial's line and experiment_log.csv."""
+    study_dir = tmp_path / "study"
+    r = CliRunner().invoke(app, [*tune_args(tiny_model, easy_csv, study_dir), "--study-name", "toolong", "--trials", "1",
+                                 "model.max_length=4096"])
+    assert r.exit_code == 0, r.output
+    (row,) = read_log(study_dir)
+    assert row["state"] == "fail" and "model.max_length=4096" in row["error"], row
+    assert "error: model.max_length=4096" in r.output
+
+
+def test_workers_share_one_gpu_and_take_several_in_turn() -> None:
+    """It gives each of K workers the one GPU (they run side by side on it), spreads them over several GPUs in
+    turn, and gives none on CPU."""
+    assert worker_devices(4, ["0"]) == ["0"] * 4
+    assert worker_devices(3, ["2", "5"]) == ["2", "5", "2"]
+    assert worker_devices(2, []) == [None, None]
+
+
+def test_worker_env_names_its_gpu_and_drops_a_launchers_process_group() -> None:
+    """It hands a worker its job and its GPU, and none of a launcher's RANK/WORLD_SIZE (its trials would wait for peers)."""
+    job = WorkerJob({"name": "x"}, "studies/x", "sqlite:///x.db", "w1", 2)
+    env = worker_env(job, "3", {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "3,4", "RANK": "1", "LOCAL_RANK": "1",
+                                "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "29500"})
+    assert env["CUDA_VISIBLE_DEVICES"] == "3" and env["PATH"] == "/bin"
+    assert not {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} & set(env)
+    assert WorkerJob(**json.loads(env[JOB_ENV])) == job
+    assert worker_env(job, None, {"CUDA_VISIBLE_DEVICES": ""})["CUDA_VISIBLE_DEVICES"] == ""  # CPU: left as it was
+
+
+def test_two_workers_on_one_gpu_run_the_study_side_by_side(monkeypatch: pytest.MonkeyPatch, learnable_model: Path,
+                                                           easy_csv: Path, tmp_path: Path) -> None:
+    """With one GPU (pretended: the workers train on CPU here), --workers 2 starts two processes, both given that
+    GPU, and both run trials until the study holds its count."""
+    import loraclf.tune.run as tune_run
+
+    monkeypatch.setattr(tune_run, "_visible_gpus", lambda: ["0"])
+    started: list[tuple[int, str | None]] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen:
+        proc = real_popen(*args, **kwargs)
+        started.append((proc.pid, (kwargs.get("env") or {}).get("CUDA_VISIBLE_DEVICES")))
+        return proc
+
+    monkeypatch.setattr(tune_run.subprocess, "Popen", popen)
+    study_dir = tmp_path / "study"
+    r = CliRunner().invoke(app, [*tune_args(learnable_model, easy_csv, study_dir), "--study-name", "onegpu", "--workers", "2",
+                                 "--trials", "4", "train.epochs=1"])
+    assert r.exit_code == 0, r.output
+    assert [gpu for _, gpu in started] == ["0", "0"]
+    trials = _study_trials(f"sqlite:///{study_dir / 'study.db'}", "onegpu")
+    assert len(finished(trials)) == 4 and len(counted(trials)) == 4
+    assert {t.user_attrs["worker"] for t in counted(trials)} == {f"{socket.gethostname()}:{pid}" for pid, _ in started}
 
 
 @pytest.mark.slow

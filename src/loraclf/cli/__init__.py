@@ -233,7 +233,7 @@ def tune(
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Finished trials the whole study should hold, all workers together (tune.trials)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds (tune.timeout)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Database URL shared by workers/machines, e.g. postgresql://user:pass@host/db (default: STUDY_DIR/study.db)."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes on this machine (one GPU each with CUDA; cores split on CPU)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Trial processes side by side on this machine: with CUDA they take the visible GPUs in turn (several on one GPU share it); on CPU the cores are split. Default 1 until GPU figures (bench/tune_workers.py) show more pays."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name; the same name resumes it or joins it from another machine (tune.study_name)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study directory (default studies/<study_name>)."),
     train_best: bool = typer.Option(False, "--train-best", help="Retrain the best config into STUDY_DIR/best, score the test split, write submission.csv."),

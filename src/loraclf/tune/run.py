@@ -87,15 +87,33 @@ def _visible_gpus() -> list[str]:
     return [g.strip() for g in env.split(",") if g.strip()] if env else [str(i) for i in range(torch.cuda.device_count())]
 
 
+# A launcher's process-group settings (torchrun, accelerate launch): a worker inheriting them would make its
+# trial's Accelerator wait for peers that never come. Each worker's trials are single-process runs.
+_GROUP_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+              "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
+              "TORCHELASTIC_MAX_RESTARTS")
+
+
+def worker_devices(workers: int, gpus: list[str]) -> list[str | None]:
+    """Each worker's GPU (its CUDA_VISIBLE_DEVICES): the visible GPUs in turn, so K workers on one GPU all
+    get that GPU and run side by side on it, and K workers on G GPUs share them K/G each; None on CPU."""
+    return [gpus[i % len(gpus)] if gpus else None for i in range(workers)]
+
+
+def worker_env(job: WorkerJob, gpu: str | None, environ: dict[str, str]) -> dict[str, str]:
+    """The environment of one worker subprocess: its job, its GPU, no inherited process-group settings."""
+    env = {k: v for k, v in environ.items() if k not in _GROUP_ENV}
+    env[JOB_ENV] = json.dumps(dataclasses.asdict(job))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu  # seen as cuda:0 inside the worker
+    return env
+
+
 def _spawn_workers(jobs: list[WorkerJob], say: Say) -> list[int]:
-    """Start one `python -m loraclf.tune` per job (one GPU each when there are GPUs); wait for all."""
-    gpus = _visible_gpus()
-    procs = []
-    for i, job in enumerate(jobs):
-        env = dict(os.environ, **{JOB_ENV: json.dumps(dataclasses.asdict(job))})
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        procs.append(subprocess.Popen([sys.executable, "-m", "loraclf.tune"], env=env))
+    """Start one `python -m loraclf.tune` per job (GPUs shared out by `worker_devices`); wait for all."""
+    devices = worker_devices(len(jobs), _visible_gpus())
+    procs = [subprocess.Popen([sys.executable, "-m", "loraclf.tune"], env=worker_env(job, gpu, dict(os.environ)))
+             for job, gpu in zip(jobs, devices)]
     try:
         return [p.wait() for p in procs]
     except KeyboardInterrupt:
@@ -150,7 +168,8 @@ def run_study(cfg: Config, study_dir: str | Path | None = None, *, workers: int 
     Args:
         cfg: validated base config; `cfg.tune` holds the study settings and the search space.
         study_dir: outputs (default studies/<study_name>).
-        workers: trial processes to run on this machine (1: in this process).
+        workers: trial processes to run on this machine (1: in this process). With CUDA they share the
+            visible GPUs in turn (K workers on one GPU run side by side on it); on CPU the cores are split.
         retrain_best: retrain the best configuration on the full training split, score the test split,
             write submission.csv.
         say: where progress lines go.

@@ -153,6 +153,10 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = say_stde
         except optuna.exceptions.UpdateFinishedTrialError:
             current["stale"] = True
             raise
+        except LoraclfError as e:  # the trial fails (optuna catches it); its line and the log say why
+            if not isinstance(e, StorageLockedError):  # that one stops the worker, and the storage is busy
+                trial.set_user_attr("error", " ".join(str(e).split()))
+            raise
         current["returned"] = True
         return float(metrics["val_accuracy"])
 

@@ -1,0 +1,45 @@
+"""bench/train_speed.py end to end with the tiny model: both sides run, and the JSON carries what the notes quote."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, SHARED
+
+
+def test_train_speed_smoke_reports_steady_state_and_projection(tiny_model: Path, tmp_path: Path) -> None:
+    """It trains a warm-up epoch plus the steady steps on both sides, counts the same steady samples on each,
+    and writes projected_trial_seconds, the one-time cost and accuracy per side."""
+    out = tmp_path / "speed.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    # 96 rows = 3 micro-batches of 32 = 2 optimizer steps per epoch (accumulation 2, the last step short):
+    # the warm-up epoch, then 2 steady steps = the second epoch exactly (96 samples).
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "train_speed.py"), "--model", str(tiny_model), "--rows", "96",
+                        "--eval-rows", "32", "--steps", "2", "--compile", "off", "--skip-memory", "--device", "cpu",
+                        "--data-dir", str(SHARED), "--json", str(out)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    report = json.loads(out.read_text())
+    sides = ["baseline", "loraclf_eager"]
+    assert list(report["sides"]) == sides
+    assert report["plan"]["warmup_epoch_steps"] == 2 and report["plan"]["steady_steps"] == 2
+    for side in sides:
+        train = report["sides"][side]["phases"]["train"]
+        assert train["optimizer_steps"] == 4, side
+        assert train["warmup"]["warmup_samples"] == 96 and train["samples"] == 96, side
+        derived = report["derived"][side]
+        rate, one_time = derived["train"]["samples_per_s"], derived["train"]["one_time_seconds"]
+        assert rate > 0 and one_time is not None
+        assert report["projected_trial_seconds"][side] == derived["train"]["projected_trial_seconds"]
+        assert abs(report["projected_trial_seconds"][side] - (3 * 108_000 / rate + max(0.0, one_time))) < 1e-6
+        for phase in ("evaluate", "predict"):
+            assert 0.0 <= derived[phase]["accuracy"] <= 1.0
+        # the matmul peak of the dtype the side ran in was measured, so its share of peak is a number
+        assert report["sides"][side]["dtype"] in report["matmul_peak"]
+        assert derived["train"]["useful_share_of_peak"] is not None
+        assert f"warm-up {side}: first epoch" in p.stdout
+    assert report["sides"]["loraclf_eager"]["settings"]["model.compile"] in (False, "false")
+    assert set(report["ratios"]) == {"loraclf_eager"}
