@@ -114,9 +114,14 @@ class Trainer:
         self.keep_grads = compiled and device.type == "cuda"  # see compiled_train_loss: CUDA graphs + accumulation
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-3, fused=device.type == "cuda" or None)
+        self.allocate_grads()
+
+    def allocate_grads(self) -> None:
+        """The compiled side on CUDA keeps every .grad allocated (the other side's zero_grad may have dropped them)."""
         if self.keep_grads:
-            for p in params:
-                p.grad = torch.zeros_like(p)
+            for p in self.model.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
 
     def micro_step(self, batch: dict[str, torch.Tensor], real: torch.Tensor) -> torch.Tensor:
         backward = lambda loss: (loss / self.accum).backward()  # noqa: E731
@@ -199,6 +204,7 @@ def main() -> int:
     train_n = {"eager": 0, "compiled": 0}
     for _ in range(args.rounds):
         for side, trainer in trainers.items():
+            trainer.allocate_grads()
             sync(device)
             t0 = time.perf_counter()
             for i in range(per_round):

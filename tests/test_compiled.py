@@ -210,6 +210,7 @@ def test_compile_failure_in_a_run_falls_back_to_eager(tiny_model_without_dropout
     ]
 
 
+@pytest.mark.slow
 def test_inductor_step_matches_eager(tiny_model_without_dropout: Path) -> None:
     """It computes the same per-step losses with the inductor-compiled training loss as eager (3 AdamW steps,
     one 8 x 32 shape with 3 filler rows), within bf16 or fp32 tolerance."""

@@ -130,19 +130,21 @@ class CompiledOrEager:
         return result
 
 
-def compiled_train_loss(model: torch.nn.Module, device: torch.device) -> CompiledOrEager:
+def compiled_train_loss(model: torch.nn.Module, device: torch.device, cuda_graphs: bool = True) -> CompiledOrEager:
     """The training forward pass (model + `masked_cross_entropy`) compiled for `device`:
     loss = f(input_ids, attention_mask, targets, real_rows). On CUDA its graphs are captured (CUDA graphs).
 
     With CUDA graphs, keep every .grad allocated (zero_grad(set_to_none=False)): a backward graph's gradient
     is a buffer the next replay overwrites, and autograd adopts that buffer as .grad when .grad is None,
-    which breaks gradient accumulation (pytorch/pytorch#169545). An existing .grad is added into instead."""
+    which breaks gradient accumulation (pytorch/pytorch#169545). An existing .grad is added into instead.
+    cuda_graphs=False compiles without capturing (the recipe's choice with several processes, where DDP's
+    gradient all-reduce runs in backward hooks between the graphs; not measured yet)."""
     def train_loss(input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
                    real: torch.Tensor) -> torch.Tensor:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         return masked_cross_entropy(logits, targets, real)
 
-    mode = CUDA_TRAIN_MODE if device.type == "cuda" else "default"
+    mode = CUDA_TRAIN_MODE if device.type == "cuda" and cuda_graphs else "default"
     return CompiledOrEager(train_loss, mode=mode, what="training step")
 
 

@@ -267,8 +267,9 @@ class TrainRecipe:
         self.buckets = length_buckets(self.cfg.model.max_length)
         raise_recompile_limit(len(self.buckets))
         self.train_tokens = DeviceTokens(self.train_ids, self.pad_id, acc.device, self.buckets[-1], labels=self.train_labels)
-        self.compiled_loss = compiled_train_loss(self.model, acc.device)
-        self.keep_grads = acc.device.type == "cuda"  # CUDA graphs: see compiled_train_loss
+        cuda_graphs = acc.device.type == "cuda" and self.world == 1
+        self.compiled_loss = compiled_train_loss(self.model, acc.device, cuda_graphs=cuda_graphs)
+        self.keep_grads = cuda_graphs  # see compiled_train_loss
         if self.keep_grads:
             for p in self.model.parameters():
                 if p.requires_grad and p.grad is None:
