@@ -184,6 +184,8 @@ def main() -> int:
             times.append(time.perf_counter() - t0)
         losses[side] = [float(x) for x in side_losses]
         first_steps_s[side] = times
+        print(f"{side}: first {args.compare_steps} optimizer steps took " + ", ".join(f"{t:.1f}" for t in times) + " s",
+              file=sys.stderr, flush=True)
     compiled_fell_back = trainers["compiled"].compiled_loss.failed  # type: ignore[union-attr]
 
     # A short batch: filler rows (copies of the first row, masked) leave the loss of the real rows unchanged.
@@ -214,6 +216,7 @@ def main() -> int:
             sync(device)
             train_s[side] += time.perf_counter() - t0
             train_n[side] += per_round
+            print(f"{side}: {train_n[side]} micro-steps timed, {train_s[side] / train_n[side]:.3f} s each", file=sys.stderr, flush=True)
     train_sps = {side: train_n[side] * args.batch / train_s[side] for side in trainers}
     step_s = {side: train_s[side] / train_n[side] * args.accum for side in trainers}  # per optimizer step
     # Compile time: the first optimizer steps' time beyond what the same steps take in steady state.
