@@ -28,8 +28,10 @@ import torch
 # Below 32 tokens a step is too cheap for padding to matter.
 SMALLEST_BUCKET = 32
 
-# On CPU, `model.compile: auto` compiles only a run this long (optimizer steps) on a CPU with native bf16:
-# below it the one-off compile costs more than the steady-state gain returns (bench/FINDINGS_cpu.md).
+# On CPU, `model.compile: auto` compiles only a bf16 run of at least this many optimizer steps; None: never.
+# None for now: on the 2-core CPUs measured, a cold fwd+bwd compile takes minutes per length bucket (and
+# there are 5 for max_length 128) for a steady gain of 1.1-1.2x on MiniLM, more than a default run's
+# ~1,000 steps return (bench/FINDINGS_cpu.md, "torch.compile with static shapes").
 CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
 
 # torch.compile modes: CUDA graphs for the launch-bound training step; inference batches are big enough
