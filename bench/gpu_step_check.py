@@ -1,6 +1,7 @@
 """Eager vs compiled (CUDA: CUDA graphs) training step and inference pass, on the same batches, in one process.
 
     python bench/gpu_step_check.py                          # CUDA: RoBERTa-base-sized random model, batch 32 x 64, bf16
+    python bench/gpu_step_check.py --recipe                 # ... and TrainRecipe itself, model.compile false vs true
     python bench/gpu_step_check.py --smoke                  # any device: tiny model, a few steps (checks the script runs)
     python bench/gpu_step_check.py --model DIR --device cpu --precision bf16 --steps 30   # e.g. MiniLM on this CPU
 
@@ -44,6 +45,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per side")
     ap.add_argument("--warm-cache", action="store_true", help="keep the inductor cache (default: a fresh one, cold compile)")
     ap.add_argument("--smoke", action="store_true", help="tiny random model and few steps (a quick run on any device)")
+    ap.add_argument("--recipe", action="store_true",
+                    help="also train a tiny random model through loraclf's TrainRecipe with model.compile=false and =true "
+                         "(synthetic texts, 2 length buckets, accumulation 2, a short last batch) and compare the logged losses")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if args.smoke:
@@ -138,6 +142,60 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=not self.keep_grads)
+
+
+def recipe_check(device: torch.device, workdir: Path) -> dict:
+    """TrainRecipe end to end, eager vs compiled (CUDA: CUDA graphs): per-step train losses and validation metrics."""
+    import csv
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizerFast
+
+    from loraclf.config import config_from_dict
+    from loraclf.train import train
+
+    rng = np.random.default_rng(0)
+    topics = [["market", "stocks", "profit", "bank"], ["match", "goal", "season", "coach"],
+              ["election", "minister", "treaty", "vote"], ["software", "chip", "internet", "space"]]
+    filler = ["the", "a", "of", "on", "after", "new", "said", "report", "today", "week", "people", "city"]
+    rows = []
+    for i in range(1000):
+        label = i % 4
+        words = rng.choice(filler, size=int(rng.integers(8, 40))).tolist()
+        for _ in range(3):
+            words.insert(int(rng.integers(0, len(words))), str(rng.choice(topics[label])))
+        rows.append([str(label), " ".join(words)])
+    data = workdir / "train.csv"
+    with open(data, "w", newline="") as f:
+        csv.writer(f).writerows([["label", "text"], *rows])
+    model_dir = workdir / "tiny"
+    model_dir.mkdir(exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([r[1] for r in rows], vocab_size=400, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(model_dir))
+    tok = RobertaTokenizerFast(vocab=str(model_dir / "vocab.json"), merges=str(model_dir / "merges.txt"), model_max_length=128)
+    tok.save_pretrained(str(model_dir))
+    torch.manual_seed(0)
+    RobertaForSequenceClassification(RobertaConfig(
+        vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        max_position_embeddings=130, pad_token_id=tok.pad_token_id, type_vocab_size=1, num_labels=4,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(str(model_dir))
+
+    out: dict = {}
+    for setting in ("false", "true"):
+        # 900 training rows in batches of 32: 28 full batches and a short one of 4 (masked filler rows when compiled).
+        cfg = config_from_dict({"model": {"name": str(model_dir)}, "data": {"train_file": str(data)}}, [
+            "data.format=csv", "model.max_length=48", "train.batch_size=32", "train.grad_accum=2", "train.epochs=1",
+            "train.lr=1e-3", "train.warmup_steps=2", "lora.dropout=0", "train.log_every_steps=1", "train.progress=false",
+            "train.early_stopping_patience=0", f"model.compile={setting}", "train.eval_batch_size=64"])
+        metrics = train(cfg, workdir / f"run-compile-{setting}", console=False)
+        log = [json.loads(x) for x in (workdir / f"run-compile-{setting}" / "log.jsonl").read_text().splitlines()]
+        out[setting] = {"losses": [x["train_loss"] for x in log if "train_loss" in x], "val_loss": metrics["val_loss"],
+                        "val_accuracy": metrics["val_accuracy"], "step_seconds": metrics["step_seconds"]}
+    diff = max(abs(a - b) for a, b in zip(out["false"]["losses"], out["true"]["losses"]))
+    return {"eager": out["false"], "compiled": out["true"], "max_loss_diff": diff,
+            "same_steps": len(out["false"]["losses"]) == len(out["true"]["losses"]),
+            "val_loss_diff": abs(out["false"]["val_loss"] - out["true"]["val_loss"])}
 
 
 def main() -> int:
@@ -284,6 +342,13 @@ def main() -> int:
     print(f"losses: max |eager - compiled| {loss_diff:.2e} over {n_micro} micro-batches; filler rows {filler_diff:.2e}; "
           f"logits {logits_diff:.2e} (tolerance {tolerance:g}) -> {'OK' if ok else 'MISMATCH'}"
           + ("; the compiled step FELL BACK to eager" if compiled_fell_back else ""))
+    if args.recipe:
+        rc = recipe_check(device, Path(tempfile.mkdtemp(prefix="recipe-check-")))
+        rc_ok = rc["same_steps"] and rc["max_loss_diff"] <= tolerance and rc["val_loss_diff"] <= tolerance
+        result["recipe_check"], result["ok"], ok = rc, ok and rc_ok, ok and rc_ok
+        print(f"recipe (TrainRecipe, tiny model, {len(rc['eager']['losses'])} steps): max |eager - compiled| train loss "
+              f"{rc['max_loss_diff']:.2e}, val_loss diff {rc['val_loss_diff']:.2e}, val_accuracy {rc['eager']['val_accuracy']:.3f} / "
+              f"{rc['compiled']['val_accuracy']:.3f} -> {'OK' if rc_ok else 'MISMATCH'}")
     out = args.json or HERE / "reports" / f"gpu_step_check-{device.type}{'-smoke' if args.smoke else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
