@@ -22,10 +22,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 # Bucket widths are 2^k and 1.5 * 2^k from 32 up: neighbours differ by at most 1.5x, so a batch pads
-# by under 50 % (about 15-20 % on average over a bucket's range), while the number of shapes grows only
-# with log(max_length): 5 for 128 tokens (32, 48, 64, 96, 128), 9 for 512. Fewer, wider buckets would
-# waste more tokens; more would cost a compile each (measured ~35 s per shape on an H100, issue 10).
-# Below 32 tokens a step is too cheap for padding to matter.
+# by under 50 %, while the number of shapes grows only with log(max_length): 5 for 128 tokens
+# (32, 48, 64, 96, 128), 9 for 512. Fewer, wider buckets would waste more tokens; more would cost a
+# compile each (measured ~35 s per shape on an H100, issue 10). Below 32 tokens a step is too cheap for
+# padding to matter. On AG News (10,000 rows, MiniLM tokenizer, 3 epochs of length-grouped batches of 32)
+# the padding share is 16.6 % with these buckets vs 8.0 % for eager's pad-to-8 (13 widths): 1.10x the tokens.
 SMALLEST_BUCKET = 32
 
 # On CPU, `model.compile: auto` compiles only a bf16 run of at least this many optimizer steps; None: never.
@@ -39,8 +40,8 @@ CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
 CUDA_TRAIN_MODE = "reduce-overhead"
 CUDA_INFERENCE_MODE = "default"
 
-# Compiled inference fills a batch up to this many padded tokens (rows x bucket width), rows capped
-# at 8x the configured batch size: short texts go in big batches, long ones in smaller.
+# Compiled inference fills a batch up to a token budget (rows x bucket width; default batch_size x
+# max_length), with rows capped at this many times the batch size: short texts go in big batches.
 INFERENCE_ROWS_FACTOR = 8
 
 
