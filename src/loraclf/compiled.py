@@ -26,7 +26,8 @@ import torch
 # (32, 48, 64, 96, 128), 9 for 512. Fewer, wider buckets would waste more tokens; more would cost a
 # compile each (measured ~35 s per shape on an H100, issue 10). Below 32 tokens a step is too cheap for
 # padding to matter. On AG News (10,000 rows, MiniLM tokenizer, 3 epochs of length-grouped batches of 32)
-# the padding share is 16.6 % with these buckets vs 8.0 % for eager's pad-to-8 (13 widths): 1.10x the tokens.
+# the padding share is 16.6 % with these buckets vs 7.9 % for eager's pad-to-8 (13 widths): 1.10x the
+# tokens (bench/bucket_padding.py).
 SMALLEST_BUCKET = 32
 
 # On CPU, `model.compile: auto` compiles only a bf16 run of at least this many optimizer steps; None: never.
