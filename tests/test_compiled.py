@@ -176,12 +176,21 @@ def _aot_eager_compile(real_compile):
     return compile_
 
 
-def test_compiled_run_matches_eager_run(tiny_model_without_dropout: Path, ag_small: dict[str, Path], tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+def _no_compile(fn, **kwargs):
+    # The static-shape path (buckets, filler rows, ids on the device) run as plain eager code: fast.
+    return fn
+
+
+@pytest.mark.parametrize("compile_backend", [
+    pytest.param(_no_compile, id="static-shapes-eager"),
+    pytest.param(_aot_eager_compile(torch.compile), id="aot_eager", marks=pytest.mark.slow),  # ~1.5 min on 2 busy cores
+])
+def test_compiled_run_matches_eager_run(compile_backend, tiny_model_without_dropout: Path, ag_small: dict[str, Path],
+                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
     """It takes the same steps with the same losses and validation metrics compiled (static shapes, filler rows)
     as eager, within fp32 tolerance, and prints no warning."""
     eager_losses, eager = _train_losses(tiny_model_without_dropout, ag_small["train"], tmp_path / "eager", "false")
-    monkeypatch.setattr(torch, "compile", _aot_eager_compile(torch.compile))
+    monkeypatch.setattr(torch, "compile", compile_backend)
     compiled_losses, compiled = _train_losses(tiny_model_without_dropout, ag_small["train"], tmp_path / "compiled", "true")
     assert len(compiled_losses) == len(eager_losses) == eager["global_step"] == 12
     assert compiled_losses == pytest.approx(eager_losses, abs=1e-4)
@@ -255,3 +264,35 @@ def test_inductor_step_matches_eager(tiny_model_without_dropout: Path) -> None:
 
     eager, compiled = run(False), run(True)
     assert compiled == pytest.approx(eager, abs=3e-2 if precision == "bf16" else 1e-4)
+
+
+@pytest.mark.slow  # three runs traced by dynamo: minutes on 2 busy cores
+def test_compiled_run_resumes_exactly(tiny_model_without_dropout: Path, ag_small: dict[str, Path], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """It resumes a compiled run stopped after an evaluation mid-epoch and ends with the same losses and
+    validation metrics as the uninterrupted compiled run."""
+    from loraclf.train import resume, train
+
+    monkeypatch.setattr(torch, "compile", _aot_eager_compile(torch.compile))
+    overrides = [*TINY_QUICK, "model.max_length=48", "train.epochs=2", "train.log_every_steps=1", "train.eval_every_steps=8",
+                 "lora.dropout=0", "model.precision=fp32", "model.compile=true", "train.eval_batch_size=64"]
+    cfg = config_from_dict({"model": {"name": str(tiny_model_without_dropout)}, "data": {"train_file": str(ag_small["train"])}}, overrides)
+    full = train(cfg, tmp_path / "full", console=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_step_8(step: int, metrics: dict) -> None:
+        if step == 8:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "stopped", console=False, on_eval=stop_at_step_8)
+    resumed = resume(tmp_path / "stopped")
+
+    def losses(run: Path) -> list[float]:
+        return [json.loads(x)["train_loss"] for x in (run / "log.jsonl").read_text().splitlines() if "train_loss" in x]
+
+    assert resumed["global_step"] == full["global_step"] > 8
+    assert losses(tmp_path / "stopped") == pytest.approx(losses(tmp_path / "full"), abs=1e-5)
+    assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-5)
