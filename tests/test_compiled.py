@@ -296,3 +296,12 @@ def test_compiled_run_resumes_exactly(tiny_model_without_dropout: Path, ag_small
     assert resumed["global_step"] == full["global_step"] > 8
     assert losses(tmp_path / "stopped") == pytest.approx(losses(tmp_path / "full"), abs=1e-5)
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-5)
+
+
+def test_filler_rows_do_not_count_with_label_smoothing() -> None:
+    """It matches the plain mean cross-entropy of the real rows with label smoothing too (train.label_smoothing)."""
+    logits = torch.tensor([[2.0, 0.5, 0.1], [0.1, 0.3, 0.2], [9.0, -9.0, 0.0]])
+    targets = torch.tensor([0, 2, 1])
+    real = torch.tensor([True, True, False])
+    want = torch.nn.functional.cross_entropy(logits[:2], targets[:2], label_smoothing=0.2)
+    assert torch.allclose(masked_cross_entropy(logits, targets, real, 0.2), want)

@@ -134,7 +134,8 @@ class CompiledOrEager:
         return result
 
 
-def compiled_train_loss(model: torch.nn.Module, device: torch.device, cuda_graphs: bool = True) -> CompiledOrEager:
+def compiled_train_loss(model: torch.nn.Module, device: torch.device, cuda_graphs: bool = True,
+                        label_smoothing: float = 0.0) -> CompiledOrEager:
     """The training forward pass (model + `masked_cross_entropy`) compiled for `device`:
     loss = f(input_ids, attention_mask, targets, real_rows). On CUDA its graphs are captured (CUDA graphs).
 
@@ -146,7 +147,7 @@ def compiled_train_loss(model: torch.nn.Module, device: torch.device, cuda_graph
     def train_loss(input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
                    real: torch.Tensor) -> torch.Tensor:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return masked_cross_entropy(logits, targets, real)
+        return masked_cross_entropy(logits, targets, real, label_smoothing)
 
     mode = CUDA_TRAIN_MODE if device.type == "cuda" and cuda_graphs else "default"
     return CompiledOrEager(train_loss, mode=mode, what="training step")
@@ -214,11 +215,12 @@ class StaticEpoch:
                      < torch.as_tensor([len(b) for b in local_batches]).unsqueeze(1)).to(device)
 
 
-def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, real: torch.Tensor,
+                         label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy over the real rows only (filler rows count neither in the sum nor in the mean).
 
     torch.where, not a multiplication by 0: a filler row's non-finite loss must not leak into the sum."""
-    per_row = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    per_row = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none", label_smoothing=label_smoothing)
     return torch.where(real, per_row, torch.zeros_like(per_row)).sum() / real.sum()
 
 

@@ -268,7 +268,8 @@ class TrainRecipe:
         raise_recompile_limit(len(self.buckets))
         self.train_tokens = DeviceTokens(self.train_ids, self.pad_id, acc.device, self.buckets[-1], labels=self.train_labels)
         cuda_graphs = acc.device.type == "cuda" and self.world == 1
-        self.compiled_loss = compiled_train_loss(self.model, acc.device, cuda_graphs=cuda_graphs)
+        self.compiled_loss = compiled_train_loss(self.model, acc.device, cuda_graphs=cuda_graphs,
+                                                 label_smoothing=self.cfg.train.label_smoothing)
         self.keep_grads = cuda_graphs  # see compiled_train_loss
         if self.keep_grads:
             for p in self.model.parameters():
