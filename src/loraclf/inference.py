@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from .batching import inference_batches, pad_batch, pad_id_of, tokenize
+from .compiled import (INFERENCE_ROWS_FACTOR, DeviceTokens, bucketed_inference_batches, compile_enabled, compiled_logits,
+                       fixed_rows, length_buckets, raise_recompile_limit)
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
 from .rundir import LoadedRun, RunDir
@@ -78,17 +80,25 @@ def run_inference(
     pad_id: int = 0,
     indices: Sequence[int] | None = None,
     max_tokens: int | None = None,
+    *,
+    compiled: bool = False,
+    max_length: int | None = None,
 ) -> np.ndarray:
     """Logits (float32, shape [n, num_labels]) for `token_ids`, in input order.
 
     Args:
-        batch_size: rows per forward pass at most.
+        batch_size: rows per forward pass at most (compiled: per pass of the longest bucket; see below).
         indices: score only these rows (e.g. this process's shard); the result is in their order.
         max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`).
+        compiled: run the forward pass compiled, on static shapes (`run_inference_compiled`).
+        max_length: the run's model.max_length, which sets the length buckets of a compiled pass.
     """
     rows = list(range(len(token_ids))) if indices is None else list(indices)
     if not rows:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
+    if compiled:
+        return run_inference_compiled(model, [token_ids[i] for i in rows], batch_size, device, precision, pad_id,
+                                      max_tokens=max_tokens, max_length=max_length)
     out: np.ndarray | None = None
     was_training = model.training
     model.eval()
@@ -105,6 +115,46 @@ def run_inference(
         model.train(was_training)
     assert out is not None  # rows is not empty, so at least one batch ran
     return out
+
+
+def run_inference_compiled(
+    model: torch.nn.Module,
+    token_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    pad_id: int = 0,
+    *,
+    max_tokens: int | None = None,
+    max_length: int | None = None,
+) -> np.ndarray:
+    """`run_inference` with the forward pass compiled (`compiled.compiled_logits`) on static shapes: ids on the
+    device, length-sorted batches that each fill one length bucket up to a token budget (default: `batch_size`
+    rows of the longest bucket; short texts go in up to 8x more rows), short batches padded with masked copies.
+    Logits stay on the device until the end: one copy back, no host sync per batch."""
+    lengths = [len(s) for s in token_ids]
+    buckets = length_buckets(max_length or max(lengths))
+    budget = max_tokens or batch_size * buckets[-1]
+    batches = bucketed_inference_batches(lengths, buckets, budget, max_rows=batch_size * INFERENCE_ROWS_FACTOR)
+    raise_recompile_limit(len({(w, n) for w, _, n in batches}) + 4 * len(buckets))
+    tokens = DeviceTokens(token_ids, pad_id, device, width=buckets[-1])
+    logits_of = compiled_logits(model, device)
+    out: torch.Tensor | None = None
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast_context(device, precision):
+            for width, pos, n_rows in batches:
+                rows = torch.as_tensor(fixed_rows(pos, n_rows), dtype=torch.long).to(device, non_blocking=True)
+                batch = tokens.batch(rows, width)
+                logits = logits_of(batch["input_ids"], batch["attention_mask"])[: len(pos)]
+                if out is None:  # sized by the head that ran, as in run_inference
+                    out = torch.empty((len(token_ids), logits.shape[1]), dtype=torch.float32, device=device)
+                out[rows[: len(pos)]] = logits
+    finally:
+        model.train(was_training)
+    assert out is not None
+    return out.cpu().numpy()
 
 
 class TextClassifier(Protocol):
@@ -131,6 +181,7 @@ class Classifier(ScoresFromLogits):
         self.batch_size = batch_size or max(run.config.train.eval_batch_size, 64)
         self.max_length = run.config.model.max_length
         self.pad_id = pad_id_of(run.tokenizer)
+        self.compiled = compile_enabled(run.config.model.compile, run.device, run.precision)
 
     @classmethod
     def from_run_dir(
@@ -181,7 +232,8 @@ class Classifier(ScoresFromLogits):
         ids = self.tokenize(texts)
         if not ids:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
-        return run_inference(self.run.model, ids, self.batch_size, self.run.device, self.run.precision, self.pad_id)
+        return run_inference(self.run.model, ids, self.batch_size, self.run.device, self.run.precision, self.pad_id,
+                             compiled=self.compiled, max_length=self.max_length)
 
 
 def _check_texts(texts: Sequence[str]) -> None:

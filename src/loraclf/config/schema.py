@@ -69,6 +69,13 @@ def _delimiter(v: str) -> str:
     return v
 
 
+def _compile_setting(v: Any) -> Any:
+    """model.compile: YAML's true/false, or `auto`."""
+    if v is True or v is False or v == "auto":
+        return v
+    raise problem(f"{v!r} is not a compile setting; use auto, true or false")
+
+
 def _yaml_float(v: Any) -> Any:
     """YAML 1.1 reads `2e-5` (no dot) as a string: take it as the number it spells."""
     if isinstance(v, str):
@@ -94,6 +101,7 @@ Float = Annotated[float, BeforeValidator(_yaml_float), Strict()]  # ints widen t
 Bool = Annotated[bool, Strict()]  # true/false only, not "yes" or 1
 Text = Annotated[str, BeforeValidator(_number_as_text), Strict()]
 TextList = Annotated[list[Text], BeforeValidator(_comma_list)]
+CompileSetting = Annotated[Literal["auto"] | bool, BeforeValidator(_compile_setting)]
 AtLeast1 = Annotated[Int, Field(ge=1)]
 NotNegative = Annotated[Int, Field(ge=0)]
 
@@ -151,7 +159,9 @@ class ModelConfig:
         128, "Longest token sequence; longer texts are truncated (AG News texts are ~50 tokens).", hint="128 suits news text")
     precision: Precision = _f(
         "auto", "auto: bf16 on GPUs and on CPUs with AMX/AVX-512-BF16, fp16 on older GPUs, fp32 otherwise; or fp32/bf16/fp16.")
-    compile: Bool = _f(False, "torch.compile the model (pays off on long runs; costs compile time at the start).")
+    compile: CompileSetting = _f(
+        "auto", "torch.compile with static shapes (length buckets; CUDA graphs on GPUs): auto = on CUDA, and on CPU "
+        "only where it pays (see loraclf.compiled); true/false force it. A model that fails to compile runs eager.")
     attn_implementation: Literal["sdpa", "eager"] = _f("sdpa", "Attention kernel: sdpa (fused) or eager.")
 
 

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..compiled import length_buckets
 from .optim import warmup_steps
 
 if TYPE_CHECKING:
@@ -24,7 +25,10 @@ def describe_run(r: "TrainRecipe") -> str:
     rows.append(f"classes   {len(r.label_names)}: " + " | ".join(f"{n} {c:,}" for n, c in zip(r.label_names, counts)) + " (train)")
     rows.append(f"model     {cfg.model.name} | {r.total_params / 1e6:.1f}M params, {r.trainable_params:,} trainable "
                 f"({r.trainable_params / r.total_params:.1%}) | LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {','.join(cfg.lora.target_modules)}")
-    rows.append(f"device    {r.accelerator.device} | {r.precision} | {r.world} process{'es' if r.world > 1 else ''}")
+    compiled = "compiled, CUDA graphs" if r.accelerator.device.type == "cuda" else "compiled"
+    rows.append(f"device    {r.accelerator.device} | {r.precision} | {r.world} process{'es' if r.world > 1 else ''} | "
+                + (f"{compiled} (model.compile={cfg.model.compile}; length buckets {','.join(map(str, length_buckets(cfg.model.max_length)))})"
+                   if r.compile else f"eager (model.compile={cfg.model.compile})"))
     t = cfg.train
     rows.append(f"schedule  {t.epochs} epoch{'s' if t.epochs > 1 else ''} x {r.steps_per_epoch} steps"
                 + (f", capped at {t.max_steps}" if t.max_steps else "") + f" = {r.total_steps} steps | batch {t.batch_size} x accum {t.grad_accum} | "

@@ -49,11 +49,12 @@ def param_groups(model: torch.nn.Module, weight_decay: float, lr: float = 1.0, *
     return [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
 
 
-def make_optimizer(model: torch.nn.Module, train_cfg: Any, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over the trainable weights and its warmup-then-decay schedule (stepped once per optimizer step)."""
+def make_optimizer(model: torch.nn.Module, train_cfg: Any, total_steps: int, fused: bool = False) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable weights and its warmup-then-decay schedule (stepped once per optimizer step).
+    fused: one kernel for all parameters (CUDA; the parameters must already be on the GPU)."""
     groups = param_groups(model, train_cfg.weight_decay, train_cfg.lr, head_lr=train_cfg.head_lr,
                           lora_plus_ratio=train_cfg.lora_plus_ratio)
-    optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr)
+    optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, fused=fused or None)
     warmup = warmup_steps(train_cfg, total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup, total_steps, train_cfg.scheduler)

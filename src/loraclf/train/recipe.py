@@ -26,6 +26,8 @@ import torch
 
 from .. import model as M
 from ..batching import TokenCache, epoch_batches, pad_batch, pad_id_of, process_slice, steps_per_epoch
+from ..compiled import (DeviceTokens, StaticEpoch, compile_enabled, compiled_train_loss, length_buckets,
+                        raise_recompile_limit)
 from ..config import Config, config_from_dict
 from ..data import Splits, load_splits
 from ..errors import RunDirError
@@ -144,7 +146,12 @@ class TrainRecipe:
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
         self.model = model
-        self.optimizer, self.scheduler = make_optimizer(model, cfg.train, self.total_steps)
+        # model.compile: static shapes (length buckets, fixed rows, ids on the device), CUDA graphs on GPUs.
+        self.compile = compile_enabled(cfg.model.compile, self.accelerator.device, self.precision, self.total_steps)
+        on_gpu = self.accelerator.device.type == "cuda"
+        if on_gpu:
+            model.to(self.accelerator.device)  # fused AdamW wants its parameters on the GPU when it is built
+        self.optimizer, self.scheduler = make_optimizer(model, cfg.train, self.total_steps, fused=on_gpu)
         if self.is_main and self.console:
             self._say(describe_run(self))
 
@@ -184,8 +191,9 @@ class TrainRecipe:
         """Train until the last step, the last epoch or early stopping."""
         cfg, state, acc = self.cfg, self.state, self.accelerator
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
-        if cfg.model.compile:
-            self.model = torch.compile(self.model, dynamic=True)
+        self.compiled_loss = None
+        if self.compile:
+            self._setup_compiled_step()
         if cfg.train.tracker != "none" and self.is_main:
             acc.init_trackers(cfg.name, config={"lr": cfg.train.lr, "r": cfg.lora.r, "alpha": cfg.lora.alpha})
         progress = None
@@ -202,9 +210,12 @@ class TrainRecipe:
         while not stop and state.epoch < cfg.train.epochs:
             batches = epoch_batches(self.lengths, cfg.train.batch_size, cfg.train.seed, state.epoch, cfg.train.group_by_length)
             batches = [b for b in batches if len(b) >= self.world]  # every process needs at least one example
+            if self.compiled_loss is not None:  # this epoch's row indices go to the device once
+                self.static_epoch = StaticEpoch([process_slice(b, cfg.train.batch_size, self.rank, self.world) for b in batches],
+                                                cfg.train.batch_size // self.world, self.lengths, self.buckets, acc.device)
             for b_idx in range(state.batch_in_epoch, len(batches)):
                 boundary = b_idx % cfg.train.grad_accum == cfg.train.grad_accum - 1 or b_idx == len(batches) - 1
-                running_loss += self.step(batches[b_idx], boundary)
+                running_loss += self.step(batches[b_idx], b_idx, boundary)
                 running_count += 1
                 state.batch_in_epoch = b_idx + 1
                 if not boundary:
@@ -246,19 +257,47 @@ class TrainRecipe:
         if progress is not None:
             progress.close()
 
-    def step(self, global_batch: list[int], boundary: bool) -> torch.Tensor:
-        """Forward and backward on this process's slice of one global micro-batch; returns its loss (on device)."""
+    def _setup_compiled_step(self) -> None:
+        """The compiled training step's inputs: token ids and labels on the device, the length buckets."""
+        acc = self.accelerator
+        # Graphs compiled for an earlier run's model in this process (tune's previous trial) can never run again;
+        # drop them so they do not count against dynamo's recompile limit. Inductor's on-disk cache stays, so the
+        # same shapes compile much faster the second time.
+        torch._dynamo.reset()
+        self.buckets = length_buckets(self.cfg.model.max_length)
+        raise_recompile_limit(len(self.buckets))
+        self.train_tokens = DeviceTokens(self.train_ids, self.pad_id, acc.device, self.buckets[-1], labels=self.train_labels)
+        cuda_graphs = acc.device.type == "cuda" and self.world == 1
+        self.compiled_loss = compiled_train_loss(self.model, acc.device, cuda_graphs=cuda_graphs,
+                                                 label_smoothing=self.cfg.train.label_smoothing)
+        self.keep_grads = cuda_graphs  # see compiled_train_loss
+        if self.keep_grads:
+            for p in self.model.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
+
+    def step(self, global_batch: list[int], b_idx: int, boundary: bool) -> torch.Tensor:
+        """Forward and backward on this process's slice of global micro-batch `b_idx`; returns its loss (on device)."""
         cfg, acc, state = self.cfg, self.accelerator, self.state
-        mine = process_slice(global_batch, cfg.train.batch_size, self.rank, self.world)
-        inputs = pad_batch([self.train_ids[i] for i in mine], self.pad_id)
-        inputs = {k: v.to(acc.device, non_blocking=True) for k, v in inputs.items()}
-        targets = torch.as_tensor([self.train_labels[i] for i in mine], device=acc.device)
+        backward = lambda loss: acc.backward(loss / cfg.train.grad_accum)  # noqa: E731
         # In-step micro-batches skip DDP's gradient all-reduce; the boundary one syncs them all.
         sync_ctx = acc.no_sync(self.model) if not boundary else contextlib.nullcontext()
         with sync_ctx, autocast_context(acc.device, self.precision):
-            logits = self.model(**inputs).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets, label_smoothing=cfg.train.label_smoothing)
-            acc.backward(loss / cfg.train.grad_accum)
+            if self.compiled_loss is not None:
+                # Static shapes: the rows are gathered on the device, padded to their length bucket and to a
+                # fixed row count (filler rows are masked out of the loss).
+                rows, real = self.static_epoch.rows[b_idx], self.static_epoch.real[b_idx]
+                inputs = self.train_tokens.batch(rows, self.static_epoch.widths[b_idx])
+                loss = self.compiled_loss(inputs["input_ids"], inputs["attention_mask"], self.train_tokens.labels[rows], real,
+                                          then=backward)
+            else:
+                mine = process_slice(global_batch, cfg.train.batch_size, self.rank, self.world)
+                inputs = pad_batch([self.train_ids[i] for i in mine], self.pad_id)
+                inputs = {k: v.to(acc.device, non_blocking=True) for k, v in inputs.items()}
+                targets = torch.as_tensor([self.train_labels[i] for i in mine], device=acc.device)
+                logits = self.model(**inputs).logits
+                loss = torch.nn.functional.cross_entropy(logits.float(), targets, label_smoothing=cfg.train.label_smoothing)
+                backward(loss)
         state.samples_seen += len(global_batch)
         state.tokens_seen += sum(len(self.train_ids[i]) for i in global_batch)
         return loss.detach()
@@ -268,7 +307,7 @@ class TrainRecipe:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=not (self.compiled_loss is not None and self.keep_grads))
         self.state.global_step += 1
 
     def _log_train(self, mean_loss: float, epoch_float: float, progress: Any) -> None:
@@ -291,7 +330,7 @@ class TrainRecipe:
         acc = self.accelerator
         shard = list(range(self.rank, len(ids), self.world))
         logits = run_inference(self._inner_model(), ids, self.cfg.train.eval_batch_size, acc.device, self.precision,
-                               self.pad_id, indices=shard)
+                               self.pad_id, indices=shard, compiled=self.compile, max_length=self.cfg.model.max_length)
         if self.world > 1:
             full = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
             for idx, part in gather_object([(shard, logits)]):

@@ -1,0 +1,253 @@
+"""Static-shape execution for `torch.compile` and CUDA graphs (`model.compile`).
+
+A compiled graph (and a captured CUDA graph even more so) is built for one input shape. Eager runs
+pad each batch to its own longest row (`batching.pad_batch`), which gives dozens of shapes per epoch;
+here every batch instead takes
+
+- a width from a few sequence-length buckets (`length_buckets`: 32, 48, 64, 96, 128, ...), and
+- a fixed number of rows: a short batch repeats its first row, and those copies are masked out of
+  the loss and dropped from the logits,
+
+so each bucket compiles (and captures) once. Token ids live on the device as one padded table
+(`DeviceTokens`) and batches are gathered from it by index, so a step copies nothing from the host.
+`CompiledOrEager` runs a function compiled and, if compiling or capturing fails, prints one warning
+line and runs it eager from then on: a model that cannot compile never fails a run.
+"""
+from __future__ import annotations
+
+import bisect
+import sys
+from typing import Any, Callable, Sequence
+
+import torch
+
+# Bucket widths are 2^k and 1.5 * 2^k from 32 up: neighbours differ by at most 1.5x, so a batch pads
+# by under 50 %, while the number of shapes grows only with log(max_length): 5 for 128 tokens
+# (32, 48, 64, 96, 128), 9 for 512. Fewer, wider buckets would waste more tokens; more would cost a
+# compile each (measured ~35 s per shape on an H100, issue 10). Below 32 tokens a step is too cheap for
+# padding to matter. On AG News (10,000 rows, MiniLM tokenizer, 3 epochs of length-grouped batches of 32)
+# the padding share is 16.6 % with these buckets vs 7.9 % for eager's pad-to-8 (13 widths): 1.10x the
+# tokens (bench/bucket_padding.py).
+SMALLEST_BUCKET = 32
+
+# On CPU, `model.compile: auto` compiles only a bf16 run of at least this many optimizer steps; None: never.
+# None for now: on the 2-core CPUs measured, a cold fwd+bwd compile takes minutes per length bucket (and
+# there are 5 for max_length 128) for a steady gain of 1.1-1.2x on MiniLM, more than a default run's
+# ~1,000 steps return (bench/FINDINGS_cpu.md, "torch.compile with static shapes").
+CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
+
+# torch.compile modes: CUDA graphs for the launch-bound training step; inference batches are big enough
+# that launch overhead does not matter, and a graph pool per shape would only cost memory.
+CUDA_TRAIN_MODE = "reduce-overhead"
+CUDA_INFERENCE_MODE = "default"
+
+# Compiled inference fills a batch up to a token budget (rows x bucket width; default batch_size x
+# max_length), with rows capped at this many times the batch size: short texts go in big batches.
+INFERENCE_ROWS_FACTOR = 8
+
+
+def length_buckets(max_length: int) -> list[int]:
+    """The padded widths a compiled run uses, ascending; the last is `max_length` itself (ids never exceed it)."""
+    widths: list[int] = []
+    base = SMALLEST_BUCKET
+    while True:
+        for width in (base, base * 3 // 2):
+            if width >= max_length:
+                return widths + [max_length]
+            widths.append(width)
+        base *= 2
+
+
+def bucket_width(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds `length` tokens."""
+    k = bisect.bisect_left(buckets, length)
+    if k == len(buckets):
+        raise ValueError(f"a sequence of {length} tokens is longer than the largest bucket ({buckets[-1]})")
+    return buckets[k]
+
+
+def compile_enabled(setting: bool | str, device: torch.device, precision: str, total_steps: int | None = None) -> bool:
+    """What `model.compile` means on this device: true/false as given; auto compiles on CUDA, and on CPU
+    only a run of at least CPU_AUTO_COMPILE_MIN_STEPS steps in bf16 (inference: never on CPU)."""
+    if setting is True or setting is False:
+        return setting
+    if device.type == "cuda":
+        return True
+    return (CPU_AUTO_COMPILE_MIN_STEPS is not None and precision == "bf16" and total_steps is not None
+            and total_steps >= CPU_AUTO_COMPILE_MIN_STEPS)
+
+
+def raise_recompile_limit(n_shapes: int) -> None:
+    # Dynamo gives up and runs eager after `recompile_limit` graphs of one function (8 by default); a
+    # run needs one per bucket, for training and for evaluation, so make room for all of them.
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    need = 2 * n_shapes + 8
+    if cfg.recompile_limit < need:
+        cfg.recompile_limit = need
+    if hasattr(cfg, "accumulated_recompile_limit") and cfg.accumulated_recompile_limit < 4 * need:
+        cfg.accumulated_recompile_limit = 4 * need
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
+
+
+class CompiledOrEager:
+    """`fn` under torch.compile(mode, dynamic=False); on the first failure to compile or capture it prints one
+    warning line to stderr and runs `fn` eager from then on.
+
+    `then(result)` runs inside the same guard: the training step passes its backward pass, because inductor
+    compiles the backward graph at its first use, so a failure there must fall back too. (A compile failure
+    raises before any kernel of that graph runs, so nothing is half done when the eager retry starts.)
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, mode: str, what: str) -> None:
+        self.eager = fn
+        self.mode = mode
+        self.compiled: Callable[..., Any] | None = None  # built at the first call, inside the guard
+        self.cuda_graphs = mode == "reduce-overhead"
+        self.what = what
+        self.failed = False
+
+    def __call__(self, *args: Any, then: Callable[[Any], None] | None = None) -> Any:
+        if not self.failed:
+            try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.eager, mode=self.mode, dynamic=False)
+                if self.cuda_graphs:
+                    # A new step: the previous replay's outputs (already consumed) may be overwritten.
+                    torch.compiler.cudagraph_mark_step_begin()
+                result = self.compiled(*args)
+                if then is not None:
+                    then(result)
+                return result
+            except Exception as err:  # dynamo, inductor, a C++ compiler, CUDA graph capture: all mean "run eager"
+                self.failed = True
+                print(f"warning: model.compile: the {self.what} could not be compiled ({_one_line(err)}); running it eager",
+                      file=sys.stderr, flush=True)
+        result = self.eager(*args)
+        if then is not None:
+            then(result)
+        return result
+
+
+def compiled_train_loss(model: torch.nn.Module, device: torch.device, cuda_graphs: bool = True,
+                        label_smoothing: float = 0.0) -> CompiledOrEager:
+    """The training forward pass (model + `masked_cross_entropy`) compiled for `device`:
+    loss = f(input_ids, attention_mask, targets, real_rows). On CUDA its graphs are captured (CUDA graphs).
+
+    With CUDA graphs, keep every .grad allocated (zero_grad(set_to_none=False)): a backward graph's gradient
+    is a buffer the next replay overwrites, and autograd adopts that buffer as .grad when .grad is None,
+    which breaks gradient accumulation (pytorch/pytorch#169545). An existing .grad is added into instead.
+    cuda_graphs=False compiles without capturing (the recipe's choice with several processes, where DDP's
+    gradient all-reduce runs in backward hooks between the graphs; not measured yet)."""
+    def train_loss(input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
+                   real: torch.Tensor) -> torch.Tensor:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return masked_cross_entropy(logits, targets, real, label_smoothing)
+
+    mode = CUDA_TRAIN_MODE if device.type == "cuda" and cuda_graphs else "default"
+    return CompiledOrEager(train_loss, mode=mode, what="training step")
+
+
+def compiled_logits(model: torch.nn.Module, device: torch.device) -> CompiledOrEager:
+    """logits = f(input_ids, attention_mask) (float32) compiled for `device`; built once per model and kept on it,
+    so repeated evaluations (and a server's requests) reuse the compiled graphs."""
+    cached = model.__dict__.get("_loraclf_compiled_logits")
+    if cached is not None and cached[0] == device:
+        return cached[1]
+
+    def logits_of(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+
+    fn = CompiledOrEager(logits_of, mode=CUDA_INFERENCE_MODE if device.type == "cuda" else "default", what="inference forward pass")
+    model.__dict__["_loraclf_compiled_logits"] = (device, fn)
+    return fn
+
+
+class DeviceTokens:
+    """Token ids of one split as a single [n, width] table on the device (right-padded with `pad_id`), their
+    lengths and labels: a batch is gathered from it by index, with no host-to-device copy.
+
+    `width` is the largest bucket (model.max_length): every bucket then slices the table. Ids are kept as
+    int32 (half the memory of a [108,000, 512] table) and widened per batch."""
+
+    def __init__(self, seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, width: int,
+                 labels: Sequence[int] | None = None) -> None:
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.int32)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.as_tensor(s[:width], dtype=torch.int32)
+        self.device = device
+        self.ids = ids.to(device)
+        self.lengths = torch.as_tensor([min(len(s), width) for s in seqs], dtype=torch.long).to(device)
+        self.labels = torch.as_tensor(list(labels), dtype=torch.long).to(device) if labels is not None else None
+        self._positions: dict[int, torch.Tensor] = {}
+
+    def batch(self, rows: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+        """input_ids and attention_mask [len(rows), width] of the table rows at `rows` (a device tensor)."""
+        if width not in self._positions:
+            self._positions[width] = torch.arange(width, device=self.device)
+        ids = self.ids[rows, :width].long()
+        mask = (self._positions[width] < self.lengths[rows, None]).long()
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+def fixed_rows(rows: Sequence[int], n_rows: int) -> list[int]:
+    """`rows` filled up to `n_rows` by repeating its first row (real rows first)."""
+    if not rows or len(rows) > n_rows:
+        raise ValueError(f"a batch of {len(rows)} rows does not fit a fixed batch of {n_rows}")
+    return list(rows) + [rows[0]] * (n_rows - len(rows))
+
+
+class StaticEpoch:
+    """One epoch of this process's micro-batches in fixed shapes, uploaded once: row indices [n_batches, n_rows]
+    (short batches filled by `fixed_rows`), each batch's real-row count, and its bucket width (on the host,
+    where the shape is chosen)."""
+
+    def __init__(self, local_batches: Sequence[Sequence[int]], n_rows: int, lengths: Sequence[int],
+                 buckets: Sequence[int], device: torch.device) -> None:
+        self.widths = [bucket_width(max(lengths[i] for i in b), buckets) for b in local_batches]
+        self.rows = torch.as_tensor([fixed_rows(b, n_rows) for b in local_batches], dtype=torch.long).to(device)
+        self.real = (torch.arange(n_rows).unsqueeze(0)
+                     < torch.as_tensor([len(b) for b in local_batches]).unsqueeze(1)).to(device)
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, real: torch.Tensor,
+                         label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over the real rows only (filler rows count neither in the sum nor in the mean).
+
+    torch.where, not a multiplication by 0: a filler row's non-finite loss must not leak into the sum."""
+    per_row = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none", label_smoothing=label_smoothing)
+    return torch.where(real, per_row, torch.zeros_like(per_row)).sum() / real.sum()
+
+
+def fixed_row_count(n: int, full: int) -> int:
+    """Rows a batch of `n` is padded to: `full`, or for a short batch the smallest of 8, 32, 128, ... that holds
+    it (a server's small requests stay small, and each bucket sees only a few row counts)."""
+    rows = 8
+    while rows < n:
+        rows *= 4
+    return min(rows, full)
+
+
+def bucketed_inference_batches(lengths: Sequence[int], buckets: Sequence[int], token_budget: int,
+                               max_rows: int) -> list[tuple[int, list[int], int]]:
+    """Length-sorted inference batches (longest first) for compiled inference: (width, positions, fixed rows).
+
+    Every batch lies within one bucket and holds up to min(max_rows, token_budget // width) rows, so short
+    texts go in big batches; a bucket's last batch pads to `fixed_row_count` rows."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable, like batching.inference_batches
+    by_width: dict[int, list[int]] = {}
+    for i in order:
+        by_width.setdefault(bucket_width(lengths[i], buckets), []).append(i)
+    batches = []
+    for width in sorted(by_width, reverse=True):
+        full = max(1, min(max_rows, token_budget // width))
+        members = by_width[width]
+        for start in range(0, len(members), full):
+            part = members[start:start + full]
+            batches.append((width, part, fixed_row_count(len(part), full)))
+    return batches

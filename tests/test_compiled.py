@@ -1,0 +1,307 @@
+"""model.compile: length buckets, fixed-row batches with masked filler rows, the compiled step against the eager
+one, and the fall back to eager when compiling fails."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import TINY_QUICK
+from loraclf.batching import pad_batch
+from loraclf.compiled import (CompiledOrEager, DeviceTokens, StaticEpoch, bucket_width, bucketed_inference_batches,
+                              compile_enabled, compiled_train_loss, fixed_row_count, fixed_rows, length_buckets,
+                              masked_cross_entropy)
+from loraclf.config import config_from_dict
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    yield
+    torch._dynamo.reset()  # compiled graphs of one test must not serve (or count against) the next
+
+
+# ---------------------------------------------------------------------------------------------
+# Buckets and fixed shapes
+
+
+def test_length_buckets_rule() -> None:
+    """It gives 2^k and 1.5 * 2^k from 32 up, ending at max_length itself."""
+    assert length_buckets(128) == [32, 48, 64, 96, 128]
+    assert length_buckets(512) == [32, 48, 64, 96, 128, 192, 256, 384, 512]
+    assert length_buckets(100) == [32, 48, 64, 96, 100]
+    assert length_buckets(32) == [32] and length_buckets(20) == [20]
+
+
+@pytest.mark.parametrize("max_length", [20, 64, 100, 128, 512])
+def test_every_length_pads_by_under_half(max_length: int) -> None:
+    """It puts every length in a bucket that holds it and pads it by less than 50 % (lengths over 32)."""
+    buckets = length_buckets(max_length)
+    for length in range(1, max_length + 1):
+        width = bucket_width(length, buckets)
+        assert length <= width <= max_length
+        assert width <= 32 or width < 1.5 * length
+    with pytest.raises(ValueError, match="longer than the largest bucket"):
+        bucket_width(max_length + 1, buckets)
+
+
+def test_fixed_rows_repeat_the_first_row() -> None:
+    assert fixed_rows([5, 3, 9], 5) == [5, 3, 9, 5, 5]
+    assert fixed_rows([1, 2], 2) == [1, 2]
+    with pytest.raises(ValueError):
+        fixed_rows([1, 2, 3], 2)
+    assert [fixed_row_count(n, 512) for n in (1, 8, 9, 32, 33, 129, 512)] == [8, 8, 32, 32, 128, 512, 512]
+    assert fixed_row_count(20, 16) == 16
+
+
+def test_static_epoch_fixes_rows_and_marks_the_real_ones() -> None:
+    """It pads every batch to the same rows (a short one with copies), marks the real rows, and picks each width."""
+    lengths = [40, 10, 70, 33, 5]
+    epoch = StaticEpoch([[2, 0], [1, 3], [4]], 2, lengths, length_buckets(128), torch.device("cpu"))
+    assert epoch.rows.tolist() == [[2, 0], [1, 3], [4, 4]]
+    assert epoch.real.tolist() == [[True, True], [True, True], [True, False]]
+    assert epoch.widths == [96, 48, 32]
+
+
+def test_device_tokens_gather_what_pad_batch_builds() -> None:
+    """It gathers the same ids and mask as pad_batch, padded on to the bucket's width."""
+    seqs = [[0, 5, 6, 2], [0, 7, 2], [0, 8, 9, 10, 11, 2]]
+    tokens = DeviceTokens(seqs, pad_id=1, device=torch.device("cpu"), width=16, labels=[3, 1, 2])
+    got = tokens.batch(torch.tensor([2, 0]), 8)
+    want = pad_batch([seqs[2], seqs[0]], pad_id=1)  # pads to 8 (a multiple of 8)
+    assert torch.equal(got["input_ids"], want["input_ids"]) and torch.equal(got["attention_mask"], want["attention_mask"])
+    assert tokens.labels[torch.tensor([2, 0])].tolist() == [2, 3]
+
+
+def test_bucketed_inference_batches_cover_every_row_once_within_budget() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 129, size=1000).tolist()
+    buckets = length_buckets(128)
+    batches = bucketed_inference_batches(lengths, buckets, token_budget=128 * 64, max_rows=512)
+    seen = sorted(p for _, pos, _ in batches for p in pos)
+    assert seen == list(range(1000))
+    for width, pos, n_rows in batches:
+        assert all(bucket_width(lengths[p], buckets) == width for p in pos)
+        assert len(pos) <= n_rows <= min(512, 128 * 64 // width)
+    assert len({(w, n) for w, _, n in batches}) <= 3 * len(buckets)  # few shapes: full batches and a tail per bucket
+
+
+def test_filler_rows_do_not_count_in_the_loss() -> None:
+    """It gives the plain mean cross-entropy of the real rows, even when a filler row's logits are not finite."""
+    logits = torch.tensor([[2.0, 0.5], [0.1, 0.3], [float("nan"), 1.0], [5.0, -5.0]])
+    targets = torch.tensor([0, 1, 0, 1])
+    real = torch.tensor([True, True, False, False])
+    want = torch.nn.functional.cross_entropy(logits[:2], targets[:2])
+    assert torch.allclose(masked_cross_entropy(logits, targets, real), want)
+
+
+def test_compile_setting_resolves_per_device() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert compile_enabled(True, cpu, "fp32") is True and compile_enabled(False, cuda, "bf16") is False
+    assert compile_enabled("auto", cuda, "bf16") is True
+    assert compile_enabled("auto", cpu, "fp32", total_steps=10) is False  # a short run never pays for its compile on CPU
+    assert compile_enabled("auto", cpu, "bf16") is False  # CPU inference: eager
+
+
+@pytest.mark.parametrize("override, ok", [("model.compile=auto", "auto"), ("model.compile=true", True),
+                                          ("model.compile=false", False), ("model.compile=maybe", None),
+                                          ("model.compile=1", None)])
+def test_config_accepts_auto_true_false_only(override: str, ok: object) -> None:
+    if ok is not None:
+        assert config_from_dict({}, [override]).model.compile == ok
+        return
+    from loraclf.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({}, [override])
+    value = override.split("=", 1)[1]
+    assert str(e.value) == f"model.compile: {int(value) if value.isdigit() else repr(value)} is not a compile setting; use auto, true or false"
+
+
+# ---------------------------------------------------------------------------------------------
+# Falling back to eager
+
+
+def test_compile_failure_warns_once_and_runs_eager(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    """It prints one warning line when compiling fails (here: torch.compile itself raises) and returns eager results."""
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("no C++ compiler\nsecond line of the error")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    calls: list[float] = []
+    fn = CompiledOrEager(lambda x: x * 2, mode="default", what="training step")
+    outs = [fn(torch.tensor(float(i)), then=lambda r: calls.append(float(r))) for i in range(3)]
+    assert [float(o) for o in outs] == [0.0, 2.0, 4.0] and calls == [0.0, 2.0, 4.0]
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == ["warning: model.compile: the training step could not be compiled (RuntimeError: no C++ compiler); running it eager"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The recipe: compiled (static shapes) against eager
+
+
+@pytest.fixture(scope="module")
+def tiny_model_without_dropout(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny RoBERTa with dropout off: compiled code draws other random numbers than eager, so only a
+    model without dropout computes the same function both ways."""
+    out = tmp_path_factory.mktemp("tiny-no-dropout") / "model"
+    shutil.copytree(tiny_model, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
+def _train_losses(model: Path, train_file: Path, out: Path, compile_setting: str) -> tuple[list[float], dict]:
+    from loraclf.train import train
+
+    # 360 training rows in batches of 16: 22 full batches and a short one of 8 (filled with masked copies);
+    # accumulation 2; max_length 48 -> buckets 32 and 48 (two training shapes, two or so for evaluation).
+    overrides = [*TINY_QUICK, "model.max_length=48", "train.epochs=1", "train.grad_accum=2", "train.log_every_steps=1",
+                 "lora.dropout=0", "model.precision=fp32", f"model.compile={compile_setting}", "train.eval_batch_size=64"]
+    cfg = config_from_dict({"model": {"name": str(model)}, "data": {"train_file": str(train_file)}}, overrides)
+    metrics = train(cfg, out, console=False)
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    return [x["train_loss"] for x in log if "train_loss" in x], metrics
+
+
+def _aot_eager_compile(real_compile):
+    # Dynamo + AOTAutograd trace the step as torch.compile does, but run eager kernels (no inductor codegen,
+    # seconds instead of minutes on 2 cores); test_inductor_step_matches_eager covers inductor itself.
+    def compile_(fn, mode=None, dynamic=None, **kw):
+        return real_compile(fn, backend="aot_eager", dynamic=dynamic)
+    return compile_
+
+
+def _no_compile(fn, **kwargs):
+    # The static-shape path (buckets, filler rows, ids on the device) run as plain eager code: fast.
+    return fn
+
+
+@pytest.mark.parametrize("compile_backend", [
+    pytest.param(_no_compile, id="static-shapes-eager"),
+    pytest.param(_aot_eager_compile(torch.compile), id="aot_eager", marks=pytest.mark.slow),  # ~1.5 min on 2 busy cores
+])
+def test_compiled_run_matches_eager_run(compile_backend, tiny_model_without_dropout: Path, ag_small: dict[str, Path],
+                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    """It takes the same steps with the same losses and validation metrics compiled (static shapes, filler rows)
+    as eager, within fp32 tolerance, and prints no warning."""
+    eager_losses, eager = _train_losses(tiny_model_without_dropout, ag_small["train"], tmp_path / "eager", "false")
+    monkeypatch.setattr(torch, "compile", compile_backend)
+    compiled_losses, compiled = _train_losses(tiny_model_without_dropout, ag_small["train"], tmp_path / "compiled", "true")
+    assert len(compiled_losses) == len(eager_losses) == eager["global_step"] == 12
+    assert compiled_losses == pytest.approx(eager_losses, abs=1e-4)
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-4)
+    assert compiled["val_accuracy"] == eager["val_accuracy"]
+    assert compiled["train_samples"] == eager["train_samples"]  # filler rows are not samples
+    assert "warning" not in capfd.readouterr().err
+
+
+def test_compile_failure_in_a_run_falls_back_to_eager(tiny_model_without_dropout: Path, ag_small: dict[str, Path],
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capfd: pytest.CaptureFixture) -> None:
+    """It finishes a run whose compile fails at the first step, with one warning line per compiled function."""
+    def compile_that_fails_on_call(fn, **kwargs):  # torch.compile is lazy: its errors come at the first call
+        def compiled(*args):
+            raise RuntimeError("inductor: C++ compile failed")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_that_fails_on_call)
+    losses, metrics = _train_losses(tiny_model_without_dropout, ag_small["train"], tmp_path / "run", "true")
+    assert metrics["global_step"] == 12 and len(losses) == 12 and all(np.isfinite(losses))
+    warnings = [ln for ln in capfd.readouterr().err.splitlines() if "warning" in ln]
+    assert warnings == [
+        "warning: model.compile: the training step could not be compiled (RuntimeError: inductor: C++ compile failed); running it eager",
+        "warning: model.compile: the inference forward pass could not be compiled (RuntimeError: inductor: C++ compile failed); running it eager",
+    ]
+
+
+@pytest.mark.slow
+def test_inductor_step_matches_eager(tiny_model_without_dropout: Path) -> None:
+    """It computes the same per-step losses with the inductor-compiled training loss as eager (3 AdamW steps,
+    one 8 x 32 shape with 3 filler rows), within bf16 or fp32 tolerance."""
+    from loraclf import model as M
+    from loraclf.config import LoraConfig, ModelConfig
+    from loraclf.inference import autocast_context
+
+    precision = M.resolve_precision("auto", torch.device("cpu"))
+    torch.manual_seed(0)
+    base = M.load_base_model(ModelConfig(name=str(tiny_model_without_dropout)), ["a", "b", "c", "d"])
+    model = M.apply_lora(base, LoraConfig(dropout=0.0))
+    model.train()
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 700, (3, 8, 32), generator=g)
+    mask = torch.ones_like(ids)
+    mask[:, :, 20:] = 0
+    targets = torch.randint(0, 4, (3, 8), generator=g)
+    real = torch.arange(8) < 5
+
+    def run(compiled: bool) -> list[float]:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in start:
+                    p.copy_(start[n])
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        loss_fn = compiled_train_loss(model, torch.device("cpu")) if compiled else None
+        losses = []
+        for s in range(3):
+            with autocast_context(torch.device("cpu"), precision):
+                if loss_fn is not None:
+                    loss = loss_fn(ids[s], mask[s], targets[s], real, then=lambda x: x.backward())
+                else:
+                    logits = model(input_ids=ids[s][:5], attention_mask=mask[s][:5]).logits
+                    loss = torch.nn.functional.cross_entropy(logits.float(), targets[s][:5])
+                    loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+        assert loss_fn is None or not loss_fn.failed
+        return losses
+
+    eager, compiled = run(False), run(True)
+    assert compiled == pytest.approx(eager, abs=3e-2 if precision == "bf16" else 1e-4)
+
+
+@pytest.mark.slow  # three runs traced by dynamo: minutes on 2 busy cores
+def test_compiled_run_resumes_exactly(tiny_model_without_dropout: Path, ag_small: dict[str, Path], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """It resumes a compiled run stopped after an evaluation mid-epoch and ends with the same losses and
+    validation metrics as the uninterrupted compiled run."""
+    from loraclf.train import resume, train
+
+    monkeypatch.setattr(torch, "compile", _aot_eager_compile(torch.compile))
+    overrides = [*TINY_QUICK, "model.max_length=48", "train.epochs=2", "train.log_every_steps=1", "train.eval_every_steps=8",
+                 "lora.dropout=0", "model.precision=fp32", "model.compile=true", "train.eval_batch_size=64"]
+    cfg = config_from_dict({"model": {"name": str(tiny_model_without_dropout)}, "data": {"train_file": str(ag_small["train"])}}, overrides)
+    full = train(cfg, tmp_path / "full", console=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_step_8(step: int, metrics: dict) -> None:
+        if step == 8:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "stopped", console=False, on_eval=stop_at_step_8)
+    resumed = resume(tmp_path / "stopped")
+
+    def losses(run: Path) -> list[float]:
+        return [json.loads(x)["train_loss"] for x in (run / "log.jsonl").read_text().splitlines() if "train_loss" in x]
+
+    assert resumed["global_step"] == full["global_step"] > 8
+    assert losses(tmp_path / "stopped") == pytest.approx(losses(tmp_path / "full"), abs=1e-5)
+    assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-5)
+
+
+def test_filler_rows_do_not_count_with_label_smoothing() -> None:
+    """It matches the plain mean cross-entropy of the real rows with label smoothing too (train.label_smoothing)."""
+    logits = torch.tensor([[2.0, 0.5, 0.1], [0.1, 0.3, 0.2], [9.0, -9.0, 0.0]])
+    targets = torch.tensor([0, 2, 1])
+    real = torch.tensor([True, True, False])
+    want = torch.nn.functional.cross_entropy(logits[:2], targets[:2], label_smoothing=0.2)
+    assert torch.allclose(masked_cross_entropy(logits, targets, real, 0.2), want)
