@@ -211,3 +211,14 @@ def test_minilm_learns_ag_news(minilm_path: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["test_accuracy"] >= 0.85, m
+
+
+def test_one_process_trains_runs_of_different_precisions(tiny_model: Path, ag_small: dict[str, Path], tmp_path: Path) -> None:
+    """The Python API (and tune's in-process trials) may train several runs in one process: each gets its own precision."""
+    from loraclf.config import config_from_dict
+    from loraclf.train import train
+
+    for precision in ("fp32", "bf16", "fp32"):
+        cfg = config_from_dict({}, [f"model.name={tiny_model}", f"data.train_file={ag_small['train']}", "train.max_steps=2",
+                                    f"model.precision={precision}", *TINY_QUICK])
+        assert train(cfg, tmp_path / precision, overwrite=True, console=False)["precision"] == precision

@@ -93,6 +93,7 @@ class TrainRecipe:
         """Everything before the first step. Inputs come first: a bad file, column or model fails
         before the run directory exists."""
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from accelerate.utils import set_seed
 
         cfg, resuming = self.cfg, self.checkpoint is not None
@@ -113,6 +114,10 @@ class TrainRecipe:
 
         device = M.resolve_device()
         self.precision = M.resolve_precision(cfg.model.precision, device)
+        # One process may train several runs (tune's in-process trials, the Python API, a test session), and
+        # accelerate keeps one mixed-precision setting per process: drop the previous run's so this run's
+        # precision applies. The process group (PartialState) stays.
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             cpu=device.type == "cpu",
             mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision],
