@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,46 @@ def test_export_int8_writes_a_quantized_model(onnx_export: tuple[Path, str], tor
     assert q.precision == "int8"
     texts = texts_sample()
     assert np.mean(np.array(q.predict_ids(texts)) == np.array(torch_clf.predict_ids(texts))) >= 0.8
+
+
+def test_export_onnx_fuses_the_graph_for_onnxruntime(onnx_export: tuple[Path, str], torch_clf: Classifier) -> None:
+    """model.onnx runs onnxruntime's fused kernels: one Attention per layer, SkipLayerNormalization, BiasGelu, no Softmax left."""
+    import onnx
+
+    out, stdout = onnx_export
+    layers = torch_clf.run.model.config.num_hidden_layers
+    ops = Counter(n.op_type for n in onnx.load(str(out / ONNX_FILE)).graph.node)
+    assert ops["Attention"] == layers and ops["BiasGelu"] == layers and ops["SkipLayerNormalization"] >= layers, ops
+    assert "Softmax" not in ops
+    fusions = json.loads((out / "loraclf_export.json").read_text())["check"]["fusions"]
+    assert fusions["attention"] == layers and fusions["bias_gelu"] == layers
+    assert "fused for onnxruntime" in stdout
+    assert not list(out.glob("model.unfused*"))
+
+
+def test_export_onnx_keeps_the_unfused_graph_when_fusion_fails(trained_tiny_run: Path, torch_clf: Classifier, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A graph the fuser cannot rewrite is exported unfused (checked, and said so), not refused."""
+    import onnx
+
+    import loraclf.onnx_export as oe
+
+    def broken(src: Path, dst: Path) -> dict:
+        dst.write_bytes(b"half-written")
+        raise RuntimeError("no pattern for this block")
+
+    monkeypatch.setattr(oe, "fuse_for_onnxruntime", broken)
+    out = tmp_path / "unfused"
+    r = runner.invoke(app, ["export", str(trained_tiny_run), str(out), "--onnx"])
+    assert r.exit_code == 0, r.output
+    assert "not fused (RuntimeError: no pattern for this block)" in r.stdout
+    info = json.loads((out / "loraclf_export.json").read_text())
+    assert info["check"]["fusions"].startswith("not fused") and info["check"]["fp32_max_abs_logit_diff"] <= 1e-4
+    ops = {n.op_type for n in onnx.load(str(out / ONNX_FILE)).graph.node}
+    assert "Softmax" in ops and "Attention" not in ops
+    assert not list(out.glob("model.unfused*"))
+    texts = texts_sample()
+    assert onnx_classifier(out).predict(texts) == torch_clf.predict(texts)
 
 
 def test_onnx_classifier_has_the_classifier_interface(onnx_export: tuple[Path, str], torch_clf: Classifier) -> None:
