@@ -147,6 +147,29 @@ def test_export_onnx_keeps_the_unfused_graph_when_fusion_fails(trained_tiny_run:
     assert onnx_classifier(out).predict(texts) == torch_clf.predict(texts)
 
 
+def test_int8_recipe_keeps_the_chosen_roles_in_fp32(onnx_export: tuple[Path, str], torch_clf: Classifier, tmp_path: Path,
+                                                   monkeypatch) -> None:
+    """The int8 recipe quantizes its op types only and leaves the nodes of its fp32 roles (FFN output projections) as fp32 MatMuls."""
+    import onnx
+
+    import loraclf.onnx_export as oe
+
+    out, _ = onnx_export
+    layers = torch_clf.run.model.config.num_hidden_layers
+    ffn_down = oe.int8_fp32_nodes(out / ONNX_FILE, ["ffn_down"])
+    assert len(ffn_down) == layers and oe.int8_fp32_nodes(out / ONNX_FILE, []) == []
+    monkeypatch.setitem(oe.QUANTIZATION, "op_types", ["MatMul"])
+    monkeypatch.setitem(oe.QUANTIZATION, "fp32_roles", ["ffn_down"])
+    oe._quantize(out / ONNX_FILE, tmp_path / INT8_FILE)
+    nodes = onnx.load(str(tmp_path / INT8_FILE)).graph.node
+    ops = Counter(n.op_type for n in nodes)
+    assert {n.name for n in nodes if n.op_type == "MatMul"} == set(ffn_down)
+    assert ops["MatMulInteger"] > 0 and ops["Attention"] == layers and "QAttention" not in ops  # Attention not in op_types: fp32
+    q = oe.OnnxClassifier(oe.load_session(tmp_path / INT8_FILE), torch_clf.run.tokenizer, torch_clf.label_names, torch_clf.max_length)
+    texts = texts_sample()
+    assert np.mean(np.array(q.predict_ids(texts)) == np.array(torch_clf.predict_ids(texts))) >= 0.8
+
+
 def test_onnx_classifier_has_the_classifier_interface(onnx_export: tuple[Path, str], torch_clf: Classifier) -> None:
     """It returns input-order logits, probabilities, ids, names and classify dicts as Classifier does."""
     clf = onnx_classifier(onnx_export[0], batch_size=4)

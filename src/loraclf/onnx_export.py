@@ -36,11 +36,19 @@ CHECK_BATCH_SIZE = 16  # several batches of different widths: the dynamic axes g
 EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps one file at 2 GB: bigger weights go to model.onnx.data
 FOLD_LIMIT = 1 << 28  # elements: constant folding may build any weight (the fused QKV matrix), not only small tensors
 UNFUSED_FILE = "model.unfused.onnx"  # the exporter's graph, deleted once fused into model.onnx
-# int8: weights per output channel, activations per tensor at run time. Measured on MiniLM (1 epoch,
-# 2,000 AG News rows; 7,600 test rows): per-tensor weights agreed with fp32 on 98.0% of labels,
-# per-channel on 99.1% (accuracy -0.14 points) at the same size; keeping the FFN matmuls in fp32
-# reached 99.6% but kept most of the compute in fp32 and doubled the file.
-QUANTIZATION = {"weight_type": "QInt8", "per_channel": True}
+# int8: onnxruntime's dynamic quantization, weights int8 per output channel, activations uint8 per
+# tensor at run time. Measured on MiniLM (1 epoch, 2,000 AG News rows; 7,600 test rows): per-tensor
+# weights agreed with fp32 on 98.0% of labels, per-channel on 99.1% (accuracy -0.14 points) at the
+# same size; keeping the FFN matmuls in fp32 reached 99.6% but kept most of the compute in fp32 and
+# doubled the file. Those figures are from the unfused graph, where Q/K/V were plain MatMuls (int8).
+# In the fused graph Q/K/V are one Attention op; quantize_dynamic would make it a QAttention with
+# 7-bit (reduce_range) weights, coarser than the measured recipe, so Attention stays out of
+# "op_types" (fp32) until measured. "op_types" get int8 weights (Gather: the embedding tables);
+# "fp32_roles" name nodes kept in fp32 (`int8_fp32_nodes`).
+QUANTIZATION: dict[str, Any] = {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul", "Gather"],
+                                "fp32_roles": []}
+# What an export is made of beyond the run and the int8 recipe; a change makes every RUN/onnx cache stale.
+EXPORT_RECIPE = "dynamo export, fused for onnxruntime (2)"
 
 FALLBACK_TEXTS = [
     "Stocks rallied on Wall Street as bond yields fell after the central bank held rates.",
@@ -69,7 +77,7 @@ def check_export_tools() -> None:
 def source_fingerprint(run: RunDir) -> str:
     """A hash of what the export depends on: adapter files, labels, the model settings and the int8 recipe."""
     cfg = run.read_config()
-    h = hashlib.sha256(f"{cfg.model.name}\0{cfg.model.max_length}\0{sorted(QUANTIZATION.items())}\0".encode())
+    h = hashlib.sha256(f"{cfg.model.name}\0{cfg.model.max_length}\0{sorted(QUANTIZATION.items())}\0{EXPORT_RECIPE}\0".encode())
     for p in sorted(run.adapter_dir.rglob("*")) + [run.labels_path]:
         if p.is_file():
             h.update(p.name.encode())
@@ -206,13 +214,32 @@ def _fuse(src: Path, dst: Path) -> dict[str, int] | str:
     return fusions
 
 
+# Node roles the int8 recipe may keep in fp32, found by what feeds a MatMul in the fused graph.
+FP32_ROLES = {
+    "ffn_down": ("BiasGelu", "Gelu", "FastGelu"),  # the FFN output projection: its input is the GELU's, the widest range
+}
+
+
+def int8_fp32_nodes(path: Path, roles: Sequence[str]) -> list[str]:
+    """Names of the MatMul nodes of the ONNX model at `path` that `roles` (keys of FP32_ROLES) keep in fp32."""
+    import onnx
+
+    if not roles:
+        return []
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    feeders = {op for role in roles for op in FP32_ROLES[role]}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and producer.get(n.input[0]) in feeders]
+
+
 def _quantize(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     big = any(src.parent.glob(f"{src.name}.data"))
     with _quiet():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType[QUANTIZATION["weight_type"]],
-                         per_channel=QUANTIZATION["per_channel"], use_external_data_format=big)
+                         per_channel=QUANTIZATION["per_channel"], op_types_to_quantize=list(QUANTIZATION["op_types"]),
+                         nodes_to_exclude=int8_fp32_nodes(src, QUANTIZATION["fp32_roles"]), use_external_data_format=big)
 
 
 def _opset(path: Path) -> int:
