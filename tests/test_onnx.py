@@ -104,7 +104,8 @@ def test_export_int8_writes_a_quantized_model(onnx_export: tuple[Path, str], tor
     nodes = onnx.load(str(out / INT8_FILE)).graph.node
     ops = {n.op_type for n in nodes}
     assert {"MatMulInteger", "DynamicQuantizeLinear", "Attention"} <= ops and "QAttention" not in ops
-    assert {n.name for n in nodes if n.op_type == "MatMul"} == set(int8_fp32_nodes(out / ONNX_FILE, ["ffn_down"])) != set()
+    kept = int8_fp32_nodes(out / ONNX_FILE, ["ffn_down", "last_layer"])
+    assert {n.name for n in nodes if n.op_type == "MatMul"} == set(kept) != set()
     assert (out / INT8_FILE).stat().st_size < (out / ONNX_FILE).stat().st_size
     q = onnx_classifier(out, int8=True)
     assert q.precision == "int8"
@@ -163,6 +164,8 @@ def test_int8_recipe_keeps_the_chosen_roles_in_fp32(onnx_export: tuple[Path, str
     layers = torch_clf.run.model.config.num_hidden_layers
     ffn_down = oe.int8_fp32_nodes(out / ONNX_FILE, ["ffn_down"])
     assert len(ffn_down) == layers and oe.int8_fp32_nodes(out / ONNX_FILE, []) == []
+    last_layer = oe.int8_fp32_nodes(out / ONNX_FILE, ["last_layer"])  # attention output, FFN in, FFN out of the last layer
+    assert len(last_layer) == 3 and ffn_down[-1] in last_layer and ffn_down[0] not in last_layer
     monkeypatch.setitem(oe.QUANTIZATION, "op_types", ["MatMul"])
     monkeypatch.setitem(oe.QUANTIZATION, "fp32_roles", ["ffn_down"])
     oe._quantize(out / ONNX_FILE, tmp_path / INT8_FILE)
