@@ -12,11 +12,12 @@ One process, same machine, same run directory, same labelled rows, same batches:
 Every backend scores the rows in the batches `loraclf.batching.inference_batches` cuts from the
 token lengths (longest first, as `loraclf predict` does). Each batch is one `clf.logits(texts)`
 call, timed with tokenization included, as a server's micro-batch would be; two batches are run
-first as a warm-up and not counted. Reported per backend: samples/s (rows / summed batch time),
+first as a warm-up and not counted. The backends are interleaved: all are loaded, and each batch
+is run by every backend in turn, so load from other work on a shared machine hits all alike. Reported per backend: samples/s (rows / summed batch time),
 p50/p99 batch latency, accuracy, and agreement of labels with torch-fp32 plus the largest logit
 difference from it. Threads: torch and ONNX Runtime both get `--threads` (default: the cores
-this process may use); the load average is recorded before and after each backend, since other
-work on a shared machine shows up in the numbers.
+this process may use); the load average is recorded at the start and end, since other work on a
+shared machine shows up in the numbers.
 
 Usage:
     python bench/cpu_inference.py --run-dir /tmp/onnx-minilm                  # AG News test set, 7,600 rows
@@ -67,21 +68,26 @@ def load(backend: str, run_dir: Path, batch_size: int | None, threads: int):
     return onnx_classifier(run_dir, int8=backend == "onnx-int8", batch_size=batch_size, threads=threads)
 
 
-def bench_backend(clf, texts: list[str], warmup: int) -> tuple[np.ndarray, list[float]]:
-    """Logits for all texts in input order and the seconds each batch took (warm-up excluded)."""
+def bench_interleaved(clfs: dict, texts: list[str], warmup: int) -> dict[str, tuple[np.ndarray, list[float]]]:
+    """Per backend: logits for all texts in input order and the seconds each batch took (warm-up excluded).
+
+    The batches are cut once (all backends share the tokenizer) and each is run by every backend in turn."""
     from loraclf.batching import inference_batches
 
-    lengths = [len(ids) for ids in clf.tokenize(texts)]
-    batches = inference_batches(lengths, clf.batch_size)
-    for pos in batches[:warmup]:
-        clf.logits([texts[i] for i in pos])
-    logits = np.zeros((len(texts), len(clf.label_names)), dtype=np.float32)
-    seconds = []
+    first = next(iter(clfs.values()))
+    lengths = [len(ids) for ids in first.tokenize(texts)]
+    batches = inference_batches(lengths, first.batch_size)
+    for clf in clfs.values():
+        for pos in batches[:warmup]:
+            clf.logits([texts[i] for i in pos])
+    out = {name: (np.zeros((len(texts), len(clf.label_names)), dtype=np.float32), []) for name, clf in clfs.items()}
     for pos in batches:
-        t0 = time.perf_counter()
-        logits[pos] = clf.logits([texts[i] for i in pos])
-        seconds.append(time.perf_counter() - t0)
-    return logits, seconds
+        batch = [texts[i] for i in pos]
+        for name, clf in clfs.items():
+            t0 = time.perf_counter()
+            out[name][0][pos] = clf.logits(batch)
+            out[name][1].append(time.perf_counter() - t0)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,40 +145,47 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cpu: {env['cpu']['model']} | flags: {' '.join(f for f, on in env['cpu']['flags'].items() if on)} | "
           f"threads {threads} | load average {env['load_average_start']}", file=sys.stderr)
     results: dict[str, dict] = {}
-    reference = None
+    clfs, load_s = {}, {}
     for backend in wanted:
-        load_before = load_average()
         t0 = time.perf_counter()
-        clf = load(backend, run.path, args.batch_size, threads)
-        load_s = time.perf_counter() - t0
-        print(f"{backend}: {len(texts)} rows, batches of {clf.batch_size} ...", file=sys.stderr)
-        logits, seconds = bench_backend(clf, texts, args.warmup)
+        clfs[backend] = load(backend, run.path, args.batch_size, threads)
+        load_s[backend] = time.perf_counter() - t0
+    batch_sizes = {clf.batch_size for clf in clfs.values()}
+    if len(batch_sizes) > 1:
+        raise SystemExit(f"the backends chose different batch sizes {sorted(batch_sizes)}; pass --batch-size")
+    print(f"{', '.join(wanted)}: {len(texts)} rows, batches of {batch_sizes.pop()}, interleaved ...", file=sys.stderr)
+    timed = bench_interleaved(clfs, texts, args.warmup)
+    reference = timed["torch-fp32"][0] if "torch-fp32" in timed else None
+    for backend in wanted:
+        logits, seconds = timed[backend]
         ms = np.array(seconds) * 1000
         row = {
-            "rows": len(texts), "batch_size": clf.batch_size, "batches": len(seconds), "load_s": round(load_s, 2),
+            "rows": len(texts), "batch_size": clfs[backend].batch_size, "batches": len(seconds), "load_s": round(load_s[backend], 2),
             "samples_per_s": round(len(texts) / float(np.sum(seconds)), 1), "total_s": round(float(np.sum(seconds)), 2),
             "p50_batch_ms": round(float(np.percentile(ms, 50)), 1), "p99_batch_ms": round(float(np.percentile(ms, 99)), 1),
             "accuracy": round(compute_metrics(logits, labels, names)["accuracy"], 4),
-            "load_average_before": load_before, "load_average_after": load_average(),
         }
-        if backend == "torch-fp32":
-            reference = logits
         if reference is not None:
             row["label_agreement_vs_torch_fp32"] = round(float(np.mean(logits.argmax(1) == reference.argmax(1))), 5)
             row["label_differences_vs_torch_fp32"] = int(np.sum(logits.argmax(1) != reference.argmax(1)))
             row["max_abs_logit_diff_vs_torch_fp32"] = float(np.abs(logits - reference).max())
+        if "onnx-fp32" in timed and backend != "onnx-fp32":
+            fp32 = timed["onnx-fp32"][0]
+            row["label_agreement_vs_onnx_fp32"] = round(float(np.mean(logits.argmax(1) == fp32.argmax(1))), 5)
         results[backend] = row
-        del clf
+    del clfs
 
     base = results.get("torch-fp32", {}).get("samples_per_s")
-    header = f"{'backend':11s} {'samples/s':>10s} {'x fp32':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'accuracy':>9s} {'agree':>8s} {'max|dlogit|':>12s} {'load avg':>9s}"
+    bf16 = results.get("torch-bf16", {}).get("samples_per_s")  # what `loraclf predict` runs on a CPU with native bf16
+    header = f"{'backend':11s} {'samples/s':>10s} {'x fp32':>7s} {'x bf16':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'accuracy':>9s} {'agree':>8s} {'max|dlogit|':>12s}"
     print(header)
     for backend, r in results.items():
         agree = f"{r['label_agreement_vs_torch_fp32']:.2%}" if "label_agreement_vs_torch_fp32" in r else "-"
         diff = f"{r['max_abs_logit_diff_vs_torch_fp32']:.1e}" if "max_abs_logit_diff_vs_torch_fp32" in r else "-"
         speed = f"{r['samples_per_s'] / base:.2f}" if base else "-"
-        print(f"{backend:11s} {r['samples_per_s']:10.1f} {speed:>7s} {r['p50_batch_ms']:8.1f} {r['p99_batch_ms']:8.1f} "
-              f"{r['accuracy']:9.4f} {agree:>8s} {diff:>12s} {r['load_average_after'][0]:9.2f}")
+        speed_bf16 = f"{r['samples_per_s'] / bf16:.2f}" if bf16 else "-"
+        print(f"{backend:11s} {r['samples_per_s']:10.1f} {speed:>7s} {speed_bf16:>7s} {r['p50_batch_ms']:8.1f} {r['p99_batch_ms']:8.1f} "
+              f"{r['accuracy']:9.4f} {agree:>8s} {diff:>12s}")
     for backend, why in skipped.items():
         print(f"{backend:11s} skipped: {why}")
 

@@ -11,6 +11,11 @@ Modes (--modes, comma-separated):
   on      micro-batching, up to --max-batch-texts texts or --max-batch-wait-ms ms (server defaults 64 / 5)
   wait0   micro-batching without waiting: a batch takes whatever is queued when the worker is free
 
+Backends (--backends, comma-separated): torch, onnx, onnx-int8, served as the run spec `bench=RUN@BACKEND`
+(the ONNX cache RUN/onnx is built before the first server starts, outside the timings). Every backend runs
+every mode; with --rounds N the whole backend x mode sweep repeats N times, interleaved, and each backend/mode
+reports its median-throughput round, since other work on a shared machine moves single runs.
+
 Texts are AG News test rows (title + description), the same sequence for every mode. Latency is per request,
 client side (send to full response). The client runs on the same machine as the server and takes CPU from it.
 
@@ -26,6 +31,7 @@ Usage
     python bench/serve_load.py                                   # MiniLM run (trained once if missing), 2000 requests x 16
     python bench/serve_load.py --requests 200 --concurrency 4    # smoke
     python bench/serve_load.py --run-dir runs/my-run --texts-per-request 8 --modes off,on,wait0
+    python bench/serve_load.py --run-dir RUN --requests 1000 --modes on --backends torch,onnx,onnx-int8 --rounds 2
 
 Writes bench/results/serve_load.json (--out).
 """
@@ -55,6 +61,7 @@ LORACLF = [sys.executable, "-m", "loraclf.cli"]
 sys.path.insert(0, str(REPO / "src"))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "src"), os.environ.get("PYTHONPATH", "")] if p)
 MODES = {"off": ["--no-batching"], "on": [], "wait0": ["--max-batch-wait-ms", "0"]}
+BACKENDS = ("torch", "onnx", "onnx-int8")  # run-spec suffixes of `loraclf serve`
 
 
 def ag_texts(name: str, n: int, stride: int = 1) -> list[list[str]]:
@@ -81,16 +88,24 @@ def ensure_run(run_dir: Path) -> Path:
     return run_dir
 
 
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), platform.processor())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_server(run_dir: Path, port: int, extra: list[str], log_path: Path) -> subprocess.Popen:
+def start_server(run_dir: Path, port: int, extra: list[str], log_path: Path, backend: str = "torch") -> subprocess.Popen:
     """Start `loraclf serve` with its output in `log_path` (a file, not a pipe: a server that logs many
     errors must not block on a full pipe nobody reads)."""
-    cmd = [*LORACLF, "serve", f"bench={run_dir}", "--port", str(port), "--no-access-log", "--log-level", "warning", *extra]
+    cmd = [*LORACLF, "serve", f"bench={run_dir}@{backend}", "--port", str(port), "--no-access-log", "--log-level", "warning", *extra]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
@@ -194,59 +209,82 @@ def main() -> int:
     ap.add_argument("--max-queue", type=int, default=256,
                     help="Server --max-queue; with --concurrency above it, 503 overloaded is shedding by design, not a failure.")
     ap.add_argument("--warmup", type=int, default=64, help="Untimed requests before each timed load.")
-    ap.add_argument("--device", default=None, help="Server --device (default: a GPU when present).")
+    ap.add_argument("--device", default=None, help="Server --device for torch (default: a GPU when present).")
+    ap.add_argument("--backends", default="torch", help=f"Comma-separated, from {', '.join(BACKENDS)}.")
+    ap.add_argument("--rounds", type=int, default=1, help="Repeat the backend x mode sweep, interleaved; the median round counts.")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve_load.json")
     args = ap.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [m for m in modes if m not in MODES]
-    if unknown or args.requests < 1 or args.concurrency < 1 or args.texts_per_request < 1 or args.max_queue < 1:
-        ap.error(f"bad --modes {unknown}" if unknown else
-                 "--requests, --concurrency, --texts-per-request and --max-queue must be >= 1")
+    bad_backends = [b for b in backends if b not in BACKENDS]
+    if unknown or bad_backends:
+        ap.error(f"bad --modes {unknown}" if unknown else f"bad --backends {bad_backends}; choose from {', '.join(BACKENDS)}")
+    if min(args.requests, args.concurrency, args.texts_per_request, args.max_queue, args.rounds) < 1:
+        ap.error("--requests, --concurrency, --texts-per-request, --max-queue and --rounds must be >= 1")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     run_dir = ensure_run(args.run_dir.resolve())
+    if any(b.startswith("onnx") for b in backends):  # export once, before any server or timing
+        from loraclf.onnx_export import ensure_onnx_cache
+        from loraclf.rundir import RunDir
+
+        ensure_onnx_cache(RunDir(run_dir), int8="onnx-int8" in backends)
     pool = [f"{r[1]} {r[2]}" for r in ag_texts("test.csv", 2000)]
     k = args.texts_per_request
     bodies = [{"texts": [pool[(i * k + j) % len(pool)] for j in range(k)]} for i in range(args.requests)]
     warm = [{"texts": [pool[-1 - (i % 100)]] * k} for i in range(args.warmup)]
     shedding_allowed = args.concurrency > args.max_queue
 
-    results: dict[str, Any] = {}
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {b: {m: [] for m in modes} for b in backends}
     broken: dict[str, dict[str, int]] = {}
     logs = Path(tempfile.mkdtemp(prefix="serve_load_"))
-    for mode in modes:
-        extra = list(MODES[mode]) + ["--max-batch-texts", str(args.max_batch_texts), "--max-queue", str(args.max_queue)]
-        if mode == "on":
-            extra += ["--max-batch-wait-ms", str(args.max_batch_wait_ms)]
-        if args.device:
-            extra += ["--device", args.device]
-        port = free_port()
-        log_path = logs / f"server_{mode}.log"
-        proc = start_server(run_dir, port, extra, log_path)
-        try:
-            url = f"http://127.0.0.1:{port}/v1/classify"
-            warm_res = asyncio.run(load(url, warm, args.concurrency)) if warm else None
-            res = asyncio.run(load(url, bodies, args.concurrency))
-        finally:
-            stop_server(proc)
-        res["server_args"] = extra
-        if warm_res is not None:
-            res["warmup_not_served"] = warm_res["not_served"]
-        results[mode] = res
-        bad = failures(res["not_served"], shedding_allowed)
-        for key, n in failures(res.get("warmup_not_served", {}), shedding_allowed).items():
-            bad[f"warmup {key}"] = n
-        lat = res["latency_ms"]
-        lat_s = f"p50 {lat['p50']:8.1f} ms  p99 {lat['p99']:8.1f} ms" if lat else "no request served"
-        print(f"{mode:6s} {res['requests_per_s']:9.1f} req/s {res['texts_per_s']:9.1f} texts/s  {lat_s}  "
-              f"served {res['served']}/{res['requests']}" + (f"  NOT SERVED {res['not_served']}" if res["not_served"] else "")
-              + ("  (503 overloaded is shedding by design: --concurrency > --max-queue)" if shedding_allowed else ""),
-              flush=True)
-        if bad:
-            broken[mode] = bad
-            tail = log_tail(log_path)
-            print(f"  server log ({log_path}): " + (f"last lines:\n{tail}" if tail else "empty"), flush=True)
+    for rnd in range(args.rounds):
+        for backend in backends:
+            for mode in modes:
+                extra = list(MODES[mode]) + ["--max-batch-texts", str(args.max_batch_texts), "--max-queue", str(args.max_queue)]
+                if mode == "on":
+                    extra += ["--max-batch-wait-ms", str(args.max_batch_wait_ms)]
+                if args.device and backend == "torch":
+                    extra += ["--device", args.device]
+                port = free_port()
+                log_path = logs / f"server_{backend}_{mode}_{rnd}.log"
+                proc = start_server(run_dir, port, extra, log_path, backend)
+                load_before = round(os.getloadavg()[0], 2)
+                try:
+                    url = f"http://127.0.0.1:{port}/v1/classify"
+                    warm_res = asyncio.run(load(url, warm, args.concurrency)) if warm else None
+                    res = asyncio.run(load(url, bodies, args.concurrency))
+                finally:
+                    stop_server(proc)
+                res["server_args"] = [f"bench={run_dir}@{backend}", *extra]
+                res["round"] = rnd
+                res["load_avg_1m_before"] = load_before
+                if warm_res is not None:
+                    res["warmup_not_served"] = warm_res["not_served"]
+                rounds[backend][mode].append(res)
+                bad = failures(res["not_served"], shedding_allowed)
+                for key, n in failures(res.get("warmup_not_served", {}), shedding_allowed).items():
+                    bad[f"warmup {key}"] = n
+                lat = res["latency_ms"]
+                lat_s = f"p50 {lat['p50']:8.1f} ms  p99 {lat['p99']:8.1f} ms" if lat else "no request served"
+                print(f"{backend:9s} {mode:6s} {res['requests_per_s']:9.1f} req/s {res['texts_per_s']:9.1f} texts/s  {lat_s}  "
+                      f"served {res['served']}/{res['requests']}  load {load_before}"
+                      + (f"  NOT SERVED {res['not_served']}" if res["not_served"] else "")
+                      + ("  (503 overloaded is shedding by design: --concurrency > --max-queue)" if shedding_allowed else ""),
+                      flush=True)
+                if bad:
+                    broken[f"{backend}/{mode}/round{rnd}"] = bad
+                    tail = log_tail(log_path)
+                    print(f"  server log ({log_path}): " + (f"last lines:\n{tail}" if tail else "empty"), flush=True)
+
+    def median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        """The round with the median requests/s (the lower middle one for an even count)."""
+        return sorted(runs, key=lambda r: r["requests_per_s"])[(len(runs) - 1) // 2]
+
+    results = {b: {m: {**median_round(runs), "rounds_requests_per_s": [r["requests_per_s"] for r in runs]}
+                   for m, runs in per_mode.items()} for b, per_mode in rounds.items()}
 
     import torch
 
@@ -262,19 +300,28 @@ def main() -> int:
         "texts_per_request": k,
         "max_queue": args.max_queue,
         "counts": "requests_per_s, texts_per_s and latency_ms cover served (200) requests only; see not_served",
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform(),
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-        "modes": results,
+        "backends": results,
+        "rounds": args.rounds,
         "failed": broken,
     }
-    on, off = results.get("on"), results.get("off")
-    if on and off and on["latency_ms"] and off["latency_ms"] and off["requests_per_s"]:
-        report["on_vs_off"] = {
-            "throughput_x": round(on["requests_per_s"] / off["requests_per_s"], 2),
-            "p50_x": round(on["latency_ms"]["p50"] / off["latency_ms"]["p50"], 2),
-            "p99_x": round(on["latency_ms"]["p99"] / off["latency_ms"]["p99"], 2),
-        }
-        print(f"batching on vs off: {report['on_vs_off']}")
+    first = backends[0]
+    for backend in backends:
+        on, off = results[backend].get("on"), results[backend].get("off")
+        if on and off and on["latency_ms"] and off["latency_ms"] and off["requests_per_s"]:
+            results[backend]["on_vs_off"] = {
+                "throughput_x": round(on["requests_per_s"] / off["requests_per_s"], 2),
+                "p50_x": round(on["latency_ms"]["p50"] / off["latency_ms"]["p50"], 2),
+                "p99_x": round(on["latency_ms"]["p99"] / off["latency_ms"]["p99"], 2),
+            }
+            print(f"{backend}: batching on vs off: {results[backend]['on_vs_off']}")
+        for mode in modes:  # each backend against the first one (the baseline), same mode
+            this, base = results[backend][mode], results[first][mode]
+            if backend != first and this["latency_ms"] and base["latency_ms"] and base["requests_per_s"]:
+                this[f"vs_{first}"] = {"throughput_x": round(this["requests_per_s"] / base["requests_per_s"], 2),
+                                        "p99_x": round(this["latency_ms"]["p99"] / base["latency_ms"]["p99"], 2)}
+                print(f"{backend} vs {first} ({mode}, median rounds): {this[f'vs_{first}']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     print(f"wrote {args.out}")

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -93,15 +94,86 @@ def test_export_onnx_writes_files_and_matches_pytorch(onnx_export: tuple[Path, s
 
 
 def test_export_int8_writes_a_quantized_model(onnx_export: tuple[Path, str], torch_clf: Classifier) -> None:
-    """It writes model.int8.onnx with integer matmuls, smaller than fp32, that classifies every text."""
+    """It writes model.int8.onnx with integer matmuls, smaller than fp32, that classifies every text; the recipe keeps
+    Attention and the FFN output projections in fp32 (the sensitive ones, measured on MiniLM)."""
     import onnx
 
+    from loraclf.onnx_export import int8_fp32_nodes
+
     out, _ = onnx_export
-    ops = {n.op_type for n in onnx.load(str(out / INT8_FILE)).graph.node}
-    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    nodes = onnx.load(str(out / INT8_FILE)).graph.node
+    ops = {n.op_type for n in nodes}
+    assert {"MatMulInteger", "DynamicQuantizeLinear", "Attention"} <= ops and "QAttention" not in ops
+    kept = int8_fp32_nodes(out / ONNX_FILE, ["ffn_down", "last_layer"])
+    assert {n.name for n in nodes if n.op_type == "MatMul"} == set(kept) != set()
     assert (out / INT8_FILE).stat().st_size < (out / ONNX_FILE).stat().st_size
     q = onnx_classifier(out, int8=True)
     assert q.precision == "int8"
+    texts = texts_sample()
+    assert np.mean(np.array(q.predict_ids(texts)) == np.array(torch_clf.predict_ids(texts))) >= 0.8
+
+
+def test_export_onnx_fuses_the_graph_for_onnxruntime(onnx_export: tuple[Path, str], torch_clf: Classifier) -> None:
+    """model.onnx runs onnxruntime's fused kernels: one Attention per layer, SkipLayerNormalization, BiasGelu, no Softmax left."""
+    import onnx
+
+    out, stdout = onnx_export
+    layers = torch_clf.run.model.config.num_hidden_layers
+    ops = Counter(n.op_type for n in onnx.load(str(out / ONNX_FILE)).graph.node)
+    assert ops["Attention"] == layers and ops["BiasGelu"] == layers and ops["SkipLayerNormalization"] >= layers, ops
+    assert "Softmax" not in ops
+    fusions = json.loads((out / "loraclf_export.json").read_text())["check"]["fusions"]
+    assert fusions["attention"] == layers and fusions["bias_gelu"] == layers
+    assert "fused for onnxruntime" in stdout
+    assert not list(out.glob("model.unfused*"))
+
+
+def test_export_onnx_keeps_the_unfused_graph_when_fusion_fails(trained_tiny_run: Path, torch_clf: Classifier, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A graph the fuser cannot rewrite is exported unfused (checked, and said so), not refused."""
+    import onnx
+
+    import loraclf.onnx_export as oe
+
+    def broken(src: Path, dst: Path) -> dict:
+        dst.write_bytes(b"half-written")
+        raise RuntimeError("no pattern for this block")
+
+    monkeypatch.setattr(oe, "fuse_for_onnxruntime", broken)
+    out = tmp_path / "unfused"
+    r = runner.invoke(app, ["export", str(trained_tiny_run), str(out), "--onnx"])
+    assert r.exit_code == 0, r.output
+    assert "not fused (RuntimeError: no pattern for this block)" in r.stdout
+    info = json.loads((out / "loraclf_export.json").read_text())
+    assert info["check"]["fusions"].startswith("not fused") and info["check"]["fp32_max_abs_logit_diff"] <= 1e-4
+    ops = {n.op_type for n in onnx.load(str(out / ONNX_FILE)).graph.node}
+    assert "Softmax" in ops and "Attention" not in ops
+    assert not list(out.glob("model.unfused*"))
+    texts = texts_sample()
+    assert onnx_classifier(out).predict(texts) == torch_clf.predict(texts)
+
+
+def test_int8_recipe_keeps_the_chosen_roles_in_fp32(onnx_export: tuple[Path, str], torch_clf: Classifier, tmp_path: Path,
+                                                   monkeypatch) -> None:
+    """The int8 recipe quantizes its op types only and leaves the nodes of its fp32 roles (FFN output projections) as fp32 MatMuls."""
+    import onnx
+
+    import loraclf.onnx_export as oe
+
+    out, _ = onnx_export
+    layers = torch_clf.run.model.config.num_hidden_layers
+    ffn_down = oe.int8_fp32_nodes(out / ONNX_FILE, ["ffn_down"])
+    assert len(ffn_down) == layers and oe.int8_fp32_nodes(out / ONNX_FILE, []) == []
+    last_layer = oe.int8_fp32_nodes(out / ONNX_FILE, ["last_layer"])  # attention output, FFN in, FFN out of the last layer
+    assert len(last_layer) == 3 and ffn_down[-1] in last_layer and ffn_down[0] not in last_layer
+    monkeypatch.setitem(oe.QUANTIZATION, "op_types", ["MatMul"])
+    monkeypatch.setitem(oe.QUANTIZATION, "fp32_roles", ["ffn_down"])
+    oe._quantize(out / ONNX_FILE, tmp_path / INT8_FILE)
+    nodes = onnx.load(str(tmp_path / INT8_FILE)).graph.node
+    ops = Counter(n.op_type for n in nodes)
+    assert {n.name for n in nodes if n.op_type == "MatMul"} == set(ffn_down)
+    assert ops["MatMulInteger"] > 0 and ops["Attention"] == layers and "QAttention" not in ops  # Attention not in op_types: fp32
+    q = oe.OnnxClassifier(oe.load_session(tmp_path / INT8_FILE), torch_clf.run.tokenizer, torch_clf.label_names, torch_clf.max_length)
     texts = texts_sample()
     assert np.mean(np.array(q.predict_ids(texts)) == np.array(torch_clf.predict_ids(texts))) >= 0.8
 

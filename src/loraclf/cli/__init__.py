@@ -355,6 +355,10 @@ def export(
     if res.onnx:
         c = res.check
         typer.echo(f"  check    fp32 max |logit diff| vs PyTorch {c['fp32_max_abs_logit_diff']:.1e} on {c['sample_texts']} sample texts (limit {c['tolerance']:g})")
+        fusions = c.get("fusions")
+        if isinstance(fusions, dict):
+            fusions = ", ".join(f"{k} x{n}" for k, n in fusions.items()) + " fused for onnxruntime" if fusions else "no subgraph fused"
+        typer.echo(f"  graph    {fusions}")
         if "int8_label_agreement" in c:
             typer.echo(f"  check    int8 labels agree with fp32 on {c['int8_label_agreement']:.1%} of the sample (max |logit diff| {c['int8_max_abs_logit_diff']:.2g})")
     typer.echo(f"  weights  {human_size(res.weights_bytes)}")
