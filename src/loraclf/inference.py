@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -71,6 +71,19 @@ def check_inference_options(device: str | None, precision: str, backend: str = "
                           f"(cuda:0 to cuda:{n - 1}); pick one of them or use --device cuda")
 
 
+@contextlib.contextmanager
+def scoring(model: torch.nn.Module, device: torch.device, precision: str) -> Iterator[None]:
+    """How every inference pass runs: eval mode (the model's mode is restored afterwards), no autograd,
+    the run's autocast."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast_context(device, precision):
+            yield
+    finally:
+        model.train(was_training)
+
+
 def run_inference(
     model: torch.nn.Module,
     token_ids: Sequence[Sequence[int]],
@@ -100,19 +113,14 @@ def run_inference(
         return run_inference_compiled(model, [token_ids[i] for i in rows], batch_size, device, precision, pad_id,
                                       max_tokens=max_tokens, max_length=max_length)
     out: np.ndarray | None = None
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), autocast_context(device, precision):
-            for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens):
-                batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id)
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                logits = model(**batch).logits.float().cpu().numpy()
-                if out is None:  # sized by the head that ran: adapters sharing a base may differ in label count
-                    out = np.empty((len(rows), logits.shape[1]), dtype=np.float32)
-                out[pos] = logits
-    finally:
-        model.train(was_training)
+    with scoring(model, device, precision):
+        for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens):
+            batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            logits = model(**batch).logits.float().cpu().numpy()
+            if out is None:  # sized by the head that ran: adapters sharing a base may differ in label count
+                out = np.empty((len(rows), logits.shape[1]), dtype=np.float32)
+            out[pos] = logits
     assert out is not None  # rows is not empty, so at least one batch ran
     return out
 
@@ -140,19 +148,14 @@ def run_inference_compiled(
     tokens = DeviceTokens(token_ids, pad_id, device, width=buckets[-1])
     logits_of = compiled_logits(model, device)
     out: torch.Tensor | None = None
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), autocast_context(device, precision):
-            for width, pos, n_rows in batches:
-                rows = torch.as_tensor(fixed_rows(pos, n_rows), dtype=torch.long).to(device, non_blocking=True)
-                batch = tokens.batch(rows, width)
-                logits = logits_of(batch["input_ids"], batch["attention_mask"])[: len(pos)]
-                if out is None:  # sized by the head that ran, as in run_inference
-                    out = torch.empty((len(token_ids), logits.shape[1]), dtype=torch.float32, device=device)
-                out[rows[: len(pos)]] = logits
-    finally:
-        model.train(was_training)
+    with scoring(model, device, precision):
+        for width, pos, n_rows in batches:
+            rows = torch.as_tensor(fixed_rows(pos, n_rows), dtype=torch.long).to(device, non_blocking=True)
+            batch = tokens.batch(rows, width)
+            logits = logits_of(batch["input_ids"], batch["attention_mask"])[: len(pos)]
+            if out is None:  # sized by the head that ran, as in run_inference
+                out = torch.empty((len(token_ids), logits.shape[1]), dtype=torch.float32, device=device)
+            out[rows[: len(pos)]] = logits
     assert out is not None
     return out.cpu().numpy()
 

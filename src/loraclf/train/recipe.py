@@ -197,6 +197,7 @@ class TrainRecipe:
         cfg, state, acc = self.cfg, self.state, self.accelerator
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
         self.compiled_loss = None
+        self.keep_grads = False  # CUDA graphs: .grad stays allocated between steps (see compiled_train_loss)
         if self.compile:
             self._setup_compiled_step()
         if cfg.train.tracker != "none" and self.is_main:
@@ -275,7 +276,7 @@ class TrainRecipe:
         cuda_graphs = acc.device.type == "cuda" and self.world == 1
         self.compiled_loss = compiled_train_loss(self.model, acc.device, cuda_graphs=cuda_graphs,
                                                  label_smoothing=self.cfg.train.label_smoothing)
-        self.keep_grads = cuda_graphs  # see compiled_train_loss
+        self.keep_grads = cuda_graphs
         if self.keep_grads:
             for p in self.model.parameters():
                 if p.requires_grad and p.grad is None:
@@ -312,7 +313,7 @@ class TrainRecipe:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=not (self.compiled_loss is not None and self.keep_grads))
+        self.optimizer.zero_grad(set_to_none=not self.keep_grads)
         self.state.global_step += 1
 
     def _log_train(self, mean_loss: float, epoch_float: float, progress: Any) -> None:
