@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchenv import CPU_FEATURES, cpu_features, cpu_model  # bench/ is on sys.path when this runs as a script
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ag_news" / "test.csv"
 BACKENDS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
@@ -43,15 +45,8 @@ BACKENDS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
 
 def cpu_info() -> dict:
     """CPU model and the instruction-set flags that decide bf16 / int8 speed."""
-    model, flags = platform.processor(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), model)
-        flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-    except OSError:
-        pass
-    wanted = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
-    return {"model": model, "flags": {f: f in flags for f in wanted}, "logical_cpus": os.cpu_count()}
+    present = cpu_features()
+    return {"model": cpu_model(), "flags": {f: f in present for f in CPU_FEATURES}, "logical_cpus": os.cpu_count()}
 
 
 def load_average() -> list[float]:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -63,6 +61,7 @@ if not ARGS.warm_cache:  # before torch loads inductor: a cold compile, as a fre
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchenv import cpu_name  # noqa: E402 - bench/ is on sys.path when this runs as a script
 from loraclf import model as M  # noqa: E402
 from loraclf.compiled import compiled_logits, compiled_train_loss, fixed_rows, masked_cross_entropy  # noqa: E402
 from loraclf.config import LoraConfig  # noqa: E402
@@ -202,9 +201,7 @@ def main() -> int:
     args = ARGS
     device = M.resolve_device(None if args.device == "auto" else args.device)
     precision = M.resolve_precision(args.precision, device)
-    cpu_name = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name")), platform.processor())
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu_name}, {os.cpu_count()} cores"
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu_name()}, {os.cpu_count()} cores"
     print(f"device {device_name} | precision {precision} | model {args.model} | batch {args.batch} x {args.width} | "
           f"accum {args.accum} | torch {torch.__version__}", file=sys.stderr)
 
@@ -285,7 +282,6 @@ def main() -> int:
     ib = make_batches(1, args.infer_rows, args.width, vocab, seed=1)[0]
     ib = {k: v.to(device) for k, v in ib.items()}
     logits_fn = compiled_logits(model, device)
-    infer = {}
     with torch.inference_mode(), autocast_context(device, precision):
         eager_logits = model(input_ids=ib["input_ids"], attention_mask=ib["attention_mask"]).logits.float()
         sync(device)

