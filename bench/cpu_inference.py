@@ -3,9 +3,13 @@
 
 One process, same machine, same run directory, same labelled rows, same batches:
 
-  torch-fp32   loraclf.inference.Classifier, precision fp32
-  torch-bf16   the same under bf16 autocast; only where the CPU has native bf16 (AMX or AVX512-BF16,
-               `loraclf.model.cpu_supports_bf16`): elsewhere bf16 is emulated and far slower
+  torch-fp32   loraclf.inference.Classifier, precision fp32 (LoRA merged into the base: `model.merge_for_inference`)
+  torch-bf16   the same in bf16 (Linear weights stored in bf16, autocast); only where the CPU has native bf16
+               (AMX or AVX512-BF16, `loraclf.model.cpu_supports_bf16`): elsewhere bf16 is emulated and far slower
+  torch-*-unmerged  the PeftModel as loaded, LoRA unmerged, fp32 weights cast by autocast at every call: the
+               PyTorch path before merging (the baseline of issue 13's "2x the PyTorch path")
+  torch-*-compiled  merged and compiled with inductor's freezing, one graph per length bucket (`model.compile`
+               true, as `loraclf serve` runs a lone adapter on CPU); the compile runs at load, reported as load_s
   onnx-fp32    loraclf.onnx_backend.OnnxClassifier on the run's ONNX cache (RUN/onnx, exported first if missing)
   onnx-int8    the same with the dynamically quantized model.int8.onnx
 
@@ -40,7 +44,9 @@ from benchenv import CPU_FEATURES, cpu_features, cpu_model  # bench/ is on sys.p
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ag_news" / "test.csv"
-BACKENDS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
+BACKENDS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8", "torch-fp32-unmerged", "torch-bf16-unmerged",
+            "torch-fp32-compiled", "torch-bf16-compiled")
+DEFAULT_BACKENDS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
 
 
 def cpu_info() -> dict:
@@ -59,7 +65,13 @@ def load(backend: str, run_dir: Path, batch_size: int | None, threads: int):
     from loraclf.backends import onnx_classifier
 
     if backend.startswith("torch"):
-        return Classifier.from_run_dir(run_dir, device="cpu", precision=backend.split("-")[1], batch_size=batch_size)
+        precision, variant = (backend.split("-") + [""])[1:3]
+        clf = Classifier.from_run_dir(run_dir, device="cpu", precision=precision, batch_size=batch_size,
+                                      merge=variant != "unmerged")
+        if variant == "compiled":
+            clf.compile_setting = True
+            clf.warm_up()
+        return clf
     return onnx_classifier(run_dir, int8=backend == "onnx-int8", batch_size=batch_size, threads=threads)
 
 
@@ -92,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=None, help="Evenly spaced rows of --data to score (default: all).")
     ap.add_argument("--batch-size", type=int, default=None, help="Rows per batch (default: the run's, as `loraclf predict`).")
     ap.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime intra-op threads (default: available cores).")
-    ap.add_argument("--backends", default=",".join(BACKENDS), help=f"Comma-separated subset of {', '.join(BACKENDS)}.")
+    ap.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"Comma-separated subset of {', '.join(BACKENDS)}.")
     ap.add_argument("--warmup", type=int, default=2, help="Batches run once before timing.")
     ap.add_argument("--out", type=Path, default=None, help="JSON to write (default bench/results/cpu_inference_<time>.json).")
     args = ap.parse_args(argv)
@@ -123,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = np.asarray(data.labels, dtype=np.int64)[idx]
 
     skipped = {}
-    if "torch-bf16" in wanted and not cpu_supports_bf16():
-        wanted.remove("torch-bf16")
-        skipped["torch-bf16"] = "no native bf16 on this CPU (amx_bf16/avx512_bf16)"
+    for backend in [b for b in wanted if b.startswith("torch-bf16")]:
+        if not cpu_supports_bf16():
+            wanted.remove(backend)
+            skipped[backend] = "no native bf16 on this CPU (amx_bf16/avx512_bf16)"
     export_s = None
     if any(b.startswith("onnx") for b in wanted):  # build (or reuse) the cache outside the timings
         t0 = time.perf_counter()
@@ -172,15 +185,20 @@ def main(argv: list[str] | None = None) -> int:
 
     base = results.get("torch-fp32", {}).get("samples_per_s")
     bf16 = results.get("torch-bf16", {}).get("samples_per_s")  # what `loraclf predict` runs on a CPU with native bf16
-    header = f"{'backend':11s} {'samples/s':>10s} {'x fp32':>7s} {'x bf16':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'accuracy':>9s} {'agree':>8s} {'max|dlogit|':>12s}"
+    # Ratios: to torch fp32, to torch bf16 (what `loraclf predict` runs on a CPU with native bf16), and to the
+    # unmerged PeftModel of the fastest precision run (the PyTorch path before merging), where those ran.
+    before = next((b for b in ("torch-bf16-unmerged", "torch-fp32-unmerged") if b in results), None)
+    bases = {"x fp32": "torch-fp32", "x bf16": "torch-bf16", "x unmerged": before}
+    header = (f"{'backend':20s} {'samples/s':>10s} " + " ".join(f"{k:>10s}" for k in bases)
+              + f" {'p50 ms':>8s} {'p99 ms':>8s} {'load s':>7s} {'accuracy':>9s} {'agree':>8s} {'max|dlogit|':>12s}")
     print(header)
     for backend, r in results.items():
         agree = f"{r['label_agreement_vs_torch_fp32']:.2%}" if "label_agreement_vs_torch_fp32" in r else "-"
         diff = f"{r['max_abs_logit_diff_vs_torch_fp32']:.1e}" if "max_abs_logit_diff_vs_torch_fp32" in r else "-"
-        speed = f"{r['samples_per_s'] / base:.2f}" if base else "-"
-        speed_bf16 = f"{r['samples_per_s'] / bf16:.2f}" if bf16 else "-"
-        print(f"{backend:11s} {r['samples_per_s']:10.1f} {speed:>7s} {speed_bf16:>7s} {r['p50_batch_ms']:8.1f} {r['p99_batch_ms']:8.1f} "
-              f"{r['accuracy']:9.4f} {agree:>8s} {diff:>12s}")
+        ratios = " ".join(f"{r['samples_per_s'] / results[b]['samples_per_s']:10.2f}" if b in results else f"{'-':>10s}"
+                          for b in bases.values())
+        print(f"{backend:20s} {r['samples_per_s']:10.1f} {ratios} {r['p50_batch_ms']:8.1f} {r['p99_batch_ms']:8.1f} "
+              f"{r['load_s']:7.1f} {r['accuracy']:9.4f} {agree:>8s} {diff:>12s}")
     for backend, why in skipped.items():
         print(f"{backend:11s} skipped: {why}")
 

@@ -84,9 +84,25 @@ def test_bucketed_inference_batches_cover_every_row_once_within_budget() -> None
     seen = sorted(p for _, pos, _ in batches for p in pos)
     assert seen == list(range(1000))
     for width, pos, n_rows in batches:
-        assert all(bucket_width(lengths[p], buckets) == width for p in pos)
+        assert bucket_width(lengths[pos[0]], buckets) == width  # the batch's longest row sets its bucket
+        assert all(lengths[p] <= width for p in pos)
         assert len(pos) <= n_rows <= min(512, 128 * 64 // width)
     assert len({(w, n) for w, _, n in batches}) <= 3 * len(buckets)  # few shapes: full batches and a tail per bucket
+
+
+def test_a_pass_cost_merges_small_bucket_groups() -> None:
+    """With a forward pass's fixed cost, a server's 16 texts of mixed lengths run in few passes (short rows pad to
+    a wider bucket when starting a narrower batch would save fewer tokens than a pass costs); without it, one
+    batch per bucket."""
+    lengths = [20, 120, 40, 70, 33, 90, 10, 50, 64, 65, 100, 12, 80, 30, 45, 60]
+    buckets = length_buckets(128)
+    per_bucket = bucketed_inference_batches(lengths, buckets, token_budget=64 * 128, max_rows=512)
+    assert [w for w, _, _ in per_bucket] == [128, 96, 64, 48, 32]
+    merged = bucketed_inference_batches(lengths, buckets, token_budget=64 * 128, max_rows=512, pass_cost_tokens=256)
+    assert [(w, len(pos)) for w, pos, _ in merged] == [(128, 2), (96, 4), (64, 10)]
+    one = bucketed_inference_batches(lengths, buckets, token_budget=64 * 128, max_rows=512, pass_cost_tokens=10_000)
+    assert [(w, len(pos)) for w, pos, _ in one] == [(128, 16)]
+    assert sorted(p for _, pos, _ in merged for p in pos) == list(range(16))
 
 
 def test_filler_rows_do_not_count_in_the_loss() -> None:
@@ -96,6 +112,20 @@ def test_filler_rows_do_not_count_in_the_loss() -> None:
     real = torch.tensor([True, True, False, False])
     want = torch.nn.functional.cross_entropy(logits[:2], targets[:2])
     assert torch.allclose(masked_cross_entropy(logits, targets, real), want)
+
+
+def test_inference_compile_setting_resolves_per_device_and_use() -> None:
+    """auto: CUDA always; CPU only a frozen (merged) model, and then for a server or a large enough set of texts."""
+    from loraclf.compiled import CPU_AUTO_COMPILE_MIN_ROWS, inference_compile_enabled
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert inference_compile_enabled("auto", cuda, frozen=False, rows=10) is True
+    assert inference_compile_enabled("auto", cpu, frozen=True, serving=True) is True
+    assert inference_compile_enabled("auto", cpu, frozen=False, serving=True) is False  # shared, unmerged base
+    assert inference_compile_enabled("auto", cpu, frozen=True, rows=7600) is False  # a compile would not pay back
+    assert inference_compile_enabled("auto", cpu, frozen=True, rows=CPU_AUTO_COMPILE_MIN_ROWS) is True
+    assert inference_compile_enabled(False, cuda, frozen=True, serving=True) is False
+    assert inference_compile_enabled(True, cpu, frozen=False, rows=1) is True
 
 
 def test_compile_setting_resolves_per_device() -> None:

@@ -41,6 +41,24 @@ def read_csv(text: str) -> list[dict[str, str]]:
 # The Python API
 
 
+def test_classifier_merges_the_adapter_for_inference(trained_tiny_run: Path, clf: Classifier) -> None:
+    """from_run_dir merges LoRA into the base (a plain transformers model, no PEFT wrapper) and scores as the unmerged
+    PeftModel does; in bf16 every Linear weight is stored in bf16, the embeddings and LayerNorms stay fp32."""
+    import torch
+
+    texts = sample_texts()
+    unmerged = Classifier.from_run_dir(trained_tiny_run, precision="fp32", merge=False)
+    assert clf.run.merged and not unmerged.run.merged
+    assert not hasattr(clf.run.model, "peft_config") and hasattr(unmerged.run.model, "peft_config")
+    np.testing.assert_allclose(clf.logits(texts), unmerged.logits(texts), atol=1e-5)
+
+    bf16 = Classifier.from_run_dir(trained_tiny_run, precision="bf16")
+    dtypes = {type(m).__name__: m.weight.dtype for m in bf16.run.model.modules() if hasattr(m, "weight")}
+    assert dtypes["Linear"] == torch.bfloat16 and dtypes["LayerNorm"] == dtypes["Embedding"] == torch.float32
+    assert not any(p.requires_grad for p in bf16.run.model.parameters())
+    np.testing.assert_allclose(bf16.predict_proba(texts), unmerged.predict_proba(texts), atol=0.05)
+
+
 def test_classifier_batches_return_input_order(clf: Classifier) -> None:
     """It gives each text the logits it gets alone, although batches are grouped by length."""
     texts = sample_texts()

@@ -23,6 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import read_ag_rows, write_ag_csv
+import loraclf.compiled
 import loraclf.serve
 from loraclf.cli import app as cli_app
 from loraclf.errors import CheckpointError, ConfigError
@@ -38,6 +39,14 @@ TEXTS = [f"{r[1]} {r[2]}" for r in read_ag_rows("test.csv", 12, stride=41)]
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures: two tiny runs over one base (4 AG classes; 2 string labels), servers in threads
+
+
+@pytest.fixture(autouse=True)
+def _eager_serving(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compiling every bucket at each in-process server's start-up would add minutes to this file; the compiled
+    # server has its own tests (marked `compiled_serving`), and subprocess servers pass --compile false.
+    if "compiled_serving" not in request.keywords:
+        monkeypatch.setattr(loraclf.compiled, "CPU_AUTO_COMPILE_SERVING", False)
 
 
 @pytest.fixture(scope="module")
@@ -535,7 +544,8 @@ def test_cli_reports_a_missing_base_model_in_one_line(runs: dict[str, Path], tmp
 def test_sigterm_lets_queued_requests_finish(runs: dict[str, Path]) -> None:
     """It finishes requests already queued when SIGTERM arrives, then shuts down cleanly (via the real `loraclf serve`)."""
     port = free_port()
-    proc = subprocess.Popen([*LORACLF, "serve", f"{runs['news']}", "--port", str(port), "--max-batch-wait-ms", "800", "--no-access-log"],
+    proc = subprocess.Popen([*LORACLF, "serve", f"{runs['news']}", "--port", str(port), "--max-batch-wait-ms", "800", "--no-access-log",
+                             "--compile", "false"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -681,3 +691,39 @@ def test_cli_reports_an_onnx_adapter_that_cannot_be_exported_in_one_line(trained
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "logits differ" in errors[0], r.stderr
     assert not (run / "onnx").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled serving on CPU (model.compile auto): a base serving one adapter is merged, frozen and compiled
+
+
+@pytest.mark.compiled_serving
+def test_a_lone_adapter_is_merged_compiled_at_start_up_and_answers_like_eager(runs: dict[str, Path]) -> None:
+    """With --compile auto on a CPU, a run that has its base to itself is served merged and compiled: every length
+    bucket compiles before the first request, requests of 1 to 9 texts then compile nothing more, and the answers
+    match the unmerged eager Classifier's. Two runs sharing a base stay unmerged and eager."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    settings = ServeSettings(device="cpu", precision="fp32", max_batch_wait_ms=0)
+    texts = [r[1] + " " + r[2] for r in read_ag_rows("test.csv", 9, stride=300)]
+    texts[3] = texts[3] * 8  # one long text: a batch with it pads to the widest bucket
+    with LiveServer(create_app([runs["news"]], settings)) as srv:
+        adapter = srv.app.state.adapters["news"]
+        assert adapter.classifier.run.merged and adapter.classifier.compiled_for()
+        assert not hasattr(adapter.group.model, "peft_config")  # a plain transformers model: LoRA merged in
+        graphs = dict(torch._dynamo.utils.counters["stats"])
+        assert graphs.get("unique_graphs", 0) >= 1
+        answers = [srv.post({"texts": texts[:n]}).json()["predictions"] for n in (1, 3, 9)]
+        assert dict(torch._dynamo.utils.counters["stats"]) == graphs  # no compile after start-up
+    eager = Classifier.from_run_dir(runs["news"], device="cpu", precision="fp32", merge=False)
+    for n, got in zip((1, 3, 9), answers):
+        want = eager.predict_proba(texts[:n])
+        assert [p["label_id"] for p in got] == want.argmax(1).tolist()
+        probs = np.array([[p["probabilities"][name] for name in eager.label_names] for p in got])
+        np.testing.assert_allclose(probs, want, atol=1e-4)
+
+    shared = create_app([runs["news"], runs["sport"]], settings)
+    with LiveServer(shared) as srv:
+        adapters = srv.app.state.adapters
+        assert not any(a.classifier.run.merged or a.classifier.compiled_for() for a in adapters.values())

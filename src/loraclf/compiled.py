@@ -36,10 +36,25 @@ SMALLEST_BUCKET = 32
 # ~1,000 steps return (bench/FINDINGS_cpu.md, "torch.compile with static shapes").
 CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
 
+# On CPU, `model.compile: auto` compiles inference (a merged, frozen model; see `compiled_logits`) for a
+# server, and for predict/evaluate of at least this many texts. Measured on a 2-core Xeon with AMX (MiniLM,
+# bf16, bench/cpu_inference.py): compiling costs ~10-15 s per length bucket (5 for max_length 128) and
+# scores ~1.5x faster once compiled, so it pays back from roughly this many rows.
+CPU_AUTO_COMPILE_MIN_ROWS = 50_000
+
+# On CPU, `auto` compiles a server's frozen adapters (a minute of start-up buys 1.5-2.5x the texts/s).
+CPU_AUTO_COMPILE_SERVING = True
+
 # torch.compile modes: CUDA graphs for the launch-bound training step; inference batches are big enough
 # that launch overhead does not matter, and a graph pool per shape would only cost memory.
 CUDA_TRAIN_MODE = "reduce-overhead"
 CUDA_INFERENCE_MODE = "default"
+
+# A forward pass's fixed cost in padded tokens, which decides when a compiled inference batch pads short rows
+# rather than starting a narrower batch (`bucketed_inference_batches`). CPU: measured ~7 ms per pass for a
+# merged MiniLM on a 2-core Xeon, the time of ~250 tokens. CUDA: a launch-bound pass costs far more than
+# its tokens (an estimate, not measured).
+PASS_COST_TOKENS = {"cpu": 256, "cuda": 4096}
 
 # Compiled inference fills a batch up to a token budget (rows x bucket width; default batch_size x
 # max_length), with rows capped at this many times the batch size: short texts go in big batches.
@@ -77,6 +92,21 @@ def compile_enabled(setting: bool | str, device: torch.device, precision: str, t
             and total_steps >= CPU_AUTO_COMPILE_MIN_STEPS)
 
 
+def inference_compile_enabled(setting: bool | str, device: torch.device, frozen: bool, rows: int | None = None,
+                              serving: bool = False) -> bool:
+    """What `model.compile` means for inference: true/false as given; auto compiles on CUDA, and on CPU a frozen
+    (merged, inference-only) model when serving or when scoring at least CPU_AUTO_COMPILE_MIN_ROWS texts at once.
+
+    On CPU only a frozen model compiles on `auto`: without freezing the gain was ~1.35x against ~1.7x with it."""
+    if setting is True or setting is False:
+        return setting
+    if device.type == "cuda":
+        return True
+    if not frozen:
+        return False
+    return (serving and CPU_AUTO_COMPILE_SERVING) or (rows is not None and rows >= CPU_AUTO_COMPILE_MIN_ROWS)
+
+
 def raise_recompile_limit(n_shapes: int) -> None:
     # Dynamo gives up and runs eager after `recompile_limit` graphs of one function (8 by default); a
     # run needs one per bucket, for training and for evaluation, so make room for all of them.
@@ -104,9 +134,10 @@ class CompiledOrEager:
     raises before any kernel of that graph runs, so nothing is half done when the eager retry starts.)
     """
 
-    def __init__(self, fn: Callable[..., Any], *, mode: str, what: str) -> None:
+    def __init__(self, fn: Callable[..., Any], *, mode: str | None, what: str, options: dict[str, Any] | None = None) -> None:
         self.eager = fn
         self.mode = mode
+        self.options = options  # inductor options (torch.compile takes either a mode or options)
         self.compiled: Callable[..., Any] | None = None  # built at the first call, inside the guard
         self.cuda_graphs = mode == "reduce-overhead"
         self.what = what
@@ -116,7 +147,7 @@ class CompiledOrEager:
         if not self.failed:
             try:
                 if self.compiled is None:
-                    self.compiled = torch.compile(self.eager, mode=self.mode, dynamic=False)
+                    self.compiled = torch.compile(self.eager, mode=self.mode, options=self.options, dynamic=False)
                 if self.cuda_graphs:
                     # A new step: the previous replay's outputs (already consumed) may be overwritten.
                     torch.compiler.cudagraph_mark_step_begin()
@@ -153,9 +184,14 @@ def compiled_train_loss(model: torch.nn.Module, device: torch.device, cuda_graph
     return CompiledOrEager(train_loss, mode=mode, what="training step")
 
 
-def compiled_logits(model: torch.nn.Module, device: torch.device) -> CompiledOrEager:
+def compiled_logits(model: torch.nn.Module, device: torch.device, frozen: bool = False) -> CompiledOrEager:
     """logits = f(input_ids, attention_mask) (float32) compiled for `device`; built once per model and kept on it,
-    so repeated evaluations (and a server's requests) reuse the compiled graphs."""
+    so repeated evaluations (and a server's requests) reuse the compiled graphs.
+
+    frozen: the model's weights never change again (a merged inference-only model, `model.merge_for_inference`).
+    On CPU such a model compiles with inductor's freezing: weights become constants, pre-packed once for
+    oneDNN's matmul instead of at every call, and the elementwise ops around them are fused.
+    """
     cached = model.__dict__.get("_loraclf_compiled_logits")
     if cached is not None and cached[0] == device:
         return cached[1]
@@ -163,7 +199,11 @@ def compiled_logits(model: torch.nn.Module, device: torch.device) -> CompiledOrE
     def logits_of(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
 
-    fn = CompiledOrEager(logits_of, mode=CUDA_INFERENCE_MODE if device.type == "cuda" else "default", what="inference forward pass")
+    if device.type == "cuda":
+        fn = CompiledOrEager(logits_of, mode=CUDA_INFERENCE_MODE, what="inference forward pass")
+    else:
+        fn = CompiledOrEager(logits_of, mode=None, options={"freezing": True} if frozen else None,
+                             what="inference forward pass")
     model.__dict__["_loraclf_compiled_logits"] = (device, fn)
     return fn
 
@@ -234,20 +274,33 @@ def fixed_row_count(n: int, full: int) -> int:
 
 
 def bucketed_inference_batches(lengths: Sequence[int], buckets: Sequence[int], token_budget: int,
-                               max_rows: int) -> list[tuple[int, list[int], int]]:
+                               max_rows: int, pass_cost_tokens: int = 0) -> list[tuple[int, list[int], int]]:
     """Length-sorted inference batches (longest first) for compiled inference: (width, positions, fixed rows).
 
-    Every batch lies within one bucket and holds up to min(max_rows, token_budget // width) rows, so short
-    texts go in big batches; a bucket's last batch pads to `fixed_row_count` rows."""
+    Each batch takes the bucket of its longest row and holds up to min(max_rows, token_budget // width) rows, so
+    short texts go in big batches. At a bucket boundary a batch that still has room either goes on (the shorter
+    rows pad to its width) or ends and a narrower one starts, whichever costs fewer tokens, counting a forward
+    pass's fixed cost as `pass_cost_tokens` (0: always start the narrower batch). So a server's 16 texts of
+    mixed lengths run in one or two passes rather than one per bucket, and a large set still gets one bucket
+    per batch. Only the last batch of a run of equal widths is short (padded to `fixed_row_count` rows).
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable, like batching.inference_batches
-    by_width: dict[int, list[int]] = {}
-    for i in order:
-        by_width.setdefault(bucket_width(lengths[i], buckets), []).append(i)
-    batches = []
-    for width in sorted(by_width, reverse=True):
-        full = max(1, min(max_rows, token_budget // width))
-        members = by_width[width]
-        for start in range(0, len(members), full):
-            part = members[start:start + full]
+    batches: list[tuple[int, list[int], int]] = []
+    width, full, part = 0, 0, []  # the batch being filled
+    for k, i in enumerate(order):
+        b = bucket_width(lengths[i], buckets)
+        if part and len(part) < full and b < width:
+            joining = min(len(order) - k, full - len(part))  # rows that would go on at `width`
+            if joining * (width - b) > pass_cost_tokens:
+                batches.append((width, part, fixed_row_count(len(part), full)))
+                part = []
+        elif part and len(part) == full:
             batches.append((width, part, fixed_row_count(len(part), full)))
+            part = []
+        if not part:
+            width = b
+            full = max(1, min(max_rows, token_budget // width))
+        part.append(i)
+    if part:
+        batches.append((width, part, fixed_row_count(len(part), full)))
     return batches

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from .batching import inference_batches, pad_batch, pad_id_of, tokenize
-from .compiled import (INFERENCE_ROWS_FACTOR, DeviceTokens, bucketed_inference_batches, compile_enabled, compiled_logits,
-                       fixed_rows, length_buckets, raise_recompile_limit)
+from .compiled import (INFERENCE_ROWS_FACTOR, PASS_COST_TOKENS, DeviceTokens, bucketed_inference_batches, compiled_logits, fixed_rows,
+                       inference_compile_enabled, length_buckets, raise_recompile_limit)
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
 from .rundir import LoadedRun, RunDir
@@ -96,6 +96,7 @@ def run_inference(
     *,
     compiled: bool = False,
     max_length: int | None = None,
+    frozen: bool = False,
 ) -> np.ndarray:
     """Logits (float32, shape [n, num_labels]) for `token_ids`, in input order.
 
@@ -105,13 +106,14 @@ def run_inference(
         max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`).
         compiled: run the forward pass compiled, on static shapes (`run_inference_compiled`).
         max_length: the run's model.max_length, which sets the length buckets of a compiled pass.
+        frozen: the model is merged for inference only (`LoadedRun.merged`): a CPU compile may freeze its weights.
     """
     rows = list(range(len(token_ids))) if indices is None else list(indices)
     if not rows:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     if compiled:
         return run_inference_compiled(model, [token_ids[i] for i in rows], batch_size, device, precision, pad_id,
-                                      max_tokens=max_tokens, max_length=max_length)
+                                      max_tokens=max_tokens, max_length=max_length, frozen=frozen)
     out: np.ndarray | None = None
     with scoring(model, device, precision):
         for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens):
@@ -135,23 +137,35 @@ def run_inference_compiled(
     *,
     max_tokens: int | None = None,
     max_length: int | None = None,
+    frozen: bool = False,
 ) -> np.ndarray:
     """`run_inference` with the forward pass compiled (`compiled.compiled_logits`) on static shapes: ids on the
     device, length-sorted batches that each fill one length bucket up to a token budget (default: `batch_size`
     rows of the longest bucket; short texts go in up to 8x more rows), short batches padded with masked copies.
-    Logits stay on the device until the end: one copy back, no host sync per batch."""
+    Logits stay on the device until the end: one copy back, no host sync per batch.
+
+    On CPU the row count stays dynamic (one graph per length bucket serves every batch size) and is never
+    padded: CPU time grows with the rows, unlike a launch-bound GPU's. A one-row batch gets one masked copy,
+    since a dimension of size 1 would compile a graph of its own."""
     lengths = [len(s) for s in token_ids]
     buckets = length_buckets(max_length or max(lengths))
     budget = max_tokens or batch_size * buckets[-1]
-    batches = bucketed_inference_batches(lengths, buckets, budget, max_rows=batch_size * INFERENCE_ROWS_FACTOR)
+    batches = bucketed_inference_batches(lengths, buckets, budget, max_rows=batch_size * INFERENCE_ROWS_FACTOR,
+                                         pass_cost_tokens=PASS_COST_TOKENS.get(device.type, 0))
+    dynamic_rows = device.type == "cpu"
+    if dynamic_rows:
+        batches = [(w, pos, max(2, len(pos))) for w, pos, _ in batches]
     raise_recompile_limit(len({(w, n) for w, _, n in batches}) + 4 * len(buckets))
     tokens = DeviceTokens(token_ids, pad_id, device, width=buckets[-1])
-    logits_of = compiled_logits(model, device)
+    logits_of = compiled_logits(model, device, frozen=frozen)
     out: torch.Tensor | None = None
     with scoring(model, device, precision):
         for width, pos, n_rows in batches:
             rows = torch.as_tensor(fixed_rows(pos, n_rows), dtype=torch.long).to(device, non_blocking=True)
             batch = tokens.batch(rows, width)
+            if dynamic_rows:
+                for t in batch.values():
+                    torch._dynamo.mark_dynamic(t, 0)
             logits = logits_of(batch["input_ids"], batch["attention_mask"])[: len(pos)]
             if out is None:  # sized by the head that ran, as in run_inference
                 out = torch.empty((len(token_ids), logits.shape[1]), dtype=torch.float32, device=device)
@@ -179,12 +193,28 @@ class TextClassifier(Protocol):
 class Classifier(ScoresFromLogits):
     """A trained run ready to classify text; texts longer than model.max_length are truncated, not dropped."""
 
-    def __init__(self, run: LoadedRun, batch_size: int | None = None) -> None:
+    def __init__(self, run: LoadedRun, batch_size: int | None = None, *, serving: bool = False,
+                 compile_setting: bool | str = "auto") -> None:
+        """`serving`: a long-lived server (on CPU, `auto` compiles then). `compile_setting`: true, false or auto
+        (`compiled.inference_compile_enabled`); not the run's model.compile, which chose for its training."""
         self.run = run
         self.batch_size = batch_size or max(run.config.train.eval_batch_size, 64)
         self.max_length = run.config.model.max_length
         self.pad_id = pad_id_of(run.tokenizer)
-        self.compiled = compile_enabled(run.config.model.compile, run.device, run.precision)
+        self.compile_setting = compile_setting
+        self.serving = serving
+
+    def compiled_for(self, rows: int | None = None) -> bool:
+        """Whether scoring `rows` texts at once runs compiled (`compiled.inference_compile_enabled`)."""
+        return inference_compile_enabled(self.compile_setting, self.run.device, self.run.merged, rows, self.serving)
+
+    def warm_up(self) -> None:
+        """Compile every length bucket now (one short batch each), so that no request waits for a compile."""
+        if not self.compiled_for():
+            return
+        for width in length_buckets(self.max_length):  # one call each: a call's batches share its longest row's bucket
+            run_inference(self.run.model, [[self.pad_id] * width] * 2, self.batch_size, self.run.device, self.run.precision,
+                          self.pad_id, compiled=True, max_length=self.max_length, frozen=self.run.merged)
 
     @classmethod
     def from_run_dir(
@@ -194,6 +224,7 @@ class Classifier(ScoresFromLogits):
         precision: str = "auto",
         batch_size: int | None = None,
         base_model: torch.nn.Module | None = None,
+        merge: bool = True,
     ) -> "Classifier":
         """Load a trained run once for repeated predictions.
 
@@ -203,6 +234,8 @@ class Classifier(ScoresFromLogits):
             precision: "auto", "fp32", "bf16" or "fp16".
             batch_size: texts per forward pass (default: max(train.eval_batch_size, 64)).
             base_model: an already loaded base model to attach the adapter to.
+            merge: merge the adapter into the base, weights in the compute dtype (`model.merge_for_inference`):
+                faster; False keeps the PeftModel (to switch or add adapters on `clf.run.model`).
 
         Raises:
             ConfigError: unknown device or precision, or a GPU asked for where there is none.
@@ -211,7 +244,7 @@ class Classifier(ScoresFromLogits):
         """
         check_inference_options(device, precision)
         rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-        return cls(rd.load(device=device, precision=precision, base_model=base_model), batch_size)
+        return cls(rd.load(device=device, precision=precision, base_model=base_model, merge=merge), batch_size)
 
     @property
     def label_names(self) -> list[str]:
@@ -236,7 +269,7 @@ class Classifier(ScoresFromLogits):
         if not ids:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         return run_inference(self.run.model, ids, self.batch_size, self.run.device, self.run.precision, self.pad_id,
-                             compiled=self.compiled, max_length=self.max_length)
+                             compiled=self.compiled_for(len(ids)), max_length=self.max_length, frozen=self.run.merged)
 
 
 def _check_texts(texts: Sequence[str]) -> None:

@@ -68,11 +68,12 @@ class LoadedRun:
 
     run_dir: Path
     config: Config
-    model: Any  # PeftModel in eval mode
+    model: Any  # PeftModel in eval mode, or (merged=True) a plain transformers model
     tokenizer: Any
     label_names: list[str]
     device: torch.device
     precision: str
+    merged: bool = False  # LoRA merged into the base, Linear weights in the compute dtype: inference only
 
 
 class RunDir:
@@ -250,20 +251,23 @@ class RunDir:
         return [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]
 
     # -- loading for inference
-    def load(self, device: str | None = None, precision: str = "auto", base_model: torch.nn.Module | None = None) -> LoadedRun:
+    def load(self, device: str | None = None, precision: str = "auto", base_model: torch.nn.Module | None = None,
+             merge: bool = False) -> LoadedRun:
         """The trained classifier, on `device` in eval mode.
 
         Args:
             device: "cpu", "cuda", ... (default: a GPU when present).
             precision: "auto", "fp32", "bf16" or "fp16" for inference.
             base_model: an already loaded base model to attach the adapter to (serving shares one).
+            merge: merge the adapter into the base for inference only (`model.merge_for_inference`): faster,
+                but the model then holds no adapter to switch or train.
         Raises:
             CheckpointError: the directory is not a finished run, or its adapter does not load.
             ModelError: the base model or tokenizer cannot be loaded.
         """
         from peft import PeftModel
 
-        from .model import load_base_model, load_tokenizer, resolve_device, resolve_precision
+        from .model import load_base_model, load_tokenizer, merge_for_inference, resolve_device, resolve_precision
 
         self.check_loadable()
         cfg = self.read_config()
@@ -276,6 +280,8 @@ class RunDir:
             raise CheckpointError(f"cannot load the adapter in '{self.adapter_dir}': {str(e).splitlines()[0][:200]}; retrain the run") from None
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
+        if merge:
+            model = merge_for_inference(model, prec)
         model.to(dev)
         model.eval()
-        return LoadedRun(self.path, cfg, model, tokenizer, names, dev, prec)
+        return LoadedRun(self.path, cfg, model, tokenizer, names, dev, prec, merged=merge)

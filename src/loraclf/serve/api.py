@@ -28,7 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .adapters import Adapter, load_adapters
+from .adapters import Adapter, load_adapters, warm_up
 from .batcher import Draining, MicroBatcher, QueueFull
 from .settings import ServeSettings, parse_run_specs
 
@@ -206,6 +206,7 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
         except Exception as e:  # serve() re-raises it once uvicorn has given up
             app.state.startup_error = e
             raise
+        warm_up(app.state.adapters.values())
         app.state.batcher = MicroBatcher(settings)
         app.state.batcher.start()
         log.info("serving %s", ", ".join(f"{a.name} ({len(a.label_names)} labels, {a.backend} {a.precision}, base {a.base_model})"

@@ -70,9 +70,18 @@ class ServeSettings:
     backend: Literal["torch", "onnx"] = _opt(
         "torch", "Backend of run specs without @BACKEND: torch, or onnx (ONNX Runtime on the CPU; a run is exported once into RUN/onnx).")
     int8: bool = _opt(False, "With --backend onnx: run those adapters' int8 (dynamically quantized) model.")
+    compile: Literal["auto", "true", "false"] = _opt(
+        "auto", "Compile torch adapters' forward pass at start-up (torch.compile, one graph per length bucket): auto "
+        "(on GPUs; on CPUs for a base serving one adapter, merged and frozen: ~1.5-2.5x the texts/s at batches of 16-64 "
+        "for ~1 min of start-up on 2 cores), true or false.")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = _opt(
         "info", "uvicorn log level: critical, error, warning, info, debug.")
     access_log: bool = _opt(True, "Log one line per request.")
+
+    @property
+    def compile_setting(self) -> bool | str:
+        """--compile as model.compile spells it: True, False or "auto"."""
+        return {"true": True, "false": False}.get(self.compile, "auto")
 
     def __post_init__(self) -> None:
         problems = []
@@ -90,6 +99,8 @@ class ServeSettings:
             bad("max_batch_wait_ms", "must be between 0 and 1000")
         if self.long_text not in ("truncate", "reject"):
             bad("long_text", "must be 'truncate' or 'reject'")
+        if self.compile not in ("auto", "true", "false"):
+            bad("compile", "must be auto, true or false")
         if self.log_level not in LOG_LEVELS:
             bad("log_level", "must be critical, error, warning, info or debug")
         if self.auth_token is not None and len(self.auth_token) < 8:
