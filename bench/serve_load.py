@@ -12,7 +12,10 @@ Modes (--modes, comma-separated):
   wait0   micro-batching without waiting: a batch takes whatever is queued when the worker is free
 
 Backends (--backends, comma-separated): torch, onnx, onnx-int8, served as the run spec `bench=RUN@BACKEND`
-(the ONNX cache RUN/onnx is built before the first server starts, outside the timings). Every backend runs
+(the ONNX cache RUN/onnx is built before the first server starts, outside the timings); torch-eager, the torch
+adapter with `--compile false`; torch-before, the torch adapter served by an earlier checkout's loraclf
+(--before-src DIR, e.g. `git worktree add /tmp/loraclf-before COMMIT`), a baseline in the same invocation.
+A server's start-up (a compiled adapter compiles its length buckets first) is reported as server_start_s. Every backend runs
 every mode; with --rounds N the whole backend x mode sweep repeats N times, interleaved, and each backend/mode
 reports its median-throughput round, since other work on a shared machine moves single runs.
 
@@ -63,7 +66,11 @@ sys.path.insert(0, str(REPO / "src"))
 from benchenv import cpu_model  # noqa: E402 - bench/ is on sys.path when this runs as a script
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "src"), os.environ.get("PYTHONPATH", "")] if p)
 MODES = {"off": ["--no-batching"], "on": [], "wait0": ["--max-batch-wait-ms", "0"]}
-BACKENDS = ("torch", "onnx", "onnx-int8")  # run-spec suffixes of `loraclf serve`
+# Each benchmark backend: the run-spec suffix of `loraclf serve` and extra server options. torch-eager is the
+# torch adapter with --compile false; torch-before is the torch adapter served by another checkout's loraclf
+# (--before-src, e.g. a git worktree of an earlier commit), for a baseline measured in the same invocation.
+BACKENDS = {"torch": ("torch", []), "torch-eager": ("torch", ["--compile", "false"]), "torch-before": ("torch", []),
+            "onnx": ("onnx", []), "onnx-int8": ("onnx-int8", [])}
 
 
 def ag_texts(name: str, n: int, stride: int = 1) -> list[list[str]]:
@@ -96,13 +103,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run_dir: Path, port: int, extra: list[str], log_path: Path, backend: str = "torch") -> subprocess.Popen:
+def start_server(run_dir: Path, port: int, extra: list[str], log_path: Path, backend: str = "torch",
+                 src: Path | None = None) -> subprocess.Popen:
     """Start `loraclf serve` with its output in `log_path` (a file, not a pipe: a server that logs many
-    errors must not block on a full pipe nobody reads)."""
+    errors must not block on a full pipe nobody reads). `src`: another checkout's src/ to run loraclf from."""
     cmd = [*LORACLF, "serve", f"bench={run_dir}@{backend}", "--port", str(port), "--no-access-log", "--log-level", "warning", *extra]
+    env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 600  # a compiled adapter compiles its length buckets first (~1 min on 2 cores)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited (rc={proc.returncode}):\n{log_tail(log_path)}")
@@ -112,7 +121,7 @@ def start_server(run_dir: Path, port: int, extra: list[str], log_path: Path, bac
         except httpx.TransportError:
             time.sleep(0.2)
     proc.kill()
-    raise SystemExit(f"the server did not start within 300 s:\n{log_tail(log_path)}")
+    raise SystemExit(f"the server did not start within 600 s:\n{log_tail(log_path)}")
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -205,6 +214,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=64, help="Untimed requests before each timed load.")
     ap.add_argument("--device", default=None, help="Server --device for torch (default: a GPU when present).")
     ap.add_argument("--backends", default="torch", help=f"Comma-separated, from {', '.join(BACKENDS)}.")
+    ap.add_argument("--before-src", type=Path, default=None,
+                    help="A checkout of an earlier loraclf (e.g. `git worktree add /tmp/before COMMIT`) for --backends torch-before.")
     ap.add_argument("--rounds", type=int, default=1, help="Repeat the backend x mode sweep, interleaved; the median round counts.")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve_load.json")
     args = ap.parse_args()
@@ -212,6 +223,8 @@ def main() -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [m for m in modes if m not in MODES]
     bad_backends = [b for b in backends if b not in BACKENDS]
+    if "torch-before" in backends and (args.before_src is None or not (args.before_src / "src" / "loraclf").is_dir()):
+        ap.error("--backends torch-before needs --before-src, a loraclf checkout (with src/loraclf)")
     if unknown or bad_backends:
         ap.error(f"bad --modes {unknown}" if unknown else f"bad --backends {bad_backends}; choose from {', '.join(BACKENDS)}")
     if min(args.requests, args.concurrency, args.texts_per_request, args.max_queue, args.rounds) < 1:
@@ -220,7 +233,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     run_dir = ensure_run(args.run_dir.resolve())
-    if any(b.startswith("onnx") for b in backends):  # export once, before any server or timing
+    if any(BACKENDS[b][0].startswith("onnx") for b in backends):  # export once, before any server or timing
         from loraclf.onnx_export import ensure_onnx_cache
         from loraclf.rundir import RunDir
 
@@ -240,11 +253,16 @@ def main() -> int:
                 extra = list(MODES[mode]) + ["--max-batch-texts", str(args.max_batch_texts), "--max-queue", str(args.max_queue)]
                 if mode == "on":
                     extra += ["--max-batch-wait-ms", str(args.max_batch_wait_ms)]
-                if args.device and backend == "torch":
+                suffix, backend_args = BACKENDS[backend]
+                extra += backend_args
+                if args.device and suffix == "torch":
                     extra += ["--device", args.device]
                 port = free_port()
                 log_path = logs / f"server_{backend}_{mode}_{rnd}.log"
-                proc = start_server(run_dir, port, extra, log_path, backend)
+                started = time.perf_counter()
+                proc = start_server(run_dir, port, extra, log_path, suffix,
+                                    src=args.before_src / "src" if backend == "torch-before" else None)
+                start_s = round(time.perf_counter() - started, 1)
                 load_before = round(os.getloadavg()[0], 2)
                 try:
                     url = f"http://127.0.0.1:{port}/v1/classify"
@@ -252,7 +270,10 @@ def main() -> int:
                     res = asyncio.run(load(url, bodies, args.concurrency))
                 finally:
                     stop_server(proc)
-                res["server_args"] = [f"bench={run_dir}@{backend}", *extra]
+                res["server_args"] = [f"bench={run_dir}@{suffix}", *extra]
+                res["server_start_s"] = start_s
+                if backend == "torch-before":
+                    res["server_src"] = str(args.before_src)
                 res["round"] = rnd
                 res["load_avg_1m_before"] = load_before
                 if warm_res is not None:
@@ -263,8 +284,8 @@ def main() -> int:
                     bad[f"warmup {key}"] = n
                 lat = res["latency_ms"]
                 lat_s = f"p50 {lat['p50']:8.1f} ms  p99 {lat['p99']:8.1f} ms" if lat else "no request served"
-                print(f"{backend:9s} {mode:6s} {res['requests_per_s']:9.1f} req/s {res['texts_per_s']:9.1f} texts/s  {lat_s}  "
-                      f"served {res['served']}/{res['requests']}  load {load_before}"
+                print(f"{backend:12s} {mode:6s} {res['requests_per_s']:9.1f} req/s {res['texts_per_s']:9.1f} texts/s  {lat_s}  "
+                      f"served {res['served']}/{res['requests']}  start {start_s} s  load {load_before}"
                       + (f"  NOT SERVED {res['not_served']}" if res["not_served"] else "")
                       + ("  (503 overloaded is shedding by design: --concurrency > --max-queue)" if shedding_allowed else ""),
                       flush=True)

@@ -123,7 +123,9 @@ def test_inference_compile_setting_resolves_per_device_and_use() -> None:
     assert inference_compile_enabled("auto", cpu, frozen=True, serving=True) is True
     assert inference_compile_enabled("auto", cpu, frozen=False, serving=True) is False  # shared, unmerged base
     assert inference_compile_enabled("auto", cpu, frozen=True, rows=7600) is False  # a compile would not pay back
-    assert inference_compile_enabled("auto", cpu, frozen=True, rows=CPU_AUTO_COMPILE_MIN_ROWS) is True
+    assert inference_compile_enabled("auto", cpu, frozen=True, rows=CPU_AUTO_COMPILE_MIN_ROWS, precision="bf16") is True
+    assert inference_compile_enabled("auto", cpu, frozen=True, rows=CPU_AUTO_COMPILE_MIN_ROWS, precision="fp32") is False
+    assert inference_compile_enabled("auto", cpu, frozen=True, serving=True, precision="fp32") is True
     assert inference_compile_enabled(False, cuda, frozen=True, serving=True) is False
     assert inference_compile_enabled(True, cpu, frozen=False, rows=1) is True
 

@@ -112,6 +112,30 @@ def test_predictions_csv_layouts() -> None:
 # The command
 
 
+def test_predict_compiled_gives_the_eager_probabilities(trained_tiny_run: Path, clf: Classifier, tmp_path: Path) -> None:
+    """--compile true runs the merged model compiled (frozen weights, one graph per length bucket) and writes the
+    probabilities eager scoring gives, in input order; a bad --compile, or --compile with ONNX, is one line, exit 2."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    texts = sample_texts()
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(t.replace("\n", " ") or "-" for t in texts) + "\n", encoding="utf-8")
+    out = tmp_path / "sub.csv"
+    r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(src), "--output", str(out), "--probabilities",
+                            "--precision", "fp32", "--compile", "true"])
+    assert r.exit_code == 0, r.output
+    assert torch._dynamo.utils.counters["stats"].get("unique_graphs", 0) >= 1  # it did compile
+    rows = read_csv(out.read_text(encoding="utf-8"))
+    got = np.array([[float(x[f"p_{n}"]) for n in AG_NAMES] for x in rows])
+    want = clf.predict_proba([ln for ln in src.read_text(encoding="utf-8").splitlines()])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    for args, words in ((["--compile", "maybe"], "--compile 'maybe'"), (["--backend", "onnx", "--compile", "true"], "torch backend")):
+        r = runner.invoke(app, ["predict", str(trained_tiny_run), "--input", str(src), "--output", str(tmp_path / "x.csv"), *args])
+        assert r.exit_code == 2 and words in r.output, r.output
+        assert not (tmp_path / "x.csv").exists()
+
+
 def test_predict_keeps_order_and_row_count(trained_tiny_run: Path, clf: Classifier, tmp_path: Path) -> None:
     """It writes one row per input row, in input order, including empty and very long texts."""
     texts = sample_texts()

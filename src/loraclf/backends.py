@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import CheckpointError
-from .inference import Classifier, TextClassifier, check_inference_options
+from .inference import Classifier, TextClassifier, check_inference_options, compile_choice
 from .onnx_backend import OnnxClassifier, check_onnx_source, default_batch_size, read_export_info
 from .onnx_export import ensure_onnx_cache
 from .rundir import RunDir
@@ -40,17 +40,22 @@ def load_classifier(
     precision: str = "auto",
     batch_size: int | None = None,
     int8: bool = False,
+    compile_setting: str | bool = "auto",
 ) -> TextClassifier:
     """A `Classifier` (backend "torch") or an `OnnxClassifier` (backend "onnx", CPU, fp32 or int8).
+
+    compile_setting: --compile auto|true|false for the torch backend (`compiled.inference_compile_enabled`).
 
     Raises:
         ConfigError, CheckpointError, ModelError: see `check_inference_options`, `Classifier.from_run_dir`
             and `onnx_classifier`.
     """
-    check_inference_options(device, precision, backend, int8)
+    check_inference_options(device, precision, backend, int8, compile_setting)
     if backend == "onnx":
         return onnx_classifier(path, int8=int8, batch_size=batch_size)
-    return Classifier.from_run_dir(path, device=device, precision=precision, batch_size=batch_size)
+    clf = Classifier.from_run_dir(path, device=device, precision=precision, batch_size=batch_size)
+    clf.compile_setting = compile_choice(compile_setting)
+    return clf
 
 
 def onnx_classifier(path: str | Path | RunDir, int8: bool = False, batch_size: int | None = None,

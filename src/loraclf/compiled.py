@@ -36,11 +36,13 @@ SMALLEST_BUCKET = 32
 # ~1,000 steps return (bench/FINDINGS_cpu.md, "torch.compile with static shapes").
 CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
 
-# On CPU, `model.compile: auto` compiles inference (a merged, frozen model; see `compiled_logits`) for a
-# server, and for predict/evaluate of at least this many texts. Measured on a 2-core Xeon with AMX (MiniLM,
-# bf16, bench/cpu_inference.py): compiling costs ~10-15 s per length bucket (5 for max_length 128) and
-# scores ~1.5x faster once compiled, so it pays back from roughly this many rows.
-CPU_AUTO_COMPILE_MIN_ROWS = 50_000
+# On CPU, `auto` compiles inference (a merged, frozen model; see `compiled_logits`) for a server, and in bf16
+# for predict/evaluate of at least this many texts. Measured on a 2-core Xeon with AMX (MiniLM, AG News test
+# set, batches of 128, bench/reports/cpu_inference_minilm_default_xeon_amx_merged_compiled.json): compiling
+# the 5 length buckets took 49 s (bf16) and 79 s (fp32); compiled, bf16 scored 448 vs 400 texts/s eager
+# (1.12x), so the compile pays back from ~180,000 texts, and fp32 not at all (156 vs 159 texts/s). A server's
+# small batches gain more (1.3-2.5x at 16-64 texts, bf16 and fp32), and it compiles once for its lifetime.
+CPU_AUTO_COMPILE_MIN_ROWS = 200_000
 
 # On CPU, `auto` compiles a server's frozen adapters (a minute of start-up buys 1.5-2.5x the texts/s).
 CPU_AUTO_COMPILE_SERVING = True
@@ -93,18 +95,22 @@ def compile_enabled(setting: bool | str, device: torch.device, precision: str, t
 
 
 def inference_compile_enabled(setting: bool | str, device: torch.device, frozen: bool, rows: int | None = None,
-                              serving: bool = False) -> bool:
-    """What `model.compile` means for inference: true/false as given; auto compiles on CUDA, and on CPU a frozen
-    (merged, inference-only) model when serving or when scoring at least CPU_AUTO_COMPILE_MIN_ROWS texts at once.
+                              serving: bool = False, precision: str = "bf16") -> bool:
+    """What --compile means for inference: true/false as given; auto compiles on CUDA, and on CPU a frozen
+    (merged, inference-only) model when serving, or in bf16 when scoring at least CPU_AUTO_COMPILE_MIN_ROWS
+    texts at once.
 
-    On CPU only a frozen model compiles on `auto`: without freezing the gain was ~1.35x against ~1.7x with it."""
+    On CPU only a frozen model compiles on `auto`: at 16 texts per batch the unfrozen compile gained ~1.35x
+    against ~1.7x frozen (MiniLM, bf16, fixed 96-token batches, 2-core Xeon)."""
     if setting is True or setting is False:
         return setting
     if device.type == "cuda":
         return True
     if not frozen:
         return False
-    return (serving and CPU_AUTO_COMPILE_SERVING) or (rows is not None and rows >= CPU_AUTO_COMPILE_MIN_ROWS)
+    if serving:
+        return CPU_AUTO_COMPILE_SERVING
+    return precision == "bf16" and rows is not None and rows >= CPU_AUTO_COMPILE_MIN_ROWS
 
 
 def raise_recompile_limit(n_shapes: int) -> None:

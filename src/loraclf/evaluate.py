@@ -123,6 +123,7 @@ def evaluate_run(
     batch_size: int | None = None,
     backend: str = "torch",
     int8: bool = False,
+    compile_setting: str = "auto",
 ) -> tuple[Evaluation, dict[str, Path]]:
     """Evaluate a trained run on a labelled file and write the results.
 
@@ -135,6 +136,7 @@ def evaluate_run(
         format, text_columns, label_column: override the run's data settings for this file.
         device, precision, batch_size: inference settings.
         backend, int8: "torch", or "onnx" (ONNX Runtime on CPU, int8 optional); see `predict.predict_file`.
+        compile_setting: --compile auto|true|false (torch backend; `compiled.inference_compile_enabled`).
 
     Returns:
         (the Evaluation, the paths written).
@@ -146,13 +148,14 @@ def evaluate_run(
         DataError: the file is missing, unreadable, empty, not UTF-8, lacks a column or has unknown labels;
             `out_dir` is a file, lies under a file or cannot be written.
     """
-    check_inference_options(device, precision, backend, int8)
+    check_inference_options(device, precision, backend, int8, compile_setting)
     run = open_model_dir(run_dir, backend, int8)
     out = Path(out_dir) if out_dir is not None else run.eval_dir(data_path)
     _check_out_dir(out, given=out_dir is not None)
     data_cfg = data_config_for(run.read_config().data, format, text_columns, label_column)
     data = read_labeled(data_path, data_cfg, run.label_names())
-    clf = load_classifier(run, backend, device=device, precision=precision, batch_size=batch_size, int8=int8)
+    clf = load_classifier(run, backend, device=device, precision=precision, batch_size=batch_size, int8=int8,
+                          compile_setting=compile_setting)
     ev = evaluate_data(clf, data, data_path)
     extra = {"run_dir": str(run.path), "backend": backend, "precision": clf.precision, "device": str(clf.device)}
     try:

@@ -41,10 +41,25 @@ def autocast_context(device: torch.device, precision: str) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def check_inference_options(device: str | None, precision: str, backend: str = "torch", int8: bool = False) -> None:
-    """Raise ConfigError for a device, precision or backend inference cannot use (one line, before any loading)."""
+COMPILE_CHOICES = {"auto": "auto", "true": True, "false": False}
+
+
+def compile_choice(text: str | bool) -> bool | str:
+    """--compile auto|true|false as `inference_compile_enabled` takes it: "auto", True or False."""
+    if isinstance(text, bool) or text == "auto":
+        return text
+    if text not in COMPILE_CHOICES:
+        raise ConfigError(f"--compile {text!r} is not a choice; use auto, true or false")
+    return COMPILE_CHOICES[text]
+
+
+def check_inference_options(device: str | None, precision: str, backend: str = "torch", int8: bool = False,
+                            compile_setting: str | bool = "auto") -> None:
+    """Raise ConfigError for a device, precision, backend or --compile inference cannot use (one line, before any loading)."""
     from .config import PRECISIONS
 
+    if compile_choice(compile_setting) != "auto" and backend == "onnx":
+        raise ConfigError(f"--compile {compile_setting}: it applies to the torch backend (ONNX Runtime optimises its own graph); drop --compile")
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r} is not a precision; use one of {', '.join(PRECISIONS)}")
     if backend not in BACKENDS:
@@ -206,7 +221,8 @@ class Classifier(ScoresFromLogits):
 
     def compiled_for(self, rows: int | None = None) -> bool:
         """Whether scoring `rows` texts at once runs compiled (`compiled.inference_compile_enabled`)."""
-        return inference_compile_enabled(self.compile_setting, self.run.device, self.run.merged, rows, self.serving)
+        return inference_compile_enabled(self.compile_setting, self.run.device, self.run.merged, rows, self.serving,
+                                         self.run.precision)
 
     def warm_up(self) -> None:
         """Compile every length bucket now (one short batch each), so that no request waits for a compile."""

@@ -72,6 +72,7 @@ def predict_file(
     batch_size: int | None = None,
     backend: str = "torch",
     int8: bool = False,
+    compile_setting: str = "auto",
 ) -> int:
     """Classify every row of a file (or stdin) and write the predictions in input order.
 
@@ -93,6 +94,7 @@ def predict_file(
         backend: "torch", or "onnx" (ONNX Runtime on CPU; `run_dir` may then be an ONNX export,
             and a run is exported once into RUN/onnx).
         int8: the ONNX backend's quantized model.
+        compile_setting: --compile auto|true|false (torch backend; `compiled.inference_compile_enabled`).
 
     Returns:
         The number of rows predicted.
@@ -106,7 +108,7 @@ def predict_file(
             plain text with `keep_columns`; the output is a directory, the input itself, lies in a
             directory that is missing or not writable, or cannot be written.
     """
-    check_inference_options(device, precision, backend, int8)
+    check_inference_options(device, precision, backend, int8, compile_setting)
     run = open_model_dir(run_dir, backend, int8)
     keep = _keep_columns(keep_columns, ["ID", "Label"] + ([f"p_{n}" for n in run.label_names()] if probabilities else []))
     _check_output(output_path, input_path)
@@ -114,7 +116,8 @@ def predict_file(
     # file's format (stdin is plain text); the text columns are the run's unless given.
     texts, table = read_table(input_path, data_config_for(run.read_config().data, format or "auto", text_columns))
     leading = _kept_cells(table, keep, input_path) if keep else None
-    clf = load_classifier(run, backend, device=device, precision=precision, batch_size=batch_size, int8=int8)
+    clf = load_classifier(run, backend, device=device, precision=precision, batch_size=batch_size, int8=int8,
+                          compile_setting=compile_setting)
     csv_text = predictions_csv(clf.predict_proba(texts), clf.label_names, not ids, probabilities, leading=leading)
     try:
         write_predictions(output_path, csv_text)
