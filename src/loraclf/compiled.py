@@ -54,9 +54,9 @@ CUDA_INFERENCE_MODE = "default"
 
 # A forward pass's fixed cost in padded tokens, which decides when a compiled inference batch pads short rows
 # rather than starting a narrower batch (`bucketed_inference_batches`). CPU: measured ~7 ms per pass for a
-# merged MiniLM on a 2-core Xeon, the time of ~250 tokens. CUDA: a launch-bound pass costs far more than
-# its tokens (an estimate, not measured).
-PASS_COST_TOKENS = {"cpu": 256, "cuda": 4096}
+# merged MiniLM on a 2-core Xeon, the time of ~250 tokens. Other devices (CUDA) get 0, one bucket per batch
+# as before, until a GPU measures what its pass costs.
+PASS_COST_TOKENS = {"cpu": 256}
 
 # Compiled inference fills a batch up to a token budget (rows x bucket width; default batch_size x
 # max_length), with rows capped at this many times the batch size: short texts go in big batches.

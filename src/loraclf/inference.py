@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from .batching import inference_batches, pad_batch, pad_id_of, tokenize
-from .compiled import (INFERENCE_ROWS_FACTOR, PASS_COST_TOKENS, DeviceTokens, bucketed_inference_batches, compiled_logits, fixed_rows,
-                       inference_compile_enabled, length_buckets, raise_recompile_limit)
+from .compiled import (INFERENCE_ROWS_FACTOR, PASS_COST_TOKENS, DeviceTokens, bucketed_inference_batches, compiled_logits,
+                       fixed_rows, inference_compile_enabled, length_buckets, raise_recompile_limit)
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
 from .rundir import LoadedRun, RunDir
@@ -55,11 +55,13 @@ def compile_choice(text: str | bool) -> bool | str:
 
 def check_inference_options(device: str | None, precision: str, backend: str = "torch", int8: bool = False,
                             compile_setting: str | bool = "auto") -> None:
-    """Raise ConfigError for a device, precision, backend or --compile inference cannot use (one line, before any loading)."""
+    """Raise ConfigError for a device, precision, backend or --compile that inference cannot use (one line, before
+    any loading)."""
     from .config import PRECISIONS
 
     if compile_choice(compile_setting) != "auto" and backend == "onnx":
-        raise ConfigError(f"--compile {compile_setting}: it applies to the torch backend (ONNX Runtime optimises its own graph); drop --compile")
+        raise ConfigError(f"--compile {compile_setting}: it applies to the torch backend (ONNX Runtime optimises its own "
+                          "graph); drop --compile")
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r} is not a precision; use one of {', '.join(PRECISIONS)}")
     if backend not in BACKENDS:
