@@ -716,6 +716,8 @@ def test_a_lone_adapter_is_merged_compiled_at_start_up_and_answers_like_eager(ru
         assert graphs.get("unique_graphs", 0) >= 1
         answers = [srv.post({"texts": texts[:n]}).json()["predictions"] for n in (1, 3, 9)]
         assert dict(torch._dynamo.utils.counters["stats"]) == graphs  # no compile after start-up
+        listed = httpx.get(srv.url + "/v1/adapters").json()["adapters"]
+        assert [(a["merged"], a["compiled"]) for a in listed] == [(True, True)]
     eager = Classifier.from_run_dir(runs["news"], device="cpu", precision="fp32", merge=False)
     for n, got in zip((1, 3, 9), answers):
         want = eager.predict_proba(texts[:n])
@@ -727,3 +729,5 @@ def test_a_lone_adapter_is_merged_compiled_at_start_up_and_answers_like_eager(ru
     with LiveServer(shared) as srv:
         adapters = srv.app.state.adapters
         assert not any(a.classifier.run.merged or a.classifier.compiled_for() for a in adapters.values())
+        listed = httpx.get(srv.url + "/v1/adapters").json()["adapters"]
+        assert [(a["merged"], a["compiled"]) for a in listed] == [(False, False), (False, False)]

@@ -73,6 +73,16 @@ class Adapter:
         """What the forward pass runs in: fp32, bf16 or fp16 (torch); fp32 or int8 (onnx)."""
         return str(self.classifier.precision)
 
+    @property
+    def merged(self) -> bool:
+        """A torch adapter merged into a base of its own (`model.merge_for_inference`)."""
+        return isinstance(self.classifier, Classifier) and self.classifier.run.merged
+
+    @property
+    def compiled(self) -> bool:
+        """A torch adapter whose forward pass runs compiled (serve --compile)."""
+        return isinstance(self.classifier, Classifier) and self.classifier.compiled_for()
+
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities [n, k] with this adapter active (blocking: call from the worker thread)."""
         if self.group is None:  # onnx: its own session, nothing shared to switch

@@ -60,6 +60,8 @@ class AdapterInfo(BaseModel):
     backend: Literal["torch", "onnx"] = Field(description="What runs this adapter: torch (PyTorch + PEFT) or onnx (ONNX Runtime, CPU).")
     precision: str = Field(description="What its forward pass runs in: fp32, bf16 or fp16 (torch); fp32 or int8 (onnx).")
     max_length: int = Field(description="Tokens per text; longer texts are truncated by the tokenizer.")
+    merged: bool = Field(description="torch: LoRA merged into a base of its own (a shared base keeps its adapters unmerged).")
+    compiled: bool = Field(description="torch: the forward pass runs compiled (serve --compile).")
 
 
 class AdaptersResponse(BaseModel):
@@ -209,7 +211,8 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
         warm_up(app.state.adapters.values())
         app.state.batcher = MicroBatcher(settings)
         app.state.batcher.start()
-        log.info("serving %s", ", ".join(f"{a.name} ({len(a.label_names)} labels, {a.backend} {a.precision}, base {a.base_model})"
+        log.info("serving %s", ", ".join(f"{a.name} ({len(a.label_names)} labels, {a.backend} {a.precision}"
+                                         f"{', merged' if a.merged else ''}{', compiled' if a.compiled else ''}, base {a.base_model})"
                                          for a in app.state.adapters.values()))
         try:
             yield
@@ -267,7 +270,7 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
     async def list_adapters(request: Request) -> AdaptersResponse:
         return AdaptersResponse(adapters=[
             AdapterInfo(name=a.name, labels=a.label_names, base_model=a.base_model, backend=a.backend,  # type: ignore[arg-type]
-                        precision=a.precision, max_length=a.classifier.max_length)
+                        precision=a.precision, max_length=a.classifier.max_length, merged=a.merged, compiled=a.compiled)
             for a in request.app.state.adapters.values()
         ])
 
