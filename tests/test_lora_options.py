@@ -113,3 +113,37 @@ def test_bad_lever_values_are_one_line(tmp_path: Path) -> None:
     r = subprocess.run([*LORACLF, "train", "train.lora_plus_ratio=0.5"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "train.lora_plus_ratio: 0.5 is too small" in one_error_line(r)
+
+
+def test_frozen_linears_stored_in_bf16_train_bit_identically(tiny_model: Path) -> None:
+    """store_frozen_linears: the base's frozen Linear layers move to bf16, everything that trains (LoRA A/B, the head,
+    a trained bias) stays fp32, and under bf16 autocast the loss and every gradient are bit-identical to fp32
+    storage, step after step."""
+    torch.manual_seed(0)
+    ref = lora_model(tiny_model, "lora.bias=lora_only")
+    stored = lora_model(tiny_model, "lora.bias=lora_only")
+    stored.load_state_dict(ref.state_dict())
+    assert M.store_frozen_linears(stored, "bf16") > 0 and M.store_frozen_linears(stored, "fp32") == 0
+    assert all(q.dtype == torch.float32 for q in stored.parameters() if q.requires_grad)
+    linears = [m for m in stored.modules() if isinstance(m, torch.nn.Linear)]
+    assert any(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert all(m.weight.dtype == torch.bfloat16 for m in linears if not m.weight.requires_grad and
+               not any(p.requires_grad for p in m.parameters(recurse=False)))
+    ids = torch.randint(5, 100, (4, 12))
+    labels = torch.tensor([0, 1, 2, 3])
+    opts = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2) for m in (ref, stored)]
+    for _ in range(3):
+        losses = []
+        for m, opt in zip((ref, stored), opts):
+            m.train()
+            torch.manual_seed(1)  # the same dropout masks on both sides
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(m(input_ids=ids).logits.float(), labels)
+            loss.backward()
+            losses.append(loss.detach())
+            opt.step()
+            opt.zero_grad()
+        assert torch.equal(losses[0], losses[1])
+    for (name, p), (_, q) in zip(ref.named_parameters(), stored.named_parameters()):
+        if p.requires_grad:
+            assert torch.equal(p, q), name

@@ -59,6 +59,23 @@ def test_classifier_merges_the_adapter_for_inference(trained_tiny_run: Path, clf
     np.testing.assert_allclose(bf16.predict_proba(texts), unmerged.predict_proba(texts), atol=0.05)
 
 
+def test_unmerged_bf16_stores_frozen_linears_in_bf16_with_identical_scores(trained_tiny_run: Path) -> None:
+    """merge=False in bf16 keeps the PeftModel with its Linear layers stored in bf16 (`model.store_frozen_linears`):
+    the probabilities are exactly those of fp32 storage under bf16 autocast, the path before."""
+    import dataclasses
+
+    import torch
+
+    from loraclf.rundir import RunDir
+
+    texts = sample_texts()
+    stored = Classifier.from_run_dir(trained_tiny_run, precision="bf16", merge=False)
+    assert {m.weight.dtype for m in stored.run.model.modules() if isinstance(m, torch.nn.Linear)} == {torch.bfloat16}
+    fp32_weights = RunDir(trained_tiny_run).load(device="cpu", precision="fp32")
+    autocast_only = Classifier(dataclasses.replace(fp32_weights, precision="bf16"))
+    assert np.array_equal(stored.logits(texts), autocast_only.logits(texts))
+
+
 def test_classifier_batches_return_input_order(clf: Classifier) -> None:
     """It gives each text the logits it gets alone, although batches are grouped by length."""
     texts = sample_texts()

@@ -193,14 +193,33 @@ def merge_for_inference(model: Any, precision: str) -> torch.nn.Module:
     cannot train or take another adapter (serve keeps shared bases unmerged).
     """
     merged = model.merge_and_unload()
-    dtype = DTYPES.get(precision)
-    if dtype is not None:
-        for module in merged.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.to(dtype)
-    merged.eval()
     merged.requires_grad_(False)
+    store_frozen_linears(merged, precision)
+    merged.eval()
     return merged
+
+
+def store_frozen_linears(model: torch.nn.Module, precision: str) -> int:
+    """Store the weight and bias of every Linear layer that does not train in the compute dtype (bf16/fp16;
+    fp32: nothing changes); returns how many layers changed.
+
+    Autocast runs a Linear layer's matmul on its weight cast to that dtype anyway, and re-casts a weight that
+    does not require grad at every call: stored cast, the results are bit-identical and the casts are gone.
+    Measured on a 2-core Xeon with AMX (MiniLM, bf16): the unmerged PeftModel scored 16-text batches 1.13x
+    faster with identical probabilities, and a training step ran 1.03x faster with identical losses. Layers
+    with a trained weight or bias (LoRA's A/B, the head, `lora.bias` != none) keep fp32. Not for DoRA,
+    whose weight norm reads the base weight in full precision (callers skip it)."""
+    dtype = DTYPES.get(precision)
+    if dtype is None:
+        return 0
+    changed = 0
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Linear) or any(p.requires_grad for p in module.parameters(recurse=False)):
+            continue
+        if module.weight.dtype != dtype:
+            module.to(dtype)
+            changed += 1
+    return changed
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

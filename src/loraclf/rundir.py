@@ -267,7 +267,8 @@ class RunDir:
         """
         from peft import PeftModel
 
-        from .model import load_base_model, load_tokenizer, merge_for_inference, resolve_device, resolve_precision
+        from .model import (load_base_model, load_tokenizer, merge_for_inference, resolve_device, resolve_precision,
+                            store_frozen_linears)
 
         self.check_loadable()
         cfg = self.read_config()
@@ -282,6 +283,8 @@ class RunDir:
         prec = resolve_precision(precision, dev)
         if merge:
             model = merge_for_inference(model, prec)
+        elif not cfg.lora.use_dora:
+            store_frozen_linears(model, prec)  # bit-identical under autocast, without the casts per call
         model.to(dev)
         model.eval()
         return LoadedRun(self.path, cfg, model, tokenizer, names, dev, prec, merged=merge)
