@@ -14,6 +14,10 @@ Training's evaluation, `evaluate`, `predict`, `tune` and `serve` all score throu
 length-sorted batches (little padding), `inference_mode`, results back in input order. Texts longer
 than the run's model.max_length are truncated, never dropped; empty strings are classified like any
 other text, so outputs always line up with inputs.
+
+`Classifier.from_run_dir` merges LoRA into the base for inference (`model.merge_for_inference`), and
+`compile_setting` (--compile) decides when the forward pass runs compiled (`compiled.inference_compile_enabled`:
+on CPU a merged model compiles with frozen weights, one graph per length bucket, any batch size).
 """
 from __future__ import annotations
 
