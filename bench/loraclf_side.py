@@ -21,6 +21,7 @@ or `auto | true | false`.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -134,14 +135,25 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
     fed = _fed_batches([len(x) for x in ids], t, metrics["global_step"])
     steady_batches = [b for epoch in fed[1:] for b in epoch]
 
+    # Inference as `loraclf evaluate/predict --compile X` runs it: merged, compiled where X (this side's
+    # model.compile) says so; a compiled side compiles every length bucket first, untimed, on its own line.
     clf = Classifier.from_run_dir(run, device=device)
+    clf.compile_setting = {"on": True, "off": False}.get(compile, "auto")
     eval_ids = clf.tokenize(eval_texts)
-    # The batches run_inference cuts (no token budget: Classifier passes none).
+    compiled = clf.compiled_for(len(eval_ids))
+    inference_compile_s = None
+    if compiled:
+        started = time.perf_counter()
+        clf.warm_up()
+        inference_compile_s = time.perf_counter() - started
+    # The batches run_inference cuts (no token budget: Classifier passes none; the compiled path cuts its own).
     eval_batches = inference_batches([len(x) for x in eval_ids], clf.batch_size)
-    if args.inference_warmup:  # untimed first pass: compile/capture of the inference path, kernel selection
-        run_inference(clf.run.model, eval_ids, clf.batch_size, clf.run.device, clf.run.precision, clf.pad_id)
+    score = lambda: run_inference(clf.run.model, eval_ids, clf.batch_size, clf.run.device, clf.run.precision,  # noqa: E731
+                                  clf.pad_id, compiled=compiled, max_length=clf.max_length, frozen=clf.run.merged)
+    if args.inference_warmup:  # untimed first pass: capture of the inference path, kernel selection
+        score()
     with meter.phase("evaluate"):  # token ids prepared outside, as the baseline's evaluate gets a tokenized dataset
-        logits = run_inference(clf.run.model, eval_ids, clf.batch_size, clf.run.device, clf.run.precision, clf.pad_id)
+        logits = score()
         ev = compute_metrics(logits, eval_labels, names)
     with meter.phase("predict"):  # texts in, probabilities out: includes tokenization
         proba = clf.predict_proba(eval_texts)
@@ -157,7 +169,9 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
         # Time inside train() but outside its training steps: model load, tokenization, the end-of-epoch
         # evaluation + checkpoint, saving the adapter.
         "setup_seconds": {"train_call_outside_steps": call["seconds"] - metrics["step_seconds"],
-                          "of_which_evaluation": metrics["eval_seconds"]},
+                          "of_which_evaluation": metrics["eval_seconds"],
+                          "inference_compile": inference_compile_s},
+        "inference_compiled": compiled,
         "mem_method": meter.method,
         "mem_base_bytes": meter.base,
         "settings": {"precision": precision, "group_by_length": t.group_by_length, "max_length": cfg.model.max_length,
