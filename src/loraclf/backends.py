@@ -54,7 +54,7 @@ def load_classifier(
     if backend == "onnx":
         return onnx_classifier(path, int8=int8, batch_size=batch_size)
     clf = Classifier.from_run_dir(path, device=device, precision=precision, batch_size=batch_size)
-    clf.compile_setting = compile_choice(compile_setting)
+    clf.compile_setting = compile_choice(compile_setting)  # from_run_dir builds the Classifier with "auto"
     return clf
 
 

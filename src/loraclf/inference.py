@@ -50,7 +50,7 @@ COMPILE_CHOICES = {"auto": "auto", "true": True, "false": False}
 
 def compile_choice(text: str | bool) -> bool | str:
     """--compile auto|true|false as `inference_compile_enabled` takes it: "auto", True or False."""
-    if isinstance(text, bool) or text == "auto":
+    if isinstance(text, bool):
         return text
     if text not in COMPILE_CHOICES:
         raise ConfigError(f"--compile {text!r} is not a choice; use auto, true or false")
@@ -222,7 +222,7 @@ class Classifier(ScoresFromLogits):
         self.batch_size = batch_size or max(run.config.train.eval_batch_size, 64)
         self.max_length = run.config.model.max_length
         self.pad_id = pad_id_of(run.tokenizer)
-        self.compile_setting = compile_setting
+        self.compile_setting = compile_choice(compile_setting)
         self.serving = serving
 
     def compiled_for(self, rows: int | None = None) -> bool:
@@ -235,8 +235,7 @@ class Classifier(ScoresFromLogits):
         if not self.compiled_for():
             return
         for width in length_buckets(self.max_length):  # one call each: a call's batches share its longest row's bucket
-            run_inference(self.run.model, [[self.pad_id] * width] * 2, self.batch_size, self.run.device, self.run.precision,
-                          self.pad_id, compiled=True, max_length=self.max_length, frozen=self.run.merged)
+            self._scores([[self.pad_id] * width] * 2, compiled=True)
 
     @classmethod
     def from_run_dir(
@@ -290,8 +289,11 @@ class Classifier(ScoresFromLogits):
         ids = self.tokenize(texts)
         if not ids:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        return self._scores(ids, compiled=self.compiled_for(len(ids)))
+
+    def _scores(self, ids: Sequence[Sequence[int]], compiled: bool) -> np.ndarray:
         return run_inference(self.run.model, ids, self.batch_size, self.run.device, self.run.precision, self.pad_id,
-                             compiled=self.compiled_for(len(ids)), max_length=self.max_length, frozen=self.run.merged)
+                             compiled=compiled, max_length=self.max_length, frozen=self.run.merged)
 
 
 def _check_texts(texts: Sequence[str]) -> None:

@@ -283,7 +283,7 @@ class RunDir:
         prec = resolve_precision(precision, dev)
         if merge:
             model = merge_for_inference(model, prec)
-        elif not cfg.lora.use_dora:
+        else:
             store_frozen_linears(model, prec)  # bit-identical under autocast, without the casts per call
         model.to(dev)
         model.eval()

@@ -14,7 +14,6 @@ never compete for the cores.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
@@ -198,7 +197,7 @@ def load_adapters(specs: Sequence[RunSpec | tuple[str, Path]], settings: ServeSe
         else:
             key = f"adapter{i}"
             loaded = _attach(groups[share][1], run, key)
-        classifier = Classifier(loaded, settings.inference_batch_size, serving=True, compile_setting=settings.compile_setting)
+        classifier = Classifier(loaded, settings.inference_batch_size, serving=True, compile_setting=settings.compile)
         adapters[name] = Adapter(name, key, classifier, groups[share][0], "torch", cfg.model.name)
     for group, first in groups.values():
         group.model.to(first.device)  # adapters attached after the first
@@ -209,11 +208,10 @@ def load_adapters(specs: Sequence[RunSpec | tuple[str, Path]], settings: ServeSe
 def warm_up(adapters: Iterable[Adapter]) -> None:
     """Compile each compiled torch adapter's forward pass for every length bucket before the server takes requests
     (so no request waits ~10 s for a compile), saying so first: on a 2-core CPU it takes about a minute."""
-    todo = [a for a in adapters if a.backend == "torch" and isinstance(a.classifier, Classifier) and a.classifier.compiled_for()]
-    for a in todo:
+    for a in [a for a in adapters if a.compiled]:  # compiled implies a torch adapter, so a.group is set
         log.info("compiling adapter %s for %d length buckets (--compile false skips this)", a.name,
                  len(length_buckets(a.classifier.max_length)))
         started = time.perf_counter()
-        with a.group.lock if a.group is not None else contextlib.nullcontext():
+        with a.group.lock:
             a.classifier.warm_up()
         log.info("compiled adapter %s in %.0f s", a.name, time.perf_counter() - started)

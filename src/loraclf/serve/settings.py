@@ -78,11 +78,6 @@ class ServeSettings:
         "info", "uvicorn log level: critical, error, warning, info, debug.")
     access_log: bool = _opt(True, "Log one line per request.")
 
-    @property
-    def compile_setting(self) -> bool | str:
-        """--compile as model.compile spells it: True, False or "auto"."""
-        return {"true": True, "false": False}.get(self.compile, "auto")
-
     def __post_init__(self) -> None:
         problems = []
 

@@ -114,8 +114,7 @@ class TrainRecipe:
 
         device = M.resolve_device()
         self.precision = M.resolve_precision(cfg.model.precision, device)
-        if not cfg.lora.use_dora:
-            M.store_frozen_linears(model, self.precision)  # the base's frozen Linears in bf16/fp16: same results, no casts
+        M.store_frozen_linears(model, self.precision)  # the base's frozen Linears in bf16/fp16: same results, no casts
         # One process may train several runs (tune's in-process trials, the Python API, a test session), and
         # accelerate keeps one mixed-precision setting per process: drop the previous run's so this run's
         # precision applies. The process group (PartialState) stays.
