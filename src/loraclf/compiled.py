@@ -41,10 +41,12 @@ CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
 # set, batches of 128, bench/reports/cpu_inference_minilm_default_xeon_amx_merged_compiled.json): compiling
 # the 5 length buckets took 49 s (bf16) and 79 s (fp32); compiled, bf16 scored 448 vs 400 texts/s eager
 # (1.12x), so the compile pays back from ~180,000 texts, and fp32 not at all (156 vs 159 texts/s). A server's
-# small batches gain more (1.3-2.5x at 16-64 texts, bf16 and fp32), and it compiles once for its lifetime.
+# small batches gained more in an in-process exploration (1.3-2.2x at 8-64 texts, bench/FINDINGS_cpu.md), and
+# it compiles once for its lifetime.
 CPU_AUTO_COMPILE_MIN_ROWS = 200_000
 
-# On CPU, `auto` compiles a server's frozen adapters (a minute of start-up buys 1.5-2.5x the texts/s).
+# On CPU, `auto` compiles a server's frozen adapters (a minute of start-up; bench/serve_load.py measured 1.37x
+# the requests/s of the previous unmerged eager path at concurrency 16).
 CPU_AUTO_COMPILE_SERVING = True
 
 # torch.compile modes: CUDA graphs for the launch-bound training step; inference batches are big enough
