@@ -8,7 +8,7 @@ One process, same machine, same run directory, same labelled rows, same batches:
                (AMX or AVX512-BF16, `loraclf.model.cpu_supports_bf16`): elsewhere bf16 is emulated and far slower
   torch-*-unmerged  the PeftModel as loaded, LoRA unmerged, fp32 weights cast by autocast at every call: the
                PyTorch path before merging (the baseline of issue 13's "2x the PyTorch path")
-  torch-*-compiled  merged and compiled with inductor's freezing, one graph per length bucket (`model.compile`
+  torch-*-compiled  merged and compiled with inductor's freezing, one graph for every shape (`--compile`
                true, as `loraclf serve` runs a lone adapter on CPU); the compile runs at load, reported as load_s
   onnx-fp32    loraclf.onnx_backend.OnnxClassifier on the run's ONNX cache (RUN/onnx, exported first if missing)
   onnx-int8    the same with the dynamically quantized model.int8.onnx

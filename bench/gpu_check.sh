@@ -13,10 +13,12 @@
 #   speed  bench/train_speed.py on a RoBERTa-base-sized random model: HF Trainer baseline vs loraclf with
 #          model.compile on and off, same invocation and device; >= 1,000 steady steps for the compiled run,
 #          compile/capture cost, projected_trial_seconds, evaluate/predict samples/s on 5,000 test rows.
-#   step   bench/gpu_step_check.py if it exists (eager vs CUDA-graph step losses).
-#   tune   bench/tune_workers.py: `loraclf tune --workers K`, K = 1, 2, 4 on the one GPU, 8 trials of the
-#          study's space (configs/seed.yaml), MiniLM on 1,000 training rows, eager (model.compile=false),
-#          with nvidia-smi sampling GPU utilisation and memory meanwhile.
+#   step   bench/gpu_step_check.py --smoke --recipe: eager vs CUDA-graph step losses on a tiny model, and
+#          TrainRecipe itself with model.compile false vs true (2 length buckets, accumulation, a short batch).
+#   tune   bench/tune_workers.py: `loraclf tune --workers K`, K = 1 and 4 on the one GPU (K = 2 was measured on
+#          the H200: 1.04x K = 1), 8 trials of the study's space (configs/seed.yaml), MiniLM on 1,000 training
+#          rows, eager (model.compile=false), with nvidia-smi sampling GPU utilisation and memory meanwhile.
+# A call that reruns parts on the still-warm machine must name the same carry: paths not carried are removed.
 # A dry run of the plumbing on a CPU machine (tiny settings; the SPEED_*/TUNE_* variables below):
 #   SPEED_DEVICE=cpu SPEED_MODEL=/path/tiny SPEED_ROWS=96 SPEED_STEPS=2 SPEED_EAGER_STEPS=2 SPEED_EVAL_ROWS=32 \
 #   SPEED_COMPILE=off TUNE_ROWS=200 TUNE_WORKERS=1,2 TUNE_TRIALS=2 OUT=/tmp/gc bash bench/gpu_check.sh
@@ -92,22 +94,24 @@ for part in $PARTS; do
   case $part in
   speed)
     # Compiled run: 94 warm-up steps (one epoch of 6,000 rows) + 1,000 steady steps; the eager runs (baseline,
-    # loraclf model.compile=false) 150 steady steps: they have no compile or capture to amortize.
+    # loraclf model.compile=false) 100 steady steps: they have no compile or capture to amortize. The H200 run of
+    # 2026-11-27 (bench/reports/gpu_check_h200.log): baseline 91 s in all; the compiled side, then one compile per
+    # bucket, did not finish in 260 s; the workers' "model.compile: ... compiled in N s" lines now show in the log.
     stamp "speed: train_speed.py, random RoBERTa-base, baseline vs loraclf compile on/off"
     SPEED_MODEL=${SPEED_MODEL:-random-roberta-base}
     tok=(); [ "$SPEED_MODEL" = random-roberta-base ] && tok=(--tokenizer $MODEL)  # MiniLM's tokenizer for the random model
-    timeout $(cap ${SPEED_TIMEOUT:-360}) $PY bench/train_speed.py --model $SPEED_MODEL "${tok[@]}" \
+    timeout $(cap ${SPEED_TIMEOUT:-320}) $PY bench/train_speed.py --model $SPEED_MODEL "${tok[@]}" \
       --device ${SPEED_DEVICE:-cuda} --rows ${SPEED_ROWS:-6000} --steps ${SPEED_STEPS:-1000} \
-      --eager-steps ${SPEED_EAGER_STEPS:-150} --compile ${SPEED_COMPILE:-both} \
+      --eager-steps ${SPEED_EAGER_STEPS:-100} --compile ${SPEED_COMPILE:-both} \
       --eval-rows ${SPEED_EVAL_ROWS:-5000} --skip-memory --data-dir "$AG_DIR" --json "$OUT/train_speed_cuda.json" \
       || echo "speed: stopped or failed (rc $?); sides finished so far: $OUT/train_speed_cuda.partial.json"
     ;;
   tune)
-    stamp "tune: loraclf tune --workers 1,2,4 on one GPU, 8 trials of the seed space"
+    stamp "tune: loraclf tune --workers ${TUNE_WORKERS:-1,4} on one GPU, 8 trials of the seed space"
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,nounits -l 1 > "$OUT/gpu_util_tune.csv" 2>/dev/null &
     smi=$!
-    timeout $(cap ${TUNE_TIMEOUT:-200}) $PY bench/tune_workers.py --model $MODEL --train-file "$AG_DIR/train.csv" --config seed \
-      --workers ${TUNE_WORKERS:-1,2,4} --trials ${TUNE_TRIALS:-8} --timeout ${TUNE_TIMEOUT_PER_K:-75} \
+    timeout $(cap ${TUNE_TIMEOUT:-130}) $PY bench/tune_workers.py --model $MODEL --train-file "$AG_DIR/train.csv" --config seed \
+      --workers ${TUNE_WORKERS:-1,4} --trials ${TUNE_TRIALS:-8} --timeout ${TUNE_TIMEOUT_PER_K:-62} \
       --json "$OUT/tune_workers_cuda.json" data.max_train_rows=${TUNE_ROWS:-1000} data.max_eval_rows=200 \
       model.compile=${TUNE_COMPILE:-false} || echo "tune: stopped or failed (rc $?)"
     kill $smi 2>/dev/null
@@ -123,7 +127,7 @@ PYEOF
     if [ -f bench/gpu_step_check.py ]; then
       stamp "step: bench/gpu_step_check.py"
       # STEP_ARGS replaces the arguments if that script's options change
-      timeout $(cap ${STEP_TIMEOUT:-90}) $PY bench/gpu_step_check.py ${STEP_ARGS:---device cuda --json $OUT/gpu_step_check.json} \
+      timeout $(cap ${STEP_TIMEOUT:-80}) $PY bench/gpu_step_check.py ${STEP_ARGS:---smoke --recipe --device cuda --json $OUT/gpu_step_check.json} \
         || echo "step: stopped or failed (rc $?)"
     else
       stamp "step: bench/gpu_step_check.py is not in this checkout; skipped"

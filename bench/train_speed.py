@@ -116,6 +116,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -678,12 +679,24 @@ def spawn(args, which: str, compile: str = "auto") -> dict:
         # trimmed. Only for the memory probes (it would slow the timed sides down).
         env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
         env.setdefault("MALLOC_TRIM_THRESHOLD_", "131072")
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # The worker's stderr is echoed as it comes (its "model.compile: ... compiled in N s" lines show where a run
+    # stopped by a time limit spent its time); stdout and the last lines of stderr are kept for a failure.
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    stdout_lines: list[str] = []
+    out_thread = threading.Thread(target=lambda: stdout_lines.extend(p.stdout), daemon=True)
+    out_thread.start()
+    err_tail: list[str] = []
+    for line in p.stderr:
+        err_tail = (err_tail + [line.rstrip()])[-15:]
+        if line.startswith(("model.compile:", "warning:")):
+            print(f"    | {line.rstrip()}", flush=True)
+    returncode = p.wait()
+    out_thread.join()
     wall = time.perf_counter() - t
-    if p.returncode != 0:
-        tail = (p.stderr or p.stdout).strip().splitlines()[-15:]
-        print(f"  {which} failed (rc={p.returncode}, {wall:.0f}s):\n    " + "\n    ".join(tail), flush=True)
-        return {"error": tail[-1] if tail else f"rc={p.returncode}", "wall_seconds": wall}
+    if returncode != 0:
+        tail = err_tail or "".join(stdout_lines).strip().splitlines()[-15:]
+        print(f"  {which} failed (rc={returncode}, {wall:.0f}s):\n    " + "\n    ".join(tail), flush=True)
+        return {"error": tail[-1] if tail else f"rc={returncode}", "wall_seconds": wall}
     res = json.loads(Path(out).read_text())
     os.unlink(out)
     res["wall_seconds"] = wall

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from helpers import TINY_QUICK
-from loraclf.batching import pad_batch
-from loraclf.compiled import (CompiledOrEager, DeviceTokens, StaticEpoch, bucket_width, bucketed_inference_batches,
-                              compile_enabled, compiled_train_loss, fixed_row_count, fixed_rows, length_buckets,
+from loraclf.batching import dynamic_width_batches, pad_batch
+from loraclf.compiled import (CompiledOrEager, DeviceTokens, StaticEpoch, bucket_width,
+                              compile_enabled, compiled_train_loss, fixed_rows, length_buckets,
                               masked_cross_entropy)
 from loraclf.config import config_from_dict
 
@@ -53,8 +53,6 @@ def test_fixed_rows_repeat_the_first_row() -> None:
     assert fixed_rows([1, 2], 2) == [1, 2]
     with pytest.raises(ValueError):
         fixed_rows([1, 2, 3], 2)
-    assert [fixed_row_count(n, 512) for n in (1, 8, 9, 32, 33, 129, 512)] == [8, 8, 32, 32, 128, 512, 512]
-    assert fixed_row_count(20, 16) == 16
 
 
 def test_static_epoch_fixes_rows_and_marks_the_real_ones() -> None:
@@ -76,33 +74,18 @@ def test_device_tokens_gather_what_pad_batch_builds() -> None:
     assert tokens.labels[torch.tensor([2, 0])].tolist() == [2, 3]
 
 
-def test_bucketed_inference_batches_cover_every_row_once_within_budget() -> None:
-    rng = np.random.default_rng(0)
+def test_dynamic_width_batches_pad_like_eager_within_budget() -> None:
+    """Compiled inference's batches (one graph for every shape): each row once, longest first, padded to the
+    longest row rounded up to 8 (capped at max_length), within the rows and token budget."""
+    rng = np.random.default_rng(1)
     lengths = rng.integers(1, 129, size=1000).tolist()
-    buckets = length_buckets(128)
-    batches = bucketed_inference_batches(lengths, buckets, token_budget=128 * 64, max_rows=512)
-    seen = sorted(p for _, pos, _ in batches for p in pos)
-    assert seen == list(range(1000))
-    for width, pos, n_rows in batches:
-        assert bucket_width(lengths[pos[0]], buckets) == width  # the batch's longest row sets its bucket
-        assert all(lengths[p] <= width for p in pos)
-        assert len(pos) <= n_rows <= min(512, 128 * 64 // width)
-    assert len({(w, n) for w, _, n in batches}) <= 3 * len(buckets)  # few shapes: full batches and a tail per bucket
-
-
-def test_a_pass_cost_merges_small_bucket_groups() -> None:
-    """With a forward pass's fixed cost, a server's 16 texts of mixed lengths run in few passes (short rows pad to
-    a wider bucket when starting a narrower batch would save fewer tokens than a pass costs); without it, one
-    batch per bucket."""
-    lengths = [20, 120, 40, 70, 33, 90, 10, 50, 64, 65, 100, 12, 80, 30, 45, 60]
-    buckets = length_buckets(128)
-    per_bucket = bucketed_inference_batches(lengths, buckets, token_budget=64 * 128, max_rows=512)
-    assert [w for w, _, _ in per_bucket] == [128, 96, 64, 48, 32]
-    merged = bucketed_inference_batches(lengths, buckets, token_budget=64 * 128, max_rows=512, pass_cost_tokens=256)
-    assert [(w, len(pos)) for w, pos, _ in merged] == [(128, 2), (96, 4), (64, 10)]
-    one = bucketed_inference_batches(lengths, buckets, token_budget=64 * 128, max_rows=512, pass_cost_tokens=10_000)
-    assert [(w, len(pos)) for w, pos, _ in one] == [(128, 16)]
-    assert sorted(p for _, pos, _ in merged for p in pos) == list(range(16))
+    batches = dynamic_width_batches(lengths, 128, token_budget=128 * 64, max_rows=512)
+    assert sorted(p for _, pos in batches for p in pos) == list(range(1000))
+    for width, pos in batches:
+        longest = max(lengths[p] for p in pos)
+        assert longest == lengths[pos[0]] and width == min(128, -(-longest // 8) * 8)
+        assert len(pos) <= 512 and len(pos) * lengths[pos[0]] <= 128 * 64
+    assert dynamic_width_batches([100, 3], 100, token_budget=10_000, max_rows=64) == [(100, [0, 1])]  # 104 > max_length
 
 
 def test_filler_rows_do_not_count_in_the_loss() -> None:
@@ -169,6 +152,20 @@ def test_compile_failure_warns_once_and_runs_eager(monkeypatch: pytest.MonkeyPat
     assert [float(o) for o in outs] == [0.0, 2.0, 4.0] and calls == [0.0, 2.0, 4.0]
     err = capfd.readouterr().err.strip().splitlines()
     assert err == ["warning: model.compile: the training step could not be compiled (RuntimeError: no C++ compiler); running it eager"]
+
+
+def test_first_call_that_compiles_says_so(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    """It prints one line with the seconds of a first call that compiled (a long silent stall looks like a hang),
+    and nothing for the calls after it."""
+    import loraclf.compiled as C
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    monkeypatch.setattr(C, "COMPILE_NOTICE_SECONDS", 0.0)
+    fn = CompiledOrEager(lambda x: x + 1, mode=None, what="inference forward pass")
+    fn(torch.zeros(2)), fn(torch.zeros(3))
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("model.compile: the inference forward pass compiled in ")
+    assert fn.first_call_seconds is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +246,33 @@ def test_compile_failure_in_a_run_falls_back_to_eager(tiny_model_without_dropout
         "warning: model.compile: the training step could not be compiled (RuntimeError: inductor: C++ compile failed); running it eager",
         "warning: model.compile: the inference forward pass could not be compiled (RuntimeError: inductor: C++ compile failed); running it eager",
     ]
+
+
+def test_one_training_graph_serves_every_length_bucket(tiny_model_without_dropout: Path) -> None:
+    """It traces the compiled training loss once for batches of three bucket widths (the width is a dynamic
+    size), with the eager loss at each width (fp32; AOTAutograd traces as inductor would, eager kernels run)."""
+    from loraclf import model as M
+    from loraclf.config import LoraConfig, ModelConfig
+
+    torch.manual_seed(0)
+    base = M.load_base_model(ModelConfig(name=str(tiny_model_without_dropout)), ["a", "b", "c", "d"])
+    model = M.apply_lora(base, LoraConfig(dropout=0.0))
+    model.train()
+    real_compile = torch.compile
+    loss_fn = compiled_train_loss(model, torch.device("cpu"))
+    loss_fn.compiled = real_compile(loss_fn.eager, backend="aot_eager", dynamic=False)
+    torch._dynamo.utils.counters.clear()
+    g = torch.Generator().manual_seed(2)
+    for width in (32, 48, 64):
+        ids = torch.randint(5, 700, (8, width), generator=g)
+        mask = torch.ones_like(ids)
+        mask[:, width - 7:] = 0
+        targets, real = torch.randint(0, 4, (8,), generator=g), torch.arange(8) < 6
+        got = loss_fn(ids, mask, targets, real, then=lambda x: x.backward())
+        want = torch.nn.functional.cross_entropy(model(input_ids=ids[:6], attention_mask=mask[:6]).logits.float(), targets[:6])
+        assert float(got.detach()) == pytest.approx(float(want), abs=1e-5)
+    assert not loss_fn.failed
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
 
 
 @pytest.mark.slow

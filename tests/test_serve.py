@@ -700,14 +700,14 @@ def test_cli_reports_an_onnx_adapter_that_cannot_be_exported_in_one_line(trained
 @pytest.mark.compiled_serving
 def test_a_lone_adapter_is_merged_compiled_at_start_up_and_answers_like_eager(runs: dict[str, Path]) -> None:
     """With --compile auto on a CPU, a run that has its base to itself is served merged and compiled: every length
-    bucket compiles before the first request, requests of 1 to 9 texts then compile nothing more, and the answers
+    forward pass compiles before the first request, requests of 1 to 9 texts then compile nothing more, and the answers
     match the unmerged eager Classifier's. Two runs sharing a base stay unmerged and eager."""
     import torch._dynamo
 
     torch._dynamo.reset()
     settings = ServeSettings(device="cpu", precision="fp32", max_batch_wait_ms=0)
     texts = [r[1] + " " + r[2] for r in read_ag_rows("test.csv", 9, stride=300)]
-    texts[3] = texts[3] * 8  # one long text: a batch with it pads to the widest bucket
+    texts[3] = texts[3] * 8  # one long text: a batch with it pads to max_length
     with LiveServer(create_app([runs["news"]], settings)) as srv:
         adapter = srv.app.state.adapters["news"]
         assert adapter.classifier.run.merged and adapter.classifier.compiled_for()

@@ -171,3 +171,15 @@ def inference_batches(lengths: Sequence[int], batch_size: int, max_tokens: int |
     if current:
         batches.append(current)
     return batches
+
+
+def dynamic_width_batches(lengths: Sequence[int], max_width: int, token_budget: int, max_rows: int,
+                          pad_multiple: int = PAD_MULTIPLE) -> list[tuple[int, list[int]]]:
+    """Length-sorted inference batches (longest first) for compiled inference, whose one graph takes any rows and
+    width: (width, positions), each batch as `inference_batches` makes it (up to `max_rows` rows and
+    `token_budget` padded tokens) and padded to its longest row rounded up to `pad_multiple`, as eager pads."""
+    out = []
+    for pos in inference_batches(lengths, max_rows, token_budget):
+        longest = lengths[pos[0]]
+        out.append((min(max_width, -(-longest // pad_multiple) * pad_multiple), pos))
+    return out

@@ -1,22 +1,28 @@
-"""Static-shape execution for `torch.compile` and CUDA graphs (`model.compile`).
+"""Few-shape execution for `torch.compile` and CUDA graphs (`model.compile`).
 
-A compiled graph (and a captured CUDA graph even more so) is built for one input shape. Eager runs
-pad each batch to its own longest row (`batching.pad_batch`), which gives dozens of shapes per epoch;
-here every batch instead takes
+A compiled graph is built for the input shapes it saw, and a captured CUDA graph for one shape exactly. Eager
+runs pad each batch to its own longest row (`batching.pad_batch`), which gives dozens of shapes per epoch; a
+compiled training step instead takes
 
 - a width from a few sequence-length buckets (`length_buckets`: 32, 48, 64, 96, 128, ...), and
-- a fixed number of rows: a short batch repeats its first row, and those copies are masked out of
-  the loss and dropped from the logits,
+- a fixed number of rows: a short batch repeats its first row, and those copies are masked out of the loss,
 
-so each bucket compiles (and captures) once. Token ids live on the device as one padded table
-(`DeviceTokens`) and batches are gathered from it by index, so a step copies nothing from the host.
-`CompiledOrEager` runs a function compiled and, if compiling or capturing fails, prints one warning
-line and runs it eager from then on: a model that cannot compile never fails a run.
+and its width is a dynamic dimension: the step compiles once, and on CUDA each bucket only records its own
+CUDA graph (milliseconds) at its first use. A compile per bucket cost ~35 s each for a RoBERTa-base step on an
+H100 (issue 10), and 5 of them (plus the evaluation's) did not finish within 260 s on an H200
+(bench/reports/gpu_check_h200.log); one dynamic-width compile of a tiny model's step took 28 s on a 2-core CPU
+where 4 static ones took 63 s, with the same step time (bench/FINDINGS_cpu.md).
+
+Token ids live on the device as one padded table (`DeviceTokens`) and batches are gathered from it by index,
+so a step copies nothing from the host. `CompiledOrEager` runs a function compiled and, if compiling or
+capturing fails, prints one warning line and runs it eager from then on: a model that cannot compile never
+fails a run.
 """
 from __future__ import annotations
 
 import bisect
 import sys
+import time
 from typing import Any, Callable, Sequence
 
 import torch
@@ -38,15 +44,14 @@ CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
 
 # On CPU, `auto` compiles inference (a merged, frozen model; see `compiled_logits`) for a server, and in bf16
 # for predict/evaluate of at least this many texts. Measured on a 2-core Xeon with AMX (MiniLM, AG News test
-# set, batches of 128, bench/reports/cpu_inference_minilm_default_xeon_amx_merged_compiled.json): compiling
-# the 5 length buckets took 49 s (bf16) and 79 s (fp32); compiled, bf16 scored 448 vs 400 texts/s eager
-# (1.12x), so the compile pays back from ~180,000 texts, and fp32 not at all (156 vs 159 texts/s). A server's
-# small batches gained more in an in-process exploration (1.3-2.2x at 8-64 texts, bench/FINDINGS_cpu.md), and
-# it compiles once for its lifetime.
-CPU_AUTO_COMPILE_MIN_ROWS = 200_000
+# set, batches of 128, bench/reports/cpu_inference_minilm_default_xeon_amx_dynamic.json): the one compile
+# (rows and width dynamic) took 13.6 s, and compiled bf16 scored 646.6 vs 508.8 texts/s eager (1.27x), so the
+# compile pays back from ~33,000 texts. (With a graph per length bucket it took 49 s for 1.12x: from ~180,000.)
+# fp32 was not re-measured with one graph: it gained nothing with a graph per bucket, so auto leaves it eager.
+CPU_AUTO_COMPILE_MIN_ROWS = 35_000
 
-# On CPU, `auto` compiles a server's frozen adapters (a minute of start-up; bench/serve_load.py measured 1.37x
-# the requests/s of the previous unmerged eager path at concurrency 16).
+# On CPU, `auto` compiles a server's frozen adapters (~15 s of start-up on 2 cores; bench/serve_load.py
+# measured more requests/s than the unmerged eager path at concurrency 16, see bench/FINDINGS_cpu.md).
 CPU_AUTO_COMPILE_SERVING = True
 
 # torch.compile modes: CUDA graphs for the launch-bound training step; inference batches are big enough
@@ -54,11 +59,8 @@ CPU_AUTO_COMPILE_SERVING = True
 CUDA_TRAIN_MODE = "reduce-overhead"
 CUDA_INFERENCE_MODE = "default"
 
-# A forward pass's fixed cost in padded tokens, which decides when a compiled inference batch pads short rows
-# rather than starting a narrower batch (`bucketed_inference_batches`). CPU: measured ~7 ms per pass for a
-# merged MiniLM on a 2-core Xeon, the time of ~250 tokens. Other devices (CUDA) get 0, one bucket per batch
-# as before, until a GPU measures what its pass costs.
-PASS_COST_TOKENS = {"cpu": 256}
+# A first call slower than this compiled something: it says so on stderr (a minute of silence looks like a hang).
+COMPILE_NOTICE_SECONDS = 2.0
 
 # Compiled inference fills a batch up to a token budget (rows x bucket width; default batch_size x
 # max_length), with rows capped at this many times the batch size: short texts go in big batches.
@@ -142,26 +144,41 @@ class CompiledOrEager:
     raises before any kernel of that graph runs, so nothing is half done when the eager retry starts.)
     """
 
-    def __init__(self, fn: Callable[..., Any], *, mode: str | None, what: str, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], *, mode: str | None, what: str, options: dict[str, Any] | None = None,
+                 dynamic_dims: Sequence[tuple[int, int]] = ()) -> None:
+        """dynamic_dims: (argument, dimension) pairs compiled as dynamic sizes (`torch._dynamo.maybe_mark_dynamic`
+        at every call), so one graph serves every size there; all other sizes are static (dynamic=False: no
+        automatic dynamic recompiles)."""
         self.eager = fn
         self.mode = mode
         self.options = options  # inductor options (torch.compile takes either a mode or options)
+        self.dynamic_dims = tuple(dynamic_dims)
         self.compiled: Callable[..., Any] | None = None  # built at the first call, inside the guard
         self.cuda_graphs = mode == "reduce-overhead"
         self.what = what
         self.failed = False
+        self.first_call_seconds: float | None = None  # compile included (and, with `then`, the backward's)
 
     def __call__(self, *args: Any, then: Callable[[Any], None] | None = None) -> Any:
         if not self.failed:
             try:
-                if self.compiled is None:
+                first = self.compiled is None
+                if first:
                     self.compiled = torch.compile(self.eager, mode=self.mode, options=self.options, dynamic=False)
+                    started = time.perf_counter()
+                for arg, dim in self.dynamic_dims:
+                    torch._dynamo.maybe_mark_dynamic(args[arg], dim)
                 if self.cuda_graphs:
                     # A new step: the previous replay's outputs (already consumed) may be overwritten.
                     torch.compiler.cudagraph_mark_step_begin()
                 result = self.compiled(*args)
                 if then is not None:
                     then(result)
+                if first:
+                    self.first_call_seconds = time.perf_counter() - started
+                    if self.first_call_seconds >= COMPILE_NOTICE_SECONDS:
+                        print(f"model.compile: the {self.what} compiled in {self.first_call_seconds:.1f} s (its first call)",
+                              file=sys.stderr, flush=True)
                 return result
             except Exception as err:  # dynamo, inductor, a C++ compiler, CUDA graph capture: all mean "run eager"
                 self.failed = True
@@ -182,14 +199,17 @@ def compiled_train_loss(model: torch.nn.Module, device: torch.device, cuda_graph
     is a buffer the next replay overwrites, and autograd adopts that buffer as .grad when .grad is None,
     which breaks gradient accumulation (pytorch/pytorch#169545). An existing .grad is added into instead.
     cuda_graphs=False compiles without capturing (the recipe's choice with several processes, where DDP's
-    gradient all-reduce runs in backward hooks between the graphs; not measured yet)."""
+    gradient all-reduce runs in backward hooks between the graphs; not measured yet).
+
+    The width (dimension 1 of the ids and the mask) is dynamic: one compile serves every length bucket. The
+    rows are fixed (`StaticEpoch`), and CUDA graphs are recorded per width, a few milliseconds each."""
     def train_loss(input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
                    real: torch.Tensor) -> torch.Tensor:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         return masked_cross_entropy(logits, targets, real, label_smoothing)
 
     mode = CUDA_TRAIN_MODE if device.type == "cuda" and cuda_graphs else "default"
-    return CompiledOrEager(train_loss, mode=mode, what="training step")
+    return CompiledOrEager(train_loss, mode=mode, what="training step", dynamic_dims=((0, 1), (1, 1)))
 
 
 def compiled_logits(model: torch.nn.Module, device: torch.device, frozen: bool = False) -> CompiledOrEager:
@@ -199,6 +219,11 @@ def compiled_logits(model: torch.nn.Module, device: torch.device, frozen: bool =
     frozen: the model's weights never change again (a merged inference-only model, `model.merge_for_inference`).
     On CPU such a model compiles with inductor's freezing: weights become constants, pre-packed once for
     oneDNN's matmul instead of at every call, and the elementwise ops around them are fused.
+
+    Rows and width are dynamic sizes: one graph serves every batch. Measured on a 2-core Xeon (MiniLM, bf16,
+    frozen, 64 rows, widths 32-128; bench/reports/compile_shapes_cpu_infer_minilm_xeon_amx.json): one
+    dynamic-width compile took 15.6 s against 77.6 s for a graph per length bucket, at 0.98-1.00x the time per
+    pass.
     """
     cached = model.__dict__.get("_loraclf_compiled_logits")
     if cached is not None and cached[0] == device:
@@ -207,11 +232,12 @@ def compiled_logits(model: torch.nn.Module, device: torch.device, frozen: bool =
     def logits_of(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
 
+    rows_and_width = ((0, 0), (1, 0), (0, 1), (1, 1))
     if device.type == "cuda":
-        fn = CompiledOrEager(logits_of, mode=CUDA_INFERENCE_MODE, what="inference forward pass")
+        fn = CompiledOrEager(logits_of, mode=CUDA_INFERENCE_MODE, what="inference forward pass", dynamic_dims=rows_and_width)
     else:
         fn = CompiledOrEager(logits_of, mode=None, options={"freezing": True} if frozen else None,
-                             what="inference forward pass")
+                             what="inference forward pass", dynamic_dims=rows_and_width)
     model.__dict__["_loraclf_compiled_logits"] = (device, fn)
     return fn
 
@@ -270,45 +296,3 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, real: torc
     torch.where, not a multiplication by 0: a filler row's non-finite loss must not leak into the sum."""
     per_row = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none", label_smoothing=label_smoothing)
     return torch.where(real, per_row, torch.zeros_like(per_row)).sum() / real.sum()
-
-
-def fixed_row_count(n: int, full: int) -> int:
-    """Rows a batch of `n` is padded to: `full`, or for a short batch the smallest of 8, 32, 128, ... that holds
-    it (a server's small requests stay small, and each bucket sees only a few row counts)."""
-    rows = 8
-    while rows < n:
-        rows *= 4
-    return min(rows, full)
-
-
-def bucketed_inference_batches(lengths: Sequence[int], buckets: Sequence[int], token_budget: int,
-                               max_rows: int, pass_cost_tokens: int = 0) -> list[tuple[int, list[int], int]]:
-    """Length-sorted inference batches (longest first) for compiled inference: (width, positions, fixed rows).
-
-    Each batch takes the bucket of its longest row and holds up to min(max_rows, token_budget // width) rows, so
-    short texts go in big batches. At a bucket boundary a batch that still has room either goes on (the shorter
-    rows pad to its width) or ends and a narrower one starts, whichever costs fewer tokens, counting a forward
-    pass's fixed cost as `pass_cost_tokens` (0: always start the narrower batch). So a server's 16 texts of
-    mixed lengths run in one or two passes rather than one per bucket, and a large set still gets one bucket
-    per batch. Only the last batch of a run of equal widths is short (padded to `fixed_row_count` rows).
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable, like batching.inference_batches
-    batches: list[tuple[int, list[int], int]] = []
-    width, full, part = 0, 0, []  # the batch being filled
-    for k, i in enumerate(order):
-        b = bucket_width(lengths[i], buckets)
-        if part and len(part) < full and b < width:
-            joining = min(len(order) - k, full - len(part))  # rows that would go on at `width`
-            if joining * (width - b) > pass_cost_tokens:
-                batches.append((width, part, fixed_row_count(len(part), full)))
-                part = []
-        elif part and len(part) == full:
-            batches.append((width, part, fixed_row_count(len(part), full)))
-            part = []
-        if not part:
-            width = b
-            full = max(1, min(max_rows, token_budget // width))
-        part.append(i)
-    if part:
-        batches.append((width, part, fixed_row_count(len(part), full)))
-    return batches

@@ -17,7 +17,8 @@ other text, so outputs always line up with inputs.
 
 `Classifier.from_run_dir` merges LoRA into the base for inference (`model.merge_for_inference`), and
 `compile_setting` (--compile) decides when the forward pass runs compiled (`compiled.inference_compile_enabled`:
-on CPU a merged model compiles with frozen weights, one graph per length bucket, any batch size).
+on CPU a merged model compiles with frozen weights, one graph per length bucket; on CUDA one graph for every
+shape; any batch size).
 """
 from __future__ import annotations
 
@@ -28,9 +29,8 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from .batching import inference_batches, pad_batch, pad_id_of, tokenize
-from .compiled import (INFERENCE_ROWS_FACTOR, PASS_COST_TOKENS, DeviceTokens, bucketed_inference_batches, compiled_logits,
-                       fixed_rows, inference_compile_enabled, length_buckets, raise_recompile_limit)
+from .batching import dynamic_width_batches, inference_batches, pad_batch, pad_id_of, tokenize
+from .compiled import INFERENCE_ROWS_FACTOR, DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
 from .rundir import LoadedRun, RunDir
@@ -125,7 +125,7 @@ def run_inference(
         batch_size: rows per forward pass at most (compiled: per pass of the longest bucket; see below).
         indices: score only these rows (e.g. this process's shard); the result is in their order.
         max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`).
-        compiled: run the forward pass compiled, on static shapes (`run_inference_compiled`).
+        compiled: run the forward pass compiled (`run_inference_compiled`).
         max_length: the run's model.max_length, which sets the length buckets of a compiled pass.
         frozen: the model is merged for inference only (`LoadedRun.merged`): a CPU compile may freeze its weights.
     """
@@ -160,33 +160,24 @@ def run_inference_compiled(
     max_length: int | None = None,
     frozen: bool = False,
 ) -> np.ndarray:
-    """`run_inference` with the forward pass compiled (`compiled.compiled_logits`) on static shapes: ids on the
-    device, length-sorted batches that each fill one length bucket up to a token budget (default: `batch_size`
-    rows of the longest bucket; short texts go in up to 8x more rows), short batches padded with masked copies.
-    Logits stay on the device until the end: one copy back, no host sync per batch.
+    """`run_inference` with the forward pass compiled (`compiled.compiled_logits`): ids on the device,
+    length-sorted batches up to a token budget (default: `batch_size` rows of `max_length` tokens; short texts go
+    in up to 8x more rows). Logits stay on the device until the end: one copy back, no host sync per batch.
 
-    On CPU the row count stays dynamic (one graph per length bucket serves every batch size) and is never
-    padded: CPU time grows with the rows, unlike a launch-bound GPU's. A one-row batch gets one masked copy,
-    since a dimension of size 1 would compile a graph of its own."""
+    Rows and width are dynamic sizes (one graph for every batch): batches pad to their longest row as eager does
+    (`dynamic_width_batches`). A one-row batch gets one masked copy, since a dimension of size 1 would compile a
+    graph of its own."""
     lengths = [len(s) for s in token_ids]
-    buckets = length_buckets(max_length or max(lengths))
-    budget = max_tokens or batch_size * buckets[-1]
-    batches = bucketed_inference_batches(lengths, buckets, budget, max_rows=batch_size * INFERENCE_ROWS_FACTOR,
-                                         pass_cost_tokens=PASS_COST_TOKENS.get(device.type, 0))
-    dynamic_rows = device.type == "cpu"
-    if dynamic_rows:
-        batches = [(w, pos, max(2, len(pos))) for w, pos, _ in batches]
-    raise_recompile_limit(len({(w, n) for w, _, n in batches}) + 4 * len(buckets))
-    tokens = DeviceTokens(token_ids, pad_id, device, width=buckets[-1])
+    max_width = max_length or max(lengths)
+    budget = max_tokens or batch_size * max_width
+    batches = dynamic_width_batches(lengths, max_width, budget, max_rows=batch_size * INFERENCE_ROWS_FACTOR)
+    tokens = DeviceTokens(token_ids, pad_id, device, width=max_width)
     logits_of = compiled_logits(model, device, frozen=frozen)
     out: torch.Tensor | None = None
     with scoring(model, device, precision):
-        for width, pos, n_rows in batches:
-            rows = torch.as_tensor(fixed_rows(pos, n_rows), dtype=torch.long).to(device, non_blocking=True)
+        for width, pos in batches:
+            rows = torch.as_tensor(fixed_rows(pos, max(2, len(pos))), dtype=torch.long).to(device, non_blocking=True)
             batch = tokens.batch(rows, width)
-            if dynamic_rows:
-                for t in batch.values():
-                    torch._dynamo.mark_dynamic(t, 0)
             logits = logits_of(batch["input_ids"], batch["attention_mask"])[: len(pos)]
             if out is None:  # sized by the head that ran, as in run_inference
                 out = torch.empty((len(token_ids), logits.shape[1]), dtype=torch.float32, device=device)
@@ -231,10 +222,11 @@ class Classifier(ScoresFromLogits):
                                          self.run.precision)
 
     def warm_up(self) -> None:
-        """Compile every length bucket now (one short batch each), so that no request waits for a compile."""
+        """Compile the forward pass now, so that no request waits for a compile: one graph serves every batch
+        (rows and width dynamic); a short and a full-width batch check that neither compiles another."""
         if not self.compiled_for():
             return
-        for width in length_buckets(self.max_length):  # one call each: a call's batches share its longest row's bucket
+        for width in (8, self.max_length):
             self._scores([[self.pad_id] * width] * 2, compiled=True)
 
     @classmethod

@@ -27,7 +27,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..compiled import length_buckets
 from ..errors import LoraclfError, ModelError
 from ..inference import Classifier, TextClassifier
 from ..model import load_base_model, load_tokenizer
@@ -206,11 +205,10 @@ def load_adapters(specs: Sequence[RunSpec | tuple[str, Path]], settings: ServeSe
 
 
 def warm_up(adapters: Iterable[Adapter]) -> None:
-    """Compile each compiled torch adapter's forward pass for every length bucket before the server takes requests
-    (so no request waits ~10 s for a compile), saying so first: on a 2-core CPU it takes about a minute."""
+    """Compile each compiled torch adapter's forward pass before the server takes requests (so no request waits
+    for a compile), saying so first: on a 2-core CPU it takes 10-30 s."""
     for a in [a for a in adapters if a.compiled]:  # compiled implies a torch adapter, so a.group is set
-        log.info("compiling adapter %s for %d length buckets (--compile false skips this)", a.name,
-                 len(length_buckets(a.classifier.max_length)))
+        log.info("compiling adapter %s (--compile false skips this)", a.name)
         started = time.perf_counter()
         with a.group.lock:
             a.classifier.warm_up()

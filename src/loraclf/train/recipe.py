@@ -152,7 +152,7 @@ class TrainRecipe:
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
         self.model = model
-        # model.compile: static shapes (length buckets, fixed rows, ids on the device), CUDA graphs on GPUs.
+        # model.compile: length buckets (one graph, the width dynamic), fixed rows, ids on the device, CUDA graphs on GPUs.
         self.compile = compile_enabled(cfg.model.compile, self.accelerator.device, self.precision, self.total_steps)
         on_gpu = self.accelerator.device.type == "cuda"
         if on_gpu:
@@ -291,7 +291,7 @@ class TrainRecipe:
         sync_ctx = acc.no_sync(self.model) if not boundary else contextlib.nullcontext()
         with sync_ctx, autocast_context(acc.device, self.precision):
             if self.compiled_loss is not None:
-                # Static shapes: the rows are gathered on the device, padded to their length bucket and to a
+                # Few shapes: the rows are gathered on the device, padded to their length bucket and to a
                 # fixed row count (filler rows are masked out of the loss).
                 rows, real = self.static_epoch.rows[b_idx], self.static_epoch.real[b_idx]
                 inputs = self.train_tokens.batch(rows, self.static_epoch.widths[b_idx])
