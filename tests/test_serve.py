@@ -191,6 +191,17 @@ def test_health_reports_ready(live: LiveServer) -> None:
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["adapters"] == 2
 
 
+def test_loaded_objects_are_frozen_out_of_the_collector_while_serving(runs: dict[str, Path]) -> None:
+    """It moves what start-up loaded out of the cycle collector's reach (a full collection over a compiled
+    model's ~600,000 objects stalled requests for ~300 ms), and gives it back when the server stops."""
+    import gc
+
+    with LiveServer(create_app([runs["news"]], ServeSettings(device="cpu", precision="fp32"))) as srv:
+        assert httpx.get(srv.url + "/health").status_code == 200
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0
+
+
 @pytest.mark.slow
 def test_long_texts_are_truncated_and_flagged(live: LiveServer) -> None:
     """It cuts texts over max_text_chars, says so per text, and scores them like the cut text."""
