@@ -10,8 +10,8 @@ compiled training step instead takes
 and its width is a dynamic dimension: the step compiles once, and on CUDA each bucket only records its own
 CUDA graph (milliseconds) at its first use. A compile per bucket cost ~35 s each for a RoBERTa-base step on an
 H100 (issue 10), and 5 of them (plus the evaluation's) did not finish within 260 s on an H200
-(bench/reports/gpu_check_h200.log); one dynamic-width compile of a tiny model's step took 28 s on a 2-core CPU
-where 4 static ones took 63 s, with the same step time (bench/FINDINGS_cpu.md).
+(bench/reports/gpu_check_h200.log); on a 2-core CPU one dynamic-width compile of a tiny model's step took 13.3 s
+where 4 static ones took 59.6 s, at the same step time (`bench/compile_shapes.py`, bench/FINDINGS_cpu.md).
 
 Token ids live on the device as one padded table (`DeviceTokens`) and batches are gathered from it by index,
 so a step copies nothing from the host. `CompiledOrEager` runs a function compiled and, if compiling or
@@ -62,7 +62,7 @@ CUDA_INFERENCE_MODE = "default"
 # A first call slower than this compiled something: it says so on stderr (a minute of silence looks like a hang).
 COMPILE_NOTICE_SECONDS = 2.0
 
-# Compiled inference fills a batch up to a token budget (rows x bucket width; default batch_size x
+# Compiled inference fills a batch up to a token budget (rows x padded width; default batch_size x
 # max_length), with rows capped at this many times the batch size: short texts go in big batches.
 INFERENCE_ROWS_FACTOR = 8
 
