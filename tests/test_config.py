@@ -117,6 +117,19 @@ def test_yaml_file_with_exponent_without_dot(tmp_path: Path) -> None:
     assert cfg.train.lr == 2e-5 and cfg.train.max_grad_norm == 1.0
 
 
+def test_only_true_and_false_are_booleans(tmp_path: Path) -> None:
+    """It reads yes/no/on/off as the words they are (YAML 1.1 made them booleans), on the command line and in a
+    file, so a model or column with such a name keeps it and a flag set to `yes` gets a one-line error."""
+    cfg = config_from_dict({}, ["model.name=yes", "data.text_columns=[on, off]", "data.label_column=no"])
+    assert cfg.model.name == "yes" and cfg.data.text_columns == ["on", "off"] and cfg.data.label_column == "no"
+    p = tmp_path / "c.yaml"
+    p.write_text("lora:\n  use_dora: yes\ntrain:\n  progress: False\n")
+    with pytest.raises(ConfigError, match=r"^lora\.use_dora: 'yes' has the wrong type; expected true or false$"):
+        load_config(p)
+    p.write_text("lora:\n  use_dora: TRUE\n")
+    assert load_config(p).lora.use_dora is True
+
+
 @pytest.mark.parametrize("override, expected", [
     ("lora.r=true", r"lora\.r: True has the wrong type; expected an integer"),
     ("lora.r=8.5", r"lora\.r: 8\.5 has the wrong type; expected an integer"),

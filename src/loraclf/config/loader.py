@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,31 @@ def describe_errors(e: ValidationError) -> list[str]:
 # YAML and overrides
 
 
+class ConfigYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans and floats: only true/false (any case) are booleans, where
+    YAML 1.1 also takes yes/no/on/off/y/n (so `model.name=yes` or a column named `on` became a bool), and `2e-5`
+    is a float (YAML 1.1 wants a dot in the mantissa and reads it as a string)."""
+
+
+_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+ConfigYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigYamlLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+# Appended after the int resolver, so "3" stays an int; ".inf" and ".nan" stay floats (validation refuses NaN).
+ConfigYamlLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=ConfigYamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _parse_scalar(text: str) -> Any:
     """Parse a command-line value as YAML (numbers, true/false, null, [lists]); fall back to the string."""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return load_yaml(text) if text != "" else ""
     except yaml.YAMLError:
         return text
 
@@ -198,7 +220,7 @@ def resolve_config(name_or_path: str | Path) -> Path:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = resolve_config(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
