@@ -13,7 +13,7 @@ import torch
 from helpers import TINY_QUICK
 from loraclf.batching import dynamic_width_batches, pad_batch
 from loraclf.compiled import (CompiledOrEager, DeviceTokens, StaticEpoch, bucket_width,
-                              compile_enabled, compiled_train_loss, fixed_rows, length_buckets,
+                              compile_enabled, compiled_train_loss, fixed_rows, length_buckets, training_widths,
                               masked_cross_entropy)
 from loraclf.config import config_from_dict
 
@@ -34,6 +34,14 @@ def test_length_buckets_rule() -> None:
     assert length_buckets(512) == [32, 48, 64, 96, 128, 192, 256, 384, 512]
     assert length_buckets(100) == [32, 48, 64, 96, 100]
     assert length_buckets(32) == [32] and length_buckets(20) == [20]
+
+
+def test_training_widths_per_device() -> None:
+    """It pads a compiled CUDA step to the length buckets (a CUDA graph each) and a CPU one to multiples of 8, as
+    eager does (one graph either way)."""
+    assert training_widths(128, torch.device("cuda")) == [32, 48, 64, 96, 128]
+    assert training_widths(128, torch.device("cpu")) == list(range(8, 129, 8))
+    assert training_widths(100, torch.device("cpu"))[-2:] == [96, 100]
 
 
 @pytest.mark.parametrize("max_length", [20, 64, 100, 128, 512])

@@ -79,6 +79,17 @@ def length_buckets(max_length: int) -> list[int]:
         base *= 2
 
 
+def training_widths(max_length: int, device: torch.device) -> list[int]:
+    """The padded widths of a compiled training step, ascending. CUDA: the length buckets, since each width is a
+    CUDA graph to record and keep. CPU: every multiple of 8 up to max_length, as eager pads: one dynamic-width
+    graph serves them all, and the buckets padded 1.10x the tokens (bench/bucket_padding.py). Measured on a
+    2-core Xeon with AMX (MiniLM, bf16, `bench/train_speed.py --compile both`): the compiled step ran at 0.95x
+    the eager one with these widths, 0.87x with the buckets (bench/FINDINGS_cpu.md)."""
+    if device.type == "cuda":
+        return length_buckets(max_length)
+    return sorted({*range(8, max_length, 8), max_length})
+
+
 def bucket_width(length: int, buckets: Sequence[int]) -> int:
     """The smallest bucket that holds `length` tokens."""
     k = bisect.bisect_left(buckets, length)

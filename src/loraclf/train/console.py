@@ -5,13 +5,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..compiled import length_buckets
+from ..compiled import training_widths
 from .optim import warmup_steps
 
 if TYPE_CHECKING:
     from .recipe import TrainRecipe
 
 MIN_VAL_PER_CLASS = 20  # below this, validation accuracy moves in steps of several points: warn
+
+
+def _widths(widths: list[int]) -> str:
+    """The compiled step's padded widths, short: the buckets listed, or a range of multiples of 8."""
+    if len(widths) <= 8:
+        return "length buckets " + ",".join(map(str, widths))
+    return f"widths {widths[0]}-{widths[-1]} in steps of 8"
 
 
 def describe_run(r: "TrainRecipe") -> str:
@@ -27,7 +34,7 @@ def describe_run(r: "TrainRecipe") -> str:
                 f"({r.trainable_params / r.total_params:.1%}) | LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {','.join(cfg.lora.target_modules)}")
     compiled = "compiled, CUDA graphs" if r.accelerator.device.type == "cuda" else "compiled"
     rows.append(f"device    {r.accelerator.device} | {r.precision} | {r.world} process{'es' if r.world > 1 else ''} | "
-                + (f"{compiled} (model.compile={cfg.model.compile}; length buckets {','.join(map(str, length_buckets(cfg.model.max_length)))})"
+                + (f"{compiled} (model.compile={cfg.model.compile}; {_widths(training_widths(cfg.model.max_length, r.accelerator.device))})"
                    if r.compile else f"eager (model.compile={cfg.model.compile})"))
     t = cfg.train
     rows.append(f"schedule  {t.epochs} epoch{'s' if t.epochs > 1 else ''} x {r.steps_per_epoch} steps"

@@ -26,7 +26,7 @@ import torch
 
 from .. import model as M
 from ..batching import TokenCache, epoch_batches, pad_batch, pad_id_of, process_slice, steps_per_epoch
-from ..compiled import (DeviceTokens, StaticEpoch, compile_enabled, compiled_train_loss, length_buckets,
+from ..compiled import (DeviceTokens, StaticEpoch, compile_enabled, compiled_train_loss, training_widths,
                         raise_recompile_limit)
 from ..config import Config, config_from_dict
 from ..data import Splits, load_splits
@@ -265,13 +265,13 @@ class TrainRecipe:
             progress.close()
 
     def _setup_compiled_step(self) -> None:
-        """The compiled training step's inputs: token ids and labels on the device, the length buckets."""
+        """The compiled training step's inputs: token ids and labels on the device, the padded widths."""
         acc = self.accelerator
         # Graphs compiled for an earlier run's model in this process (tune's previous trial) can never run again;
         # drop them so they do not count against dynamo's recompile limit. Inductor's on-disk cache stays, so the
         # same shapes compile much faster the second time.
         torch._dynamo.reset()
-        self.buckets = length_buckets(self.cfg.model.max_length)
+        self.buckets = training_widths(self.cfg.model.max_length, acc.device)
         raise_recompile_limit(len(self.buckets))
         self.train_tokens = DeviceTokens(self.train_ids, self.pad_id, acc.device, self.buckets[-1], labels=self.train_labels)
         cuda_graphs = acc.device.type == "cuda" and self.world == 1
