@@ -136,9 +136,8 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
     steady_batches = [b for epoch in fed[1:] for b in epoch]
 
     # Inference as `loraclf evaluate/predict --compile X` runs it: merged, compiled where X (this side's
-    # model.compile) says so; a compiled side compiles every length bucket first, untimed, on its own line.
-    clf = Classifier.from_run_dir(run, device=device)
-    clf.compile_setting = {"on": True, "off": False}.get(compile, "auto")
+    # model.compile) says so; a compiled side compiles first, untimed, on its own line.
+    clf = Classifier.from_run_dir(run, device=device, compile_setting={"on": True, "off": False}.get(compile, "auto"))
     eval_ids = clf.tokenize(eval_texts)
     compiled = clf.compiled_for(len(eval_ids))
     inference_compile_s = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import CheckpointError
-from .inference import Classifier, TextClassifier, check_inference_options, compile_choice
+from .inference import Classifier, TextClassifier, check_inference_options
 from .onnx_backend import OnnxClassifier, check_onnx_source, default_batch_size, read_export_info
 from .onnx_export import ensure_onnx_cache
 from .rundir import RunDir
@@ -53,9 +53,8 @@ def load_classifier(
     check_inference_options(device, precision, backend, int8, compile_setting)
     if backend == "onnx":
         return onnx_classifier(path, int8=int8, batch_size=batch_size)
-    clf = Classifier.from_run_dir(path, device=device, precision=precision, batch_size=batch_size)
-    clf.compile_setting = compile_choice(compile_setting)  # from_run_dir builds the Classifier with "auto"
-    return clf
+    return Classifier.from_run_dir(path, device=device, precision=precision, batch_size=batch_size,
+                                   compile_setting=compile_setting)
 
 
 def onnx_classifier(path: str | Path | RunDir, int8: bool = False, batch_size: int | None = None,

@@ -243,12 +243,10 @@ def compiled_logits(model: torch.nn.Module, device: torch.device, frozen: bool =
     def logits_of(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
 
-    rows_and_width = ((0, 0), (1, 0), (0, 1), (1, 1))
-    if device.type == "cuda":
-        fn = CompiledOrEager(logits_of, mode=CUDA_INFERENCE_MODE, what="inference forward pass", dynamic_dims=rows_and_width)
-    else:
-        fn = CompiledOrEager(logits_of, mode=None, options={"freezing": True} if frozen else None,
-                             what="inference forward pass", dynamic_dims=rows_and_width)
+    cuda = device.type == "cuda"
+    fn = CompiledOrEager(logits_of, mode=CUDA_INFERENCE_MODE if cuda else None,
+                         options={"freezing": True} if frozen and not cuda else None,
+                         what="inference forward pass", dynamic_dims=((0, 0), (1, 0), (0, 1), (1, 1)))
     model.__dict__["_loraclf_compiled_logits"] = (device, fn)
     return fn
 

@@ -16,9 +16,8 @@ than the run's model.max_length are truncated, never dropped; empty strings are 
 other text, so outputs always line up with inputs.
 
 `Classifier.from_run_dir` merges LoRA into the base for inference (`model.merge_for_inference`), and
-`compile_setting` (--compile) decides when the forward pass runs compiled (`compiled.inference_compile_enabled`:
-on CPU a merged model compiles with frozen weights, one graph per length bucket; on CUDA one graph for every
-shape; any batch size).
+`compile_setting` (--compile) decides when the forward pass runs compiled (`compiled.inference_compile_enabled`):
+one graph for every batch shape, and on CPU a merged model compiles with frozen weights.
 """
 from __future__ import annotations
 
@@ -33,13 +32,14 @@ from .batching import dynamic_width_batches, inference_batches, pad_batch, pad_i
 from .compiled import INFERENCE_ROWS_FACTOR, DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
+from .model import DTYPES
 from .rundir import LoadedRun, RunDir
 
 BACKENDS = ("torch", "onnx")
 
 
 def autocast_context(device: torch.device, precision: str) -> Any:
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = DTYPES.get(precision)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -122,11 +122,12 @@ def run_inference(
     """Logits (float32, shape [n, num_labels]) for `token_ids`, in input order.
 
     Args:
-        batch_size: rows per forward pass at most (compiled: per pass of the longest bucket; see below).
+        batch_size: rows per forward pass at most (compiled: per pass of max_length tokens; shorter texts go in
+            more rows, see `run_inference_compiled`).
         indices: score only these rows (e.g. this process's shard); the result is in their order.
         max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`).
         compiled: run the forward pass compiled (`run_inference_compiled`).
-        max_length: the run's model.max_length, which sets the length buckets of a compiled pass.
+        max_length: the run's model.max_length, the widest compiled pass (and its token budget).
         frozen: the model is merged for inference only (`LoadedRun.merged`): a CPU compile may freeze its weights.
     """
     rows = list(range(len(token_ids))) if indices is None else list(indices)
@@ -238,6 +239,7 @@ class Classifier(ScoresFromLogits):
         batch_size: int | None = None,
         base_model: torch.nn.Module | None = None,
         merge: bool = True,
+        compile_setting: bool | str = "auto",
     ) -> "Classifier":
         """Load a trained run once for repeated predictions.
 
@@ -249,6 +251,7 @@ class Classifier(ScoresFromLogits):
             base_model: an already loaded base model to attach the adapter to.
             merge: merge the adapter into the base, weights in the compute dtype (`model.merge_for_inference`):
                 faster; False keeps the PeftModel (to switch or add adapters on `clf.run.model`).
+            compile_setting: --compile auto|true|false (see `Classifier`).
 
         Raises:
             ConfigError: unknown device or precision, or a GPU asked for where there is none.
@@ -257,7 +260,8 @@ class Classifier(ScoresFromLogits):
         """
         check_inference_options(device, precision)
         rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-        return cls(rd.load(device=device, precision=precision, base_model=base_model, merge=merge), batch_size)
+        return cls(rd.load(device=device, precision=precision, base_model=base_model, merge=merge), batch_size,
+                   compile_setting=compile_setting)
 
     @property
     def label_names(self) -> list[str]:

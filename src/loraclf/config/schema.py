@@ -160,7 +160,7 @@ class ModelConfig:
     precision: Precision = _f(
         "auto", "auto: bf16 on GPUs and on CPUs with AMX/AVX-512-BF16, fp16 on older GPUs, fp32 otherwise; or fp32/bf16/fp16.")
     compile: CompileSetting = _f(
-        "auto", "torch.compile on length buckets (one graph, CUDA graphs per bucket on GPUs): auto = on CUDA, and on CPU "
+        "auto", "torch.compile, one graph for the whole run (on GPUs a CUDA graph per length bucket): auto = on CUDA, and on CPU "
         "only where it pays (see loraclf.compiled); true/false force it. A model that fails to compile runs eager.")
     attn_implementation: Literal["sdpa", "eager"] = _f("sdpa", "Attention kernel: sdpa (fused) or eager.")
 
