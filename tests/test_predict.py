@@ -130,11 +130,14 @@ def test_predictions_csv_layouts() -> None:
 
 
 def test_predict_compiled_gives_the_eager_probabilities(trained_tiny_run: Path, clf: Classifier, tmp_path: Path) -> None:
-    """--compile true runs the merged model compiled (frozen weights, one graph per length bucket) and writes the
-    probabilities eager scoring gives, in input order; a bad --compile, or --compile with ONNX, is one line, exit 2."""
+    """--compile true runs the merged model compiled (frozen weights, one graph for every batch) and writes the
+    probabilities eager scoring gives, in input order; a bad --compile, or --compile with ONNX, is one line, exit 2.
+    Frozen means frozen: the Linear weights became constants that inductor pre-packed (a compile with freezing
+    only in inductor's options leaves them graph inputs and packs none)."""
     import torch._dynamo
 
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     texts = sample_texts()
     src = tmp_path / "in.txt"
     src.write_text("\n".join(t.replace("\n", " ") or "-" for t in texts) + "\n", encoding="utf-8")
@@ -143,6 +146,8 @@ def test_predict_compiled_gives_the_eager_probabilities(trained_tiny_run: Path, 
                             "--precision", "fp32", "--compile", "true"])
     assert r.exit_code == 0, r.output
     assert torch._dynamo.utils.counters["stats"].get("unique_graphs", 0) >= 1  # it did compile
+    if torch.backends.mkldnn.is_available() and torch._C.has_mkl:  # x86 builds: fp32 Linear packs for MKL
+        assert torch._dynamo.utils.counters["inductor"].get("mkldnn_linear_weight_pack_matcher_count", 0) > 0
     rows = read_csv(out.read_text(encoding="utf-8"))
     got = np.array([[float(x[f"p_{n}"]) for n in AG_NAMES] for x in rows])
     want = clf.predict_proba([ln for ln in src.read_text(encoding="utf-8").splitlines()])

@@ -166,6 +166,7 @@ class CompiledOrEager:
         self.dynamic_dims = tuple(dynamic_dims)
         self.compiled: Callable[..., Any] | None = None  # built at the first call, inside the guard
         self.cuda_graphs = mode == "reduce-overhead"
+        self.freezing = bool((options or {}).get("freezing"))
         self.what = what
         self.failed = False
         self.first_call_seconds: float | None = None  # compile included (and, with `then`, the backward's)
@@ -182,7 +183,15 @@ class CompiledOrEager:
                 if self.cuda_graphs:
                     # A new step: the previous replay's outputs (already consumed) may be overwritten.
                     torch.compiler.cudagraph_mark_step_begin()
-                result = self.compiled(*args)
+                if self.freezing:
+                    # Freezing must be on while dynamo traces, not only in inductor's options: only then does
+                    # dynamo keep the parameters as graph attributes that inductor can turn into constants
+                    # (torch._dynamo.utils.is_parameter_freezing). With `options` alone the weights stay
+                    # graph inputs and nothing is frozen or pre-packed (torch 2.13: no mkldnn linear at all).
+                    with torch._inductor.config.patch(freezing=True):
+                        result = self.compiled(*args)
+                else:
+                    result = self.compiled(*args)
                 if then is not None:
                     then(result)
                 if first:
@@ -229,7 +238,11 @@ def compiled_logits(model: torch.nn.Module, device: torch.device, frozen: bool =
 
     frozen: the model's weights never change again (a merged inference-only model, `model.merge_for_inference`).
     On CPU such a model compiles with inductor's freezing: weights become constants, pre-packed once for
-    oneDNN's matmul instead of at every call, and the elementwise ops around them are fused.
+    oneDNN's matmul (`mkldnn._linear_pointwise`) instead of repacked at every call (`aten.addmm`), and the
+    elementwise ops around them are fused. Measured on a 2-core Xeon with AMX (MiniLM, bf16, in one session):
+    1,024 AG News texts in sorted batches of 128, 437 -> 524 texts/s; 16 unsorted texts, 54.0 -> 45.8 ms; logits
+    within 0.031 (bf16 rounding), the same labels. A frozen graph is not kept in inductor's FX cache, so each
+    process compiles it again (~12 s for MiniLM here).
 
     Rows and width are dynamic sizes: one graph serves every batch. Measured on a 2-core Xeon (MiniLM, bf16,
     frozen, 64 rows, widths 32-128; bench/reports/compile_shapes_cpu_infer_minilm_xeon_amx.json): one
