@@ -80,6 +80,39 @@ def test_inference_batches_keep_to_the_token_budget() -> None:
     assert len(batches[-1]) > len(batches[1])  # short rows share bigger batches
 
 
+def _modelled_cost(batches: list[list[int]], lengths: list[int], pass_cost: int) -> int:
+    return sum(pass_cost + len(b) * -(-max(lengths[i] for i in b) // 8) * 8 for b in batches)
+
+
+def test_inference_batches_give_long_texts_their_own_pass_when_it_pays() -> None:
+    """With a pass cost, one long text among short ones runs alone (less padding than a pass costs), while texts
+    of near lengths, or a cost above the padding saved, keep one pass; 0 cuts in order as before."""
+    lengths = [120, 20, 22, 24, 18]
+    assert inference_batches(lengths, 64) == inference_batches(lengths, 64, pass_cost_tokens=0) == [[0, 3, 2, 1, 4]]
+    assert inference_batches(lengths, 64, pass_cost_tokens=192) == [[0], [3, 2, 1, 4]]  # 600 + 2x192 < 5 x 120 + 192
+    assert inference_batches(lengths, 64, pass_cost_tokens=1000) == [[0, 3, 2, 1, 4]]  # a pass costs more than it saves
+    assert inference_batches([30, 26, 28, 25], 64, pass_cost_tokens=192) == [[0, 2, 1, 3]]
+    assert inference_batches(lengths, 2, pass_cost_tokens=192) == [[0], [3, 2], [1, 4]]  # batch_size still holds
+    assert inference_batches([], 4, pass_cost_tokens=192) == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_inference_batches_with_a_pass_cost_cost_no_more_and_keep_the_limits(seed: int) -> None:
+    """Grouped by pass cost, every row is scored once, batches keep to batch_size and the token budget, and the
+    modelled cost (passes x pass cost + padded tokens) is never above the plain in-order cut's."""
+    rng = np.random.default_rng(seed)
+    lengths = [int(x) for x in rng.integers(1, 129, size=int(rng.integers(1, 300)))]
+    budget = int(rng.choice([512, 2048, 8192]))
+    for batch_size in (1, 16, 64):
+        plain = inference_batches(lengths, batch_size, budget)
+        grouped = inference_batches(lengths, batch_size, budget, pass_cost_tokens=192)
+        assert sorted(i for b in grouped for i in b) == list(range(len(lengths)))
+        for b in grouped:
+            assert len(b) <= batch_size and (len(b) * max(lengths[i] for i in b) <= budget or len(b) == 1)
+            assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
+        assert _modelled_cost(grouped, lengths, 192) <= _modelled_cost(plain, lengths, 192)
+
+
 def test_steps_per_epoch_counts_the_short_last_step() -> None:
     """It counts optimizer steps, a short last batch and a short last accumulation included."""
     assert steps_per_epoch(100, 32, 1) == 4

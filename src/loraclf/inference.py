@@ -28,7 +28,7 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from .batching import dynamic_width_batches, inference_batches, pad_batch, pad_id_of, tokenize
+from .batching import dynamic_width_batches, inference_batches, pad_batch, pad_id_of, pass_cost_tokens, tokenize
 from .compiled import INFERENCE_ROWS_FACTOR, DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
@@ -138,7 +138,8 @@ def run_inference(
                                       max_tokens=max_tokens, max_length=max_length, frozen=frozen)
     out: np.ndarray | None = None
     with scoring(model, device, precision):
-        for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens):
+        for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens,
+                                     pass_cost_tokens(device.type)):
             batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             logits = model(**batch).logits.float().cpu().numpy()
@@ -171,7 +172,8 @@ def run_inference_compiled(
     lengths = [len(s) for s in token_ids]
     max_width = max_length or max(lengths)
     budget = max_tokens or batch_size * max_width
-    batches = dynamic_width_batches(lengths, max_width, budget, max_rows=batch_size * INFERENCE_ROWS_FACTOR)
+    batches = dynamic_width_batches(lengths, max_width, budget, max_rows=batch_size * INFERENCE_ROWS_FACTOR,
+                                    pass_cost_tokens=pass_cost_tokens(device.type))
     tokens = DeviceTokens(token_ids, pad_id, device, width=max_width)
     logits_of = compiled_logits(model, device, frozen=frozen)
     out: torch.Tensor | None = None

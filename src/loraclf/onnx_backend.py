@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .batching import inference_batches, pad_batch, pad_id_of, tokenize
+from .batching import inference_batches, pad_batch, pad_id_of, pass_cost_tokens, tokenize
 from .errors import CheckpointError, ModelError
 from .io import read_json
 from .metrics import ScoresFromLogits
@@ -111,7 +111,8 @@ def run_onnx_inference(
     """
     rows = list(range(len(token_ids))) if indices is None else list(indices)
     out = np.zeros((len(rows), num_labels), dtype=np.float32)
-    for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens):
+    # ONNX Runtime runs on the CPU here; its per-pass cost was not measured apart from torch's.
+    for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens, pass_cost_tokens("cpu")):
         batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id)
         feeds = {name: batch[name].numpy() for name in INPUT_NAMES}
         out[pos] = session.run([OUTPUT_NAME], feeds)[0]
