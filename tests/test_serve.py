@@ -191,6 +191,19 @@ def test_health_reports_ready(live: LiveServer) -> None:
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["adapters"] == 2
 
 
+def test_threads_sets_the_forward_pass_threads(runs: dict[str, Path]) -> None:
+    """--threads N gives each forward pass N intra-op threads, set before any compile (dynamo guards on it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        with LiveServer(create_app([runs["news"]], ServeSettings(device="cpu", precision="fp32", threads=1))) as srv:
+            assert httpx.post(srv.url + "/v1/classify", json={"texts": ["a b c"]}).status_code == 200
+            assert srv.app.state.batcher._executor.submit(torch.get_num_threads).result() == 1  # the inference worker
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_loaded_objects_are_frozen_out_of_the_collector_while_serving(runs: dict[str, Path]) -> None:
     """It moves what start-up loaded out of the cycle collector's reach (a full collection over a compiled
     model's ~600,000 objects stalled requests for ~300 ms), and gives it back when the server stops."""
@@ -418,8 +431,9 @@ def test_run_specs_take_directory_names_or_explicit_names(runs_free_tmp: Path) -
 def test_settings_list_every_problem_in_one_error() -> None:
     """It reports all invalid settings in one ConfigError line."""
     with pytest.raises(ConfigError) as e:
-        ServeSettings(max_texts_per_request=0, long_text="drop", max_batch_wait_ms=-1)  # type: ignore[arg-type]
+        ServeSettings(max_texts_per_request=0, long_text="drop", max_batch_wait_ms=-1, threads=-2)  # type: ignore[arg-type]
     assert "max_texts_per_request=0" in str(e.value) and "long_text='drop'" in str(e.value) and "max_batch_wait_ms=-1" in str(e.value)
+    assert "threads=-2 (--threads)" in str(e.value)
 
 
 def test_loopback_detection() -> None:

@@ -147,7 +147,7 @@ def _onnx_adapter(spec: RunSpec, settings: ServeSettings) -> Adapter:
     from ..backends import onnx_classifier
     from ..onnx_backend import read_export_info
 
-    clf = onnx_classifier(spec.path, int8=spec.int8, batch_size=settings.inference_batch_size)
+    clf = onnx_classifier(spec.path, int8=spec.int8, batch_size=settings.inference_batch_size, threads=settings.threads or None)
     info = read_export_info(spec.path)
     base = str(info.get("base_model", "")) if info is not None else RunDir(spec.path).read_config().model.name
     return Adapter(spec.name, "", clf, None, "onnx", base)
@@ -171,6 +171,9 @@ def load_adapters(specs: Sequence[RunSpec | tuple[str, Path]], settings: ServeSe
     """
     load_base = load_base or load_base_model
     specs = [RunSpec(*item) for item in specs]
+    if settings.threads:
+        # Before any compile: dynamo guards on the thread count, so changing it later would compile again.
+        torch.set_num_threads(settings.threads)
     configs = {spec.name: RunDir(spec.path).read_config() for spec in specs if spec.backend == "torch"}
 
     def share_of(name: str) -> str:

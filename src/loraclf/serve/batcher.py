@@ -30,6 +30,15 @@ class Draining(Exception):
     """The server is shutting down and takes no new work."""
 
 
+def _set_forward_threads(threads: int) -> None:
+    # torch's thread count is per thread where it is set off the main thread (OpenMP), so the worker sets its own;
+    # start-up sets the same count before compiling, since dynamo guards on it.
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @dataclass
 class _Job:
     adapter: Adapter
@@ -53,7 +62,8 @@ class MicroBatcher:
         self._queued = 0
         self._wake = asyncio.Event()
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loraclf-infer")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loraclf-infer",
+                                            initializer=_set_forward_threads, initargs=(settings.threads,))
         self._task: asyncio.Task | None = None
         self.batches_run = 0  # for /health and tests
 

@@ -62,6 +62,8 @@ class ServeSettings:
     max_batch_wait_ms: float = _opt(5.0, "Longest a request waits for others to join its batch (0: only what is already queued).")
     batching: bool = _opt(True, "Gather concurrent requests into micro-batches (off: one request per forward pass).")
     inference_batch_size: int = _opt(32, "Texts per forward pass inside a batch (length-sorted groups).")
+    threads: int = _opt(0, "Threads per forward pass (torch intra-op threads; ONNX Runtime's intra-op pool); 0: one per "
+                           "available core. Fewer leaves cores to the HTTP event loop (and to clients on the same machine).")
     retry_after_s: int = _opt(1, "Retry-After seconds sent with 503 when the queue is full.")
     auth_token: str | None = field(default=None, repr=False, metadata={
         "help": "Bearer token required as 'Authorization: Bearer <token>' on every route but /health, /docs and /openapi.json included (default: no auth).", "env": True})
@@ -87,6 +89,8 @@ class ServeSettings:
                      "inference_batch_size", "retry_after_s"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(name, "must be a positive integer")
+        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
+            bad("threads", "must be 0 (one per available core) or a positive integer")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             bad("port", "must be 0-65535 (0: any free port)")
         if not 0 <= self.max_batch_wait_ms <= 1000:
