@@ -13,8 +13,8 @@ Modes (--modes, comma-separated):
 
 Backends (--backends, comma-separated): torch, onnx, onnx-int8, served as the run spec `bench=RUN@BACKEND`
 (the ONNX cache RUN/onnx is built before the first server starts, outside the timings); torch-eager, the torch
-adapter with `--compile false`; torch-1thread, the torch adapter with `--threads 1` (one core for inference, the
-rest for the event loop and the client); torch-before, the torch adapter served by an earlier checkout's loraclf
+adapter with `--compile false`; torch-1worker, the torch adapter with `--workers 1` (one forward pass at a time
+on every core, the default before --workers auto); torch-before, the torch adapter served by an earlier checkout's loraclf
 (--before-src DIR, e.g. `git worktree add /tmp/loraclf-before COMMIT`), a baseline in the same invocation.
 A server's start-up (a compiled adapter compiles its length buckets first) is reported as server_start_s. Every backend runs
 every mode; with --rounds N the whole backend x mode sweep repeats N times, interleaved, and each backend/mode
@@ -71,7 +71,7 @@ MODES = {"off": ["--no-batching"], "on": [], "wait0": ["--max-batch-wait-ms", "0
 # torch adapter with --compile false; torch-before is the torch adapter served by another checkout's loraclf
 # (--before-src, e.g. a git worktree of an earlier commit), for a baseline measured in the same invocation.
 BACKENDS = {"torch": ("torch", []), "torch-eager": ("torch", ["--compile", "false"]), "torch-before": ("torch", []),
-            "torch-1thread": ("torch", ["--threads", "1"]),
+            "torch-1worker": ("torch", ["--workers", "1"]),
             "onnx": ("onnx", []), "onnx-int8": ("onnx-int8", [])}
 
 

@@ -204,6 +204,48 @@ def test_threads_sets_the_forward_pass_threads(runs: dict[str, Path]) -> None:
         torch.set_num_threads(before)
 
 
+def test_workers_and_threads_auto() -> None:
+    """0 means auto: two workers sharing the cores on a CPU (one on a one-core CPU), one worker with every core on
+    a GPU; values given are kept."""
+    from loraclf.serve.settings import resolve_workers
+
+    def resolved(cores: int, on_gpu: bool, **kw: int) -> tuple[int, int]:
+        s = resolve_workers(ServeSettings(**kw), cores, on_gpu)
+        return s.workers, s.threads
+
+    assert resolved(2, False) == (2, 1) and resolved(16, False) == (2, 8) and resolved(1, False) == (1, 1)
+    assert resolved(8, True) == (1, 8)
+    assert resolved(8, False, workers=1) == (1, 8) and resolved(8, False, workers=3, threads=2) == (3, 2)
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_workers_run_batches_side_by_side(runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    """--workers 2 runs two micro-batches of a merged adapter at once: each waits at a two-party barrier inside
+    the forward pass, which only both together pass. With one worker the first batch waits alone and fails."""
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loraclf.serve import adapters as adapters_module
+
+    barrier = threading.Barrier(2, timeout=5)
+    real = adapters_module.Adapter.predict_proba
+
+    def meet_then_predict(self: Any, texts: list[str]) -> Any:
+        barrier.wait()
+        return real(self, texts)
+
+    monkeypatch.setattr(adapters_module.Adapter, "predict_proba", meet_then_predict)
+    settings = ServeSettings(device="cpu", precision="fp32", workers=workers, threads=1, max_batch_texts=1, log_level="critical")
+    before = torch.get_num_threads()
+    try:
+        with LiveServer(create_app([runs["news"]], settings)) as srv, ThreadPoolExecutor(2) as pool:
+            codes = list(pool.map(lambda t: httpx.post(srv.url + "/v1/classify", json={"texts": [t]}, timeout=60).status_code,
+                                  ["stocks fall", "team wins"]))
+    finally:
+        torch.set_num_threads(before)
+    assert codes == ([200, 200] if workers == 2 else [500, 500])
+
+
 def test_loaded_objects_are_frozen_out_of_the_collector_while_serving(runs: dict[str, Path]) -> None:
     """It moves what start-up loaded out of the cycle collector's reach (a full collection over a compiled
     model's ~600,000 objects stalled requests for ~300 ms), and gives it back when the server stops."""

@@ -183,11 +183,13 @@ class CompiledOrEager:
                 if self.cuda_graphs:
                     # A new step: the previous replay's outputs (already consumed) may be overwritten.
                     torch.compiler.cudagraph_mark_step_begin()
-                if self.freezing:
+                if self.freezing and first:
                     # Freezing must be on while dynamo traces, not only in inductor's options: only then does
                     # dynamo keep the parameters as graph attributes that inductor can turn into constants
                     # (torch._dynamo.utils.is_parameter_freezing). With `options` alone the weights stay
                     # graph inputs and nothing is frozen or pre-packed (torch 2.13: no mkldnn linear at all).
+                    # Only the first call, which compiles: the global flag is not thread-safe to flip around
+                    # every call (serve --workers), and the graph's guards do not check it.
                     with torch._inductor.config.patch(freezing=True):
                         result = self.compiled(*args)
                 else:

@@ -83,7 +83,7 @@ class Adapter:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities [n, k] with this adapter active (blocking: call from the worker thread)."""
-        if self.group is None:  # onnx: its own session, nothing shared to switch
+        if self.group is None or self.merged:  # onnx, or merged into a base of its own: nothing shared to switch
             return self.classifier.predict_proba(texts)
         with self.group.lock:
             if self.group.active != self.key:

@@ -29,9 +29,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..onnx_backend import available_cores
 from .adapters import Adapter, load_adapters, warm_up
 from .batcher import Draining, MicroBatcher, QueueFull
-from .settings import ServeSettings, parse_run_specs
+from .settings import ServeSettings, parse_run_specs, resolve_workers
 
 # uvicorn configures this logger, so our start-up line appears beside its own.
 log = logging.getLogger("uvicorn.error")
@@ -186,6 +187,15 @@ def _request_model(settings: ServeSettings, names: list[str]) -> type[BaseModel]
     )
 
 
+def _serves_on_gpu(settings: ServeSettings, specs: Sequence[Any]) -> bool:
+    # Torch adapters run on --device (default: a GPU when present); ONNX adapters always on the CPU.
+    import torch
+
+    if not any(spec.backend == "torch" for spec in specs):
+        return False
+    return settings.device != "cpu" if settings.device else torch.cuda.is_available()
+
+
 def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings: ServeSettings | None = None,
                load_base: Any = None) -> FastAPI:
     """The HTTP app. Run directories are checked now; models load in the lifespan (at server start-up).
@@ -200,6 +210,7 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
     """
     settings = settings or ServeSettings()
     specs = parse_run_specs(run_dirs, settings.backend, settings.int8)
+    settings = resolve_workers(settings, available_cores(), _serves_on_gpu(settings, specs))
     ClassifyRequest = _request_model(settings, [spec.name for spec in specs])
 
     @contextlib.asynccontextmanager
@@ -217,6 +228,7 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
         gc.freeze()
         app.state.batcher = MicroBatcher(settings)
         app.state.batcher.start()
+        log.info("inference: %d worker(s) x %d thread(s) per forward pass (--workers, --threads)", settings.workers, settings.threads)
         log.info("serving %s", ", ".join(f"{a.name} ({len(a.label_names)} labels, {a.backend} {a.precision}"
                                          f"{', merged' if a.merged else ''}{', compiled' if a.compiled else ''}, base {a.base_model})"
                                          for a in app.state.adapters.values()))

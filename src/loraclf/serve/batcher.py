@@ -48,12 +48,12 @@ class _Job:
 
 
 class MicroBatcher:
-    """Gathers concurrent requests per adapter into batches and runs them on one worker thread.
+    """Gathers concurrent requests per adapter into batches and runs them on `settings.workers` worker threads.
 
-    One worker is deliberate: adapters over one base must not run concurrently (set_adapter is global to the
-    model), and torch already spreads one forward pass over every core, as does an ONNX adapter's session (one
-    intra-op thread per core): one forward pass at a time per process keeps torch and ONNX adapters from
-    oversubscribing the cores.
+    One worker is the default: torch already spreads one forward pass over every core, as does an ONNX adapter's
+    session (one intra-op thread per core), so one pass at a time keeps the cores from being oversubscribed.
+    With --workers N (and --threads T, N x T <= cores) passes run side by side; adapters over one shared base
+    still take turns (their group's lock: set_adapter is global to the model), a merged adapter does not.
     """
 
     def __init__(self, settings: ServeSettings) -> None:
@@ -62,8 +62,10 @@ class MicroBatcher:
         self._queued = 0
         self._wake = asyncio.Event()
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loraclf-infer",
+        self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="loraclf-infer",
                                             initializer=_set_forward_threads, initargs=(settings.threads,))
+        self._free_workers = asyncio.Semaphore(settings.workers)
+        self._running: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self.batches_run = 0  # for /health and tests
 
@@ -118,12 +120,17 @@ class MicroBatcher:
             name = self._oldest()
             if name is None:
                 if self._closing:
+                    await asyncio.gather(*self._running)
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self._free_workers.locked():  # every worker is busy: requests gather until one is free
+                async with self._free_workers:
+                    pass
+                continue
             if self.settings.batching and wait_s > 0:
-                # Wait for company only while the worker is idle and the oldest request is young.
+                # Wait for company only while a worker is idle and the oldest request is young.
                 deadline = self._pending[name][0].arrived + wait_s
                 while not self._closing and self._pending_texts(name) < self.settings.max_batch_texts:
                     remaining = deadline - loop.time()
@@ -134,7 +141,10 @@ class MicroBatcher:
                         await asyncio.wait_for(self._wake.wait(), remaining)
                     except asyncio.TimeoutError:
                         break
-            await self._run(self._take(name))
+            await self._free_workers.acquire()
+            task = loop.create_task(self._run(self._take(name)))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     def _take(self, name: str) -> list[_Job]:
         queue, jobs, n = self._pending[name], [], 0
@@ -148,6 +158,12 @@ class MicroBatcher:
         return jobs
 
     async def _run(self, jobs: list[_Job]) -> None:
+        try:
+            await self._run_on_worker(jobs)
+        finally:
+            self._free_workers.release()
+
+    async def _run_on_worker(self, jobs: list[_Job]) -> None:
         if not jobs:
             return
         texts = [t for j in jobs for t in j.texts]
