@@ -95,6 +95,20 @@ def bench_interleaved(clfs: dict, texts: list[str], warmup: int) -> dict[str, tu
     return out
 
 
+def bench_whole_set(clfs: dict, texts: list[str], rounds: int) -> dict[str, dict]:
+    """Per torch backend: samples/s of one `clf.logits(texts)` call over every row, as `loraclf predict` scores
+    (its own batching, compiled batches up to INFERENCE_ROWS_FACTOR x the rows), the backends alternating round
+    by round after an untimed first round."""
+    seen: dict[str, list[float]] = {b: [] for b in clfs if b.startswith("torch")}
+    for rnd in range(rounds + 1):
+        for backend in seen:
+            t0 = time.perf_counter()
+            clfs[backend].logits(texts)
+            if rnd:
+                seen[backend].append(len(texts) / (time.perf_counter() - t0))
+    return {b: {"samples_per_s": round(float(np.median(v)), 1), "rounds": [round(x, 1) for x in v]} for b, v in seen.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", required=True, type=Path, help="A finished loraclf run (MiniLM for the reference numbers).")
@@ -104,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime intra-op threads (default: available cores).")
     ap.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"Comma-separated subset of {', '.join(BACKENDS)}.")
     ap.add_argument("--warmup", type=int, default=2, help="Batches run once before timing.")
+    ap.add_argument("--whole-set", type=int, default=0, metavar="ROUNDS",
+                    help="Also time each torch backend scoring all rows in one call, as `loraclf predict` does: ROUNDS "
+                         "alternating rounds after an untimed one; the median round counts.")
     ap.add_argument("--out", type=Path, default=None, help="JSON to write (default bench/results/cpu_inference_<time>.json).")
     args = ap.parse_args(argv)
 
@@ -179,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             fp32 = timed["onnx-fp32"][0]
             row["label_agreement_vs_onnx_fp32"] = round(float(np.mean(logits.argmax(1) == fp32.argmax(1))), 5)
         results[backend] = row
+    whole = bench_whole_set(clfs, texts, args.whole_set) if args.whole_set else {}
     del clfs
 
     base = results.get("torch-fp32", {}).get("samples_per_s")
@@ -199,11 +217,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['load_s']:7.1f} {r['accuracy']:9.4f} {agree:>8s} {diff:>12s}")
     for backend, why in skipped.items():
         print(f"{backend:11s} skipped: {why}")
+    if whole:
+        first = next(iter(whole))
+        print(f"\nwhole set in one call ({len(texts)} rows; median of {args.whole_set} rounds), samples/s and x {first}:")
+        for key, r in whole.items():
+            print(f"{key:22s} {r['samples_per_s']:10.1f} {r['samples_per_s'] / whole[first]['samples_per_s']:8.2f}x   "
+                  f"rounds {', '.join(f'{x:.1f}' for x in r['rounds'])}")
 
     env["load_average_end"] = load_average()
     out = args.out or REPO / "bench" / "results" / f"cpu_inference_{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     write_json(out, {"run_dir": str(run.path), "data": args.data, "rows": len(texts), "onnx_export_s": export_s,
-                     "environment": env, "results": results, "skipped": skipped,
+                     "environment": env, "results": results, "skipped": skipped, "whole_set": whole,
                      "command": " ".join([Path(sys.executable).name, *sys.argv])})
     print(f"wrote {out}", file=sys.stderr)
     return 0

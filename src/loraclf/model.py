@@ -33,6 +33,14 @@ def _quiet_transformers() -> None:
 
 
 @functools.lru_cache(maxsize=None)
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def cpu_supports_bf16() -> bool:
     """True on CPUs with native bf16 matrix instructions (AMX or AVX-512-BF16).
 

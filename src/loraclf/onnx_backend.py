@@ -20,7 +20,6 @@ back a server. Building the export is `loraclf.onnx_export`.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,6 +29,7 @@ from .batching import inference_batches, pad_batch, pad_id_of, pass_cost_tokens,
 from .errors import CheckpointError, ModelError
 from .io import read_json
 from .metrics import ScoresFromLogits
+from .model import available_cores  # noqa: F401  (re-exported: serve and the benches take it from here)
 from .rundir import EXPORT_INFO_FILE, TOKENIZER_DIR, RunDir
 
 KIND = "onnx"  # loraclf_export.json "kind" of an ONNX export
@@ -48,14 +48,6 @@ def import_onnxruntime() -> Any:
         raise ModelError("the ONNX backend needs onnxruntime, which is not installed; "
                          "pip install 'loraclf[onnx]' (or use --backend torch)") from None
     return onnxruntime
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def session_options(threads: int | None = None) -> Any:

@@ -29,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..onnx_backend import available_cores
+from ..model import available_cores
 from .adapters import Adapter, load_adapters, warm_up
 from .batcher import Draining, MicroBatcher, QueueFull
 from .settings import ServeSettings, parse_run_specs, resolve_workers
