@@ -43,12 +43,12 @@ SMALLEST_BUCKET = 32
 CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
 
 # On CPU, `auto` compiles inference (a merged, frozen model; see `compiled_logits`) for a server, and in bf16
-# for predict/evaluate of at least this many texts. Measured on a 2-core Xeon with AMX (MiniLM, AG News test
-# set, batches of 128, bench/reports/cpu_inference_minilm_default_xeon_amx_dynamic.json): the one compile
-# (rows and width dynamic) took 13.6 s, and compiled bf16 scored 646.6 vs 508.8 texts/s eager (1.27x), so the
-# compile pays back from ~33,000 texts. (With a graph per length bucket it took 49 s for 1.12x: from ~180,000.)
-# fp32 was not re-measured with one graph: it gained nothing with a graph per bucket, so auto leaves it eager.
-CPU_AUTO_COMPILE_MIN_ROWS = 35_000
+# for predict/evaluate of at least this many texts. Measured on a 2-core Xeon with AMX (MiniLM, all 7,600 AG News
+# test rows scored in one call as predict does, bench/reports/cpu_inference_minilm_default_xeon_amx_budget8k_eager.json):
+# the one compile (rows and width dynamic, weights frozen) took 12.8 s, and compiled bf16 scored 841.3 vs 551.3
+# texts/s merged eager, so the compile pays back from ~20,500 texts. fp32 was not re-measured with one graph: it
+# gained nothing with a graph per bucket, so auto leaves it eager.
+CPU_AUTO_COMPILE_MIN_ROWS = 20_000
 
 # On CPU, `auto` compiles a server's frozen adapters (~15 s of start-up on 2 cores; bench/serve_load.py
 # measured more requests/s than the unmerged eager path at concurrency 16, see bench/FINDINGS_cpu.md).
@@ -65,6 +65,11 @@ COMPILE_NOTICE_SECONDS = 2.0
 # Compiled inference fills a batch up to a token budget (rows x padded width; default batch_size x
 # max_length), with rows capped at this many times the batch size: short texts go in big batches.
 INFERENCE_ROWS_FACTOR = 8
+
+# On CPU a compiled pass holds at most this many padded tokens: past ~10,000 its activations outgrow the caches.
+# Measured on a 2-core Xeon with AMX (MiniLM, bf16, frozen): 19-22 us per token from ~1,500 to ~9,000 tokens a
+# pass, 23-28 us at 12,000-25,000 (widths 40, 56 and 96); the default budget of 128 rows x 128 tokens is 16,384.
+CPU_INFERENCE_MAX_TOKENS = 8192
 
 
 def length_buckets(max_length: int) -> list[int]:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .batching import dynamic_width_batches, inference_batches, pad_batch, pad_id_of, pass_cost_tokens, tokenize
-from .compiled import INFERENCE_ROWS_FACTOR, DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
+from .compiled import CPU_INFERENCE_MAX_TOKENS, INFERENCE_ROWS_FACTOR, DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
 from .model import DTYPES
@@ -138,6 +138,8 @@ def run_inference(
                                       max_tokens=max_tokens, max_length=max_length, frozen=frozen)
     out: np.ndarray | None = None
     with scoring(model, device, precision):
+        if device.type == "cpu" and max_tokens is None:
+            max_tokens = CPU_INFERENCE_MAX_TOKENS  # past it a pass outgrows the caches (compiled.CPU_INFERENCE_MAX_TOKENS)
         for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens,
                                      pass_cost_tokens(device.type)):
             batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id)
@@ -163,8 +165,9 @@ def run_inference_compiled(
     frozen: bool = False,
 ) -> np.ndarray:
     """`run_inference` with the forward pass compiled (`compiled.compiled_logits`): ids on the device,
-    length-sorted batches up to a token budget (default: `batch_size` rows of `max_length` tokens; short texts go
-    in up to 8x more rows). Logits stay on the device until the end: one copy back, no host sync per batch.
+    length-sorted batches up to a token budget (default: `batch_size` rows of `max_length` tokens, on CPU at most
+    `CPU_INFERENCE_MAX_TOKENS`; short texts go in up to 8x more rows). Logits stay on the device until the end:
+    one copy back, no host sync per batch.
 
     Rows and width are dynamic sizes (one graph for every batch): batches pad to their longest row as eager does
     (`dynamic_width_batches`). A one-row batch gets one masked copy, since a dimension of size 1 would compile a
@@ -172,6 +175,8 @@ def run_inference_compiled(
     lengths = [len(s) for s in token_ids]
     max_width = max_length or max(lengths)
     budget = max_tokens or batch_size * max_width
+    if device.type == "cpu" and max_tokens is None:
+        budget = min(budget, max(CPU_INFERENCE_MAX_TOKENS, max_width))  # a full-width row always fits
     batches = dynamic_width_batches(lengths, max_width, budget, max_rows=batch_size * INFERENCE_ROWS_FACTOR,
                                     pass_cost_tokens=pass_cost_tokens(device.type))
     tokens = DeviceTokens(token_ids, pad_id, device, width=max_width)
