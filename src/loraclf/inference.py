@@ -125,7 +125,8 @@ def run_inference(
         batch_size: rows per forward pass at most (compiled: per pass of max_length tokens; shorter texts go in
             more rows, see `run_inference_compiled`).
         indices: score only these rows (e.g. this process's shard); the result is in their order.
-        max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`).
+        max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`); on CPU at most
+            `compiled.CPU_INFERENCE_MAX_TOKENS` when not given.
         compiled: run the forward pass compiled (`run_inference_compiled`).
         max_length: the run's model.max_length, the widest compiled pass (and its token budget).
         frozen: the model is merged for inference only (`LoadedRun.merged`): a CPU compile may freeze its weights.
