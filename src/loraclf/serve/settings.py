@@ -9,11 +9,17 @@ This module stays light (no torch, no FastAPI): cli.py imports it to build `lora
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Sequence
+from typing import Annotated, Any, Literal, NamedTuple, Sequence
 
+from pydantic import Field, Strict, TypeAdapter, ValidationError
+
+from ..config.schema import PYDANTIC_CONFIG, AtLeast1, Bool, Float, Int, NotNegative
 from ..errors import CheckpointError, ConfigError
 
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -50,62 +56,51 @@ class ServeSettings:
     """Server limits and behaviour; every field is a `loraclf serve` option (`max_queue` -> `--max-queue`)."""
 
     host: str = _opt("127.0.0.1", "Interface to bind; loopback by default (0.0.0.0 exposes the server: use --auth-token-env).")
-    port: int = _opt(8000, "TCP port (0: any free port).")
-    max_texts_per_request: int = _opt(64, "Most texts in one request (more: 422).")
-    max_text_chars: int = _opt(10_000, "Most characters per text; longer ones are truncated or rejected (see --long-text).")
+    port: Annotated[Int, Field(ge=0, le=65535)] = _opt(8000, "TCP port (0: any free port).")
+    max_texts_per_request: AtLeast1 = _opt(64, "Most texts in one request (more: 422).")
+    max_text_chars: AtLeast1 = _opt(10_000, "Most characters per text; longer ones are truncated or rejected (see --long-text).")
     long_text: Literal["truncate", "reject"] = _opt(
         "truncate", "Texts over --max-text-chars: 'truncate' them (the result says truncated=true) or 'reject' the request (422)."
     )
-    max_body_bytes: int = _opt(1_000_000, "Largest request body in bytes (more: 413).")
-    max_queue: int = _opt(256, "Requests waiting for inference, all adapters together, before new ones get 503 + Retry-After.")
-    max_batch_texts: int = _opt(64, "Most texts gathered into one micro-batch (a larger request runs alone).")
-    max_batch_wait_ms: float = _opt(5.0, "Longest a request waits for others to join its batch (0: only what is already queued).")
-    batching: bool = _opt(True, "Gather concurrent requests into micro-batches (off: one request per forward pass).")
-    inference_batch_size: int = _opt(32, "Texts per forward pass inside a batch (length-sorted groups).")
-    workers: int = _opt(0, "Inference worker threads: micro-batches run side by side (adapters sharing a base take turns); "
+    max_body_bytes: AtLeast1 = _opt(1_000_000, "Largest request body in bytes (more: 413).")
+    max_queue: AtLeast1 = _opt(256, "Requests waiting for inference, all adapters together, before new ones get 503 + Retry-After.")
+    max_batch_texts: AtLeast1 = _opt(64, "Most texts gathered into one micro-batch (a larger request runs alone).")
+    max_batch_wait_ms: Annotated[Float, Field(ge=0, le=1000)] = _opt(5.0, "Longest a request waits for others to join its batch (0: only what is already queued).")
+    batching: Bool = _opt(True, "Gather concurrent requests into micro-batches (off: one request per forward pass).")
+    inference_batch_size: AtLeast1 = _opt(32, "Texts per forward pass inside a batch (length-sorted groups).")
+    workers: NotNegative = _opt(0, "Inference worker threads: micro-batches run side by side (adapters sharing a base take turns); "
                            "0: auto (2 on a CPU with 2+ cores, 1 on a GPU).")
-    threads: int = _opt(0, "Threads per forward pass (torch intra-op threads; ONNX Runtime's intra-op pool); 0: the "
+    threads: NotNegative = _opt(0, "Threads per forward pass (torch intra-op threads; ONNX Runtime's intra-op pool); 0: the "
                            "available cores divided among the workers.")
-    retry_after_s: int = _opt(1, "Retry-After seconds sent with 503 when the queue is full.")
-    auth_token: str | None = field(default=None, repr=False, metadata={
+    retry_after_s: AtLeast1 = _opt(1, "Retry-After seconds sent with 503 when the queue is full.")
+    auth_token: Annotated[str, Strict(), Field(min_length=8)] | None = field(default=None, repr=False, metadata={
         "help": "Bearer token required as 'Authorization: Bearer <token>' on every route but /health, /docs and /openapi.json included (default: no auth).", "env": True})
     device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (default: a GPU when present); torch adapters only (ONNX runs on the CPU).")
     precision: str = _opt("auto", "auto, fp32, bf16 or fp16; torch adapters only (ONNX runs fp32, or int8).")
     backend: Literal["torch", "onnx"] = _opt(
         "torch", "Backend of run specs without @BACKEND: torch, or onnx (ONNX Runtime on the CPU; a run is exported once into RUN/onnx).")
-    int8: bool = _opt(False, "With --backend onnx: run those adapters' int8 (dynamically quantized) model.")
+    int8: Bool = _opt(False, "With --backend onnx: run those adapters' int8 (dynamically quantized) model.")
     compile: Literal["auto", "true", "false"] = _opt(
         "auto", "Compile torch adapters' forward pass at start-up (torch.compile, one graph for every batch shape): auto "
         "(on GPUs; on CPUs for a base serving one adapter, merged and frozen, for ~15 s of start-up on 2 cores), true or false.")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = _opt(
         "info", "uvicorn log level: critical, error, warning, info, debug.")
-    access_log: bool = _opt(True, "Log one line per request.")
+    access_log: Bool = _opt(True, "Log one line per request.")
 
     def __post_init__(self) -> None:
+        # pydantic checks each field against its annotation (strict types, ranges, choices; NaN refused), and
+        # every problem is gathered into one error line naming the field and its --option.
         problems = []
-
-        def bad(name: str, rule: str) -> None:  # name the field and its --option
-            problems.append(f"{name}={getattr(self, name)!r} (--{name.replace('_', '-')}): {rule}")
-
-        for name in ("max_texts_per_request", "max_text_chars", "max_body_bytes", "max_queue", "max_batch_texts",
-                     "inference_batch_size", "retry_after_s"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                bad(name, "must be a positive integer")
-        for name in ("workers", "threads"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool) or getattr(self, name) < 0:
-                bad(name, "must be 0 (auto) or a positive integer")
-        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            bad("port", "must be 0-65535 (0: any free port)")
-        if not 0 <= self.max_batch_wait_ms <= 1000:
-            bad("max_batch_wait_ms", "must be between 0 and 1000")
-        if self.long_text not in ("truncate", "reject"):
-            bad("long_text", "must be 'truncate' or 'reject'")
-        if self.compile not in ("auto", "true", "false"):
-            bad("compile", "must be auto, true or false")
-        if self.log_level not in LOG_LEVELS:
-            bad("log_level", "must be critical, error, warning, info or debug")
-        if self.auth_token is not None and len(self.auth_token) < 8:
-            problems.append("the auth token is shorter than 8 characters; use a long random token")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            try:
+                _field_adapter(f.name).validate_python(value)
+            except ValidationError as e:
+                rule = e.errors()[0]["msg"]
+                if f.name == "auth_token":
+                    problems.append("the auth token is shorter than 8 characters; use a long random token")
+                else:
+                    problems.append(f"{f.name}={value!r} (--{f.name.replace('_', '-')}): {rule[0].lower() + rule[1:]}")
         # The same device and precision rules as every other inference command (imported here: it needs torch).
         # --device and --precision apply to torch adapters; --backend/--int8 are checked on their own.
         from ..inference import check_inference_options
@@ -117,6 +112,12 @@ class ServeSettings:
                 problems.append(str(e) + (" (or pick ONNX per adapter with RUN_DIR@onnx-int8)" if "--int8" in str(e) else ""))
         if problems:
             raise ConfigError("serve: " + "; ".join(problems))
+
+
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter:
+    """pydantic's validator for one ServeSettings field's annotation (with the config sections' settings)."""
+    return TypeAdapter(typing.get_type_hints(ServeSettings, include_extras=True)[name], config=PYDANTIC_CONFIG)
 
 
 # Serve --workers auto on a CPU: two workers, the cores split between them. Measured on a 2-core Xeon with AMX
