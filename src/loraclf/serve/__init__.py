@@ -8,7 +8,7 @@ Modules, in the order a request meets them:
     settings.py   ServeSettings (every field a `loraclf serve` option), parse_run_specs -> RunSpec
                   ([NAME=]DIR[@torch|@onnx|@onnx-int8]), ADAPTER_NAME
     api.py        create_app: body limit, auth, pydantic models, JSON errors, the routes
-    batcher.py    MicroBatcher: per-adapter queues, micro-batches, one worker thread, drain on close
+    batcher.py    MicroBatcher: per-adapter queues, micro-batches, --workers worker threads, drain on close
     adapters.py   load_adapters: one base model per model.name for torch runs, an Adapter (its Classifier
                   or OnnxClassifier) per run
     server.py     serve(): uvicorn until SIGINT/SIGTERM, one-line start-up errors; is_loopback

@@ -1,8 +1,8 @@
-"""Micro-batching: gather concurrent requests per adapter and run them on one worker thread.
+"""Micro-batching: gather concurrent requests per adapter and run them on `--workers` worker threads.
 
-One collector task takes the oldest waiting adapter, waits up to `max_batch_wait_ms` (from the oldest
-request's arrival) for up to `max_batch_texts` texts of that adapter, and runs the batch off the event
-loop. A full queue raises `QueueFull` (the API answers 503 + Retry-After) rather than growing without
+One collector task, whenever a worker is free, takes the oldest waiting adapter, waits up to
+`max_batch_wait_ms` (from the oldest request's arrival) for up to `max_batch_texts` texts of that adapter,
+and runs the batch on that worker, off the event loop. A full queue raises `QueueFull` (the API answers 503 + Retry-After) rather than growing without
 bound; `close()` drains: it refuses new work (`Draining`) and finishes every queued request.
 """
 from __future__ import annotations
@@ -99,7 +99,7 @@ class MicroBatcher:
         return job.future
 
     async def close(self) -> None:
-        """Stop taking requests, finish every queued one, then stop the worker."""
+        """Stop taking requests, finish every queued and running one, then stop the workers."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
