@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from loraclf.io import write_json
     from loraclf.metrics import compute_metrics
     from loraclf.model import cpu_supports_bf16
-    from loraclf.onnx_backend import available_cores
+    from loraclf.model import available_cores
     from loraclf.onnx_export import ensure_onnx_cache
     from loraclf.rundir import RunDir
 

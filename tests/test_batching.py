@@ -80,6 +80,16 @@ def test_inference_batches_keep_to_the_token_budget() -> None:
     assert len(batches[-1]) > len(batches[1])  # short rows share bigger batches
 
 
+def test_inference_token_budget_caps_cpu_passes_only() -> None:
+    """A budget given is kept; otherwise the default (or none), which a CPU pass caps at CPU_INFERENCE_MAX_TOKENS."""
+    from loraclf.batching import CPU_INFERENCE_MAX_TOKENS as cap, inference_token_budget
+
+    assert inference_token_budget(500, "cpu") == 500 and inference_token_budget(500, "cuda", 10**6) == 500
+    assert inference_token_budget(None, "cpu") == cap and inference_token_budget(None, "cpu", 4096) == min(4096, cap)
+    assert inference_token_budget(None, "cpu", 10**6) == cap
+    assert inference_token_budget(None, "cuda") is None and inference_token_budget(None, "cuda", 10**6) == 10**6
+
+
 def _modelled_cost(batches: list[list[int]], lengths: list[int], pass_cost: int) -> int:
     return sum(pass_cost + len(b) * -(-max(lengths[i] for i in b) // 8) * 8 for b in batches)
 

@@ -23,10 +23,23 @@ PAD_MULTIPLE = 8  # pad lengths to a multiple of 8: fewer distinct shapes, align
 # a batch of 256 rows x 64 tokens took 1.4x the time of 32 rows on an H100 (issue 10): splits never pay there.
 PASS_COST_TOKENS = {"cpu": 192, "cuda": 16_384}
 
+# On CPU an inference pass holds at most this many padded tokens: past ~10,000 its activations outgrow the caches.
+# Measured on a 2-core Xeon with AMX (MiniLM, bf16, compiled and frozen): 19-22 us per token from ~1,500 to ~9,000
+# tokens a pass, 23-28 us at 12,000-25,000 (widths 40, 56 and 96); compiled inference used to fill 128 x 128.
+CPU_INFERENCE_MAX_TOKENS = 8192
+
 
 def pass_cost_tokens(device_type: str) -> int:
     """`PASS_COST_TOKENS` for a device type ("cpu", "cuda", ...); other accelerators count as CUDA-like."""
     return PASS_COST_TOKENS.get(device_type, PASS_COST_TOKENS["cuda"])
+
+
+def inference_token_budget(max_tokens: int | None, device_type: str, default: int | None = None) -> int | None:
+    """Padded tokens per inference pass: `max_tokens` when given, else `default` (None: no budget), on CPU at most
+    `CPU_INFERENCE_MAX_TOKENS`."""
+    if max_tokens is not None or device_type != "cpu":
+        return max_tokens if max_tokens is not None else default
+    return CPU_INFERENCE_MAX_TOKENS if default is None else min(default, CPU_INFERENCE_MAX_TOKENS)
 
 
 def pad_id_of(tokenizer: Any) -> int:
@@ -239,8 +252,5 @@ def dynamic_width_batches(lengths: Sequence[int], max_width: int, token_budget: 
     width: (width, positions), each batch as `inference_batches` makes it (up to `max_rows` rows and
     `token_budget` padded tokens, grouped by `pass_cost_tokens`) and padded to its longest row rounded up to
     `pad_multiple`, as eager pads."""
-    out = []
-    for pos in inference_batches(lengths, max_rows, token_budget, pass_cost_tokens, pad_multiple):
-        longest = lengths[pos[0]]
-        out.append((min(max_width, -(-longest // pad_multiple) * pad_multiple), pos))
-    return out
+    return [(min(max_width, _padded(lengths[pos[0]], pad_multiple)), pos)
+            for pos in inference_batches(lengths, max_rows, token_budget, pass_cost_tokens, pad_multiple)]

@@ -66,11 +66,6 @@ COMPILE_NOTICE_SECONDS = 2.0
 # max_length), with rows capped at this many times the batch size: short texts go in big batches.
 INFERENCE_ROWS_FACTOR = 8
 
-# On CPU a compiled pass holds at most this many padded tokens: past ~10,000 its activations outgrow the caches.
-# Measured on a 2-core Xeon with AMX (MiniLM, bf16, frozen): 19-22 us per token from ~1,500 to ~9,000 tokens a
-# pass, 23-28 us at 12,000-25,000 (widths 40, 56 and 96); the default budget of 128 rows x 128 tokens is 16,384.
-CPU_INFERENCE_MAX_TOKENS = 8192
-
 
 def length_buckets(max_length: int) -> list[int]:
     """The padded widths a compiled run uses, ascending; the last is `max_length` itself (ids never exceed it)."""

@@ -28,8 +28,9 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from .batching import dynamic_width_batches, inference_batches, pad_batch, pad_id_of, pass_cost_tokens, tokenize
-from .compiled import CPU_INFERENCE_MAX_TOKENS, INFERENCE_ROWS_FACTOR, DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
+from .batching import (dynamic_width_batches, inference_batches, inference_token_budget, pad_batch, pad_id_of,
+                       pass_cost_tokens, tokenize)
+from .compiled import INFERENCE_ROWS_FACTOR, DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
 from .model import DTYPES
@@ -126,7 +127,7 @@ def run_inference(
             more rows, see `run_inference_compiled`).
         indices: score only these rows (e.g. this process's shard); the result is in their order.
         max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`); on CPU at most
-            `compiled.CPU_INFERENCE_MAX_TOKENS` when not given.
+            `batching.CPU_INFERENCE_MAX_TOKENS` when not given (`batching.inference_token_budget`).
         compiled: run the forward pass compiled (`run_inference_compiled`).
         max_length: the run's model.max_length, the widest compiled pass (and its token budget).
         frozen: the model is merged for inference only (`LoadedRun.merged`): a CPU compile may freeze its weights.
@@ -139,10 +140,8 @@ def run_inference(
                                       max_tokens=max_tokens, max_length=max_length, frozen=frozen)
     out: np.ndarray | None = None
     with scoring(model, device, precision):
-        if device.type == "cpu" and max_tokens is None:
-            max_tokens = CPU_INFERENCE_MAX_TOKENS  # past it a pass outgrows the caches (compiled.CPU_INFERENCE_MAX_TOKENS)
-        for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens,
-                                     pass_cost_tokens(device.type)):
+        for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size,
+                                     inference_token_budget(max_tokens, device.type), pass_cost_tokens(device.type)):
             batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             logits = model(**batch).logits.float().cpu().numpy()
@@ -167,17 +166,15 @@ def run_inference_compiled(
 ) -> np.ndarray:
     """`run_inference` with the forward pass compiled (`compiled.compiled_logits`): ids on the device,
     length-sorted batches up to a token budget (default: `batch_size` rows of `max_length` tokens, on CPU at most
-    `CPU_INFERENCE_MAX_TOKENS`; short texts go in up to 8x more rows). Logits stay on the device until the end:
-    one copy back, no host sync per batch.
+    `batching.CPU_INFERENCE_MAX_TOKENS`; short texts go in up to 8x more rows). Logits stay on the device until the
+    end: one copy back, no host sync per batch.
 
     Rows and width are dynamic sizes (one graph for every batch): batches pad to their longest row as eager does
     (`dynamic_width_batches`). A one-row batch gets one masked copy, since a dimension of size 1 would compile a
     graph of its own."""
     lengths = [len(s) for s in token_ids]
     max_width = max_length or max(lengths)
-    budget = max_tokens or batch_size * max_width
-    if device.type == "cpu" and max_tokens is None:
-        budget = min(budget, max(CPU_INFERENCE_MAX_TOKENS, max_width))  # a full-width row always fits
+    budget = inference_token_budget(max_tokens, device.type, batch_size * max_width)
     batches = dynamic_width_batches(lengths, max_width, budget, max_rows=batch_size * INFERENCE_ROWS_FACTOR,
                                     pass_cost_tokens=pass_cost_tokens(device.type))
     tokens = DeviceTokens(token_ids, pad_id, device, width=max_width)

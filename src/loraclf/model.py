@@ -32,7 +32,6 @@ def _quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 
-@functools.lru_cache(maxsize=None)
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity mask, not the machine's count)."""
     try:
@@ -41,6 +40,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_supports_bf16() -> bool:
     """True on CPUs with native bf16 matrix instructions (AMX or AVX-512-BF16).
 

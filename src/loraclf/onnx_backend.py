@@ -29,7 +29,7 @@ from .batching import inference_batches, pad_batch, pad_id_of, pass_cost_tokens,
 from .errors import CheckpointError, ModelError
 from .io import read_json
 from .metrics import ScoresFromLogits
-from .model import available_cores  # noqa: F401  (re-exported: serve and the benches take it from here)
+from .model import available_cores
 from .rundir import EXPORT_INFO_FILE, TOKENIZER_DIR, RunDir
 
 KIND = "onnx"  # loraclf_export.json "kind" of an ONNX export

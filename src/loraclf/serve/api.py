@@ -29,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..model import available_cores
+from ..model import available_cores, resolve_device
 from .adapters import Adapter, load_adapters, warm_up
 from .batcher import Draining, MicroBatcher, QueueFull
 from .settings import ServeSettings, parse_run_specs, resolve_workers
@@ -189,11 +189,7 @@ def _request_model(settings: ServeSettings, names: list[str]) -> type[BaseModel]
 
 def _serves_on_gpu(settings: ServeSettings, specs: Sequence[Any]) -> bool:
     # Torch adapters run on --device (default: a GPU when present); ONNX adapters always on the CPU.
-    import torch
-
-    if not any(spec.backend == "torch" for spec in specs):
-        return False
-    return settings.device != "cpu" if settings.device else torch.cuda.is_available()
+    return any(spec.backend == "torch" for spec in specs) and resolve_device(settings.device).type == "cuda"
 
 
 def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings: ServeSettings | None = None,

@@ -2,8 +2,9 @@
 
 One collector task, whenever a worker is free, takes the oldest waiting adapter, waits up to
 `max_batch_wait_ms` (from the oldest request's arrival) for up to `max_batch_texts` texts of that adapter,
-and runs the batch on that worker, off the event loop. A full queue raises `QueueFull` (the API answers 503 + Retry-After) rather than growing without
-bound; `close()` drains: it refuses new work (`Draining`) and finishes every queued request.
+and runs the batch on that worker, off the event loop. A full queue raises `QueueFull` (the API answers 503 +
+Retry-After) rather than growing without bound; `close()` drains: it refuses new work (`Draining`) and finishes
+every queued request.
 """
 from __future__ import annotations
 
