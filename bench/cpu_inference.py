@@ -23,6 +23,12 @@ difference from it. Threads: torch and ONNX Runtime both get `--threads` (defaul
 this process may use); the load average is recorded at the start and end, since other work on a
 shared machine shows up in the numbers.
 
+With `--whole-set ROUNDS --before-src DIR`, an earlier checkout's `loraclf predict` path (its
+`Classifier.from_run_dir(RUN, device="cpu")` with every other setting at its default) scores the whole set too,
+in a worker process of its own that waits idle while the other backends run: a baseline from the same
+invocation, e.g. the PyTorch path as it was when issue 13 was filed
+(`git worktree add /tmp/loraclf-before e192b28`).
+
 Usage:
     python bench/cpu_inference.py --run-dir /tmp/onnx-minilm                  # AG News test set, 7,600 rows
     python bench/cpu_inference.py --run-dir RUN --rows 500 --backends onnx-fp32,onnx-int8
@@ -95,18 +101,85 @@ def bench_interleaved(clfs: dict, texts: list[str], warmup: int) -> dict[str, tu
     return out
 
 
-def bench_whole_set(clfs: dict, texts: list[str], rounds: int) -> dict[str, dict]:
-    """Per torch backend: samples/s of one `clf.logits(texts)` call over every row, as `loraclf predict` scores
-    (its own batching, compiled batches up to INFERENCE_ROWS_FACTOR x the rows), the backends alternating round
-    by round after an untimed first round."""
-    seen: dict[str, list[float]] = {b: [] for b in clfs if b.startswith("torch")}
+class BeforeWorker:
+    """An earlier checkout's loraclf in a child process (PYTHONPATH=DIR/src), loaded once, scoring the whole set
+    each time it is told to; it blocks on its stdin in between, so it takes no CPU from the other backends."""
+
+    def __init__(self, src: Path, run_dir: Path, texts_file: Path, threads: int) -> None:
+        import subprocess
+
+        self.src = src
+        self.commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip() or src.name
+        env = {**os.environ, "PYTHONPATH": str(src / "src")}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--before-worker", str(run_dir), str(texts_file),
+                                      str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._expect("ready")
+
+    def _expect(self, word: str) -> list[str]:
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != word:
+            raise SystemExit(f"the worker for --before-src {self.src} failed (it said {' '.join(line) or 'nothing'})")
+        return line[1:]
+
+    def score(self) -> tuple[float, list[int]]:
+        """(seconds of one logits call over every text, the predicted label ids)."""
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        seconds, ids = self._expect("done")
+        return float(seconds), [int(i) for i in ids.split(",")]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def before_worker(run_dir: str, texts_file: str, threads: str) -> int:
+    """The child of BeforeWorker: runs with the earlier checkout first on sys.path (PYTHONPATH)."""
+    import json
+
+    import torch
+
+    torch.set_num_threads(int(threads))
+    from loraclf.inference import Classifier
+
+    texts = json.loads(Path(texts_file).read_text())
+    clf = Classifier.from_run_dir(run_dir, device="cpu")  # what that checkout's `loraclf predict` loaded
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        t0 = time.perf_counter()
+        logits = clf.logits(texts)
+        seconds = time.perf_counter() - t0
+        print("done", seconds, ",".join(str(int(i)) for i in np.asarray(logits).argmax(1)), flush=True)
+    return 0
+
+
+def bench_whole_set(clfs: dict, texts: list[str], rounds: int, befores: dict[str, BeforeWorker] | None = None,
+                    labels: np.ndarray | None = None) -> dict[str, dict]:
+    """Per torch backend (and per --before-src worker): samples/s of one `clf.logits(texts)` call over every row,
+    as `loraclf predict` scores (its own batching and passes), the backends alternating round by round after an
+    untimed first round."""
+    befores = befores or {}
+    seen: dict[str, list[float]] = {b: [] for b in [*befores, *(b for b in clfs if b.startswith("torch"))]}
+    predicted: dict[str, np.ndarray] = {}
     for rnd in range(rounds + 1):
         for backend in seen:
-            t0 = time.perf_counter()
-            clfs[backend].logits(texts)
+            if backend in befores:
+                seconds, ids = befores[backend].score()
+                predicted[backend] = np.asarray(ids)
+            else:
+                t0 = time.perf_counter()
+                predicted[backend] = clfs[backend].logits(texts).argmax(1)
+                seconds = time.perf_counter() - t0
             if rnd:
-                seen[backend].append(len(texts) / (time.perf_counter() - t0))
-    return {b: {"samples_per_s": round(float(np.median(v)), 1), "rounds": [round(x, 1) for x in v]} for b, v in seen.items()}
+                seen[backend].append(len(texts) / seconds)
+    out = {b: {"samples_per_s": round(float(np.median(v)), 1), "rounds": [round(x, 1) for x in v]} for b, v in seen.items()}
+    for b in out:
+        if labels is not None:
+            out[b]["accuracy"] = round(float(np.mean(predicted[b] == labels)), 4)
+        if b in befores:
+            out[b]["src"] = str(befores[b].src)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,8 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--whole-set", type=int, default=0, metavar="ROUNDS",
                     help="Also time each torch backend scoring all rows in one call, as `loraclf predict` does: ROUNDS "
                          "alternating rounds after an untimed one; the median round counts.")
+    ap.add_argument("--before-src", type=Path, action="append", default=[], metavar="DIR",
+                    help="With --whole-set: also time an earlier loraclf checkout's default predict path (repeatable).")
     ap.add_argument("--out", type=Path, default=None, help="JSON to write (default bench/results/cpu_inference_<time>.json).")
     args = ap.parse_args(argv)
+    for src in args.before_src:
+        if not (src / "src" / "loraclf").is_dir():
+            ap.error(f"--before-src {src}: not a loraclf checkout (no src/loraclf); e.g. git worktree add {src} COMMIT")
+    if args.before_src and not args.whole_set:
+        ap.error("--before-src needs --whole-set ROUNDS")
 
     import torch
 
@@ -196,7 +276,23 @@ def main(argv: list[str] | None = None) -> int:
             fp32 = timed["onnx-fp32"][0]
             row["label_agreement_vs_onnx_fp32"] = round(float(np.mean(logits.argmax(1) == fp32.argmax(1))), 5)
         results[backend] = row
-    whole = bench_whole_set(clfs, texts, args.whole_set) if args.whole_set else {}
+    whole = {}
+    if args.whole_set:
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            texts_file = Path(tmp) / "texts.json"
+            texts_file.write_text(json.dumps(texts))
+            befores = {}
+            for src in args.before_src:
+                worker = BeforeWorker(src, run.path, texts_file, threads)
+                befores[f"before-{worker.commit}"] = worker
+            try:
+                whole = bench_whole_set(clfs, texts, args.whole_set, befores, labels)
+            finally:
+                for worker in befores.values():
+                    worker.close()
     del clfs
 
     base = results.get("torch-fp32", {}).get("samples_per_s")
@@ -222,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwhole set in one call ({len(texts)} rows; median of {args.whole_set} rounds), samples/s and x {first}:")
         for key, r in whole.items():
             print(f"{key:22s} {r['samples_per_s']:10.1f} {r['samples_per_s'] / whole[first]['samples_per_s']:8.2f}x   "
-                  f"rounds {', '.join(f'{x:.1f}' for x in r['rounds'])}")
+                  f"accuracy {r['accuracy']:.4f}   rounds {', '.join(f'{x:.1f}' for x in r['rounds'])}")
 
     env["load_average_end"] = load_average()
     out = args.out or REPO / "bench" / "results" / f"cpu_inference_{dt.datetime.now():%Y%m%d-%H%M%S}.json"
@@ -234,4 +330,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--before-worker":
+        sys.exit(before_worker(*sys.argv[2:]))
     sys.exit(main())
