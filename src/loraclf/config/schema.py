@@ -224,6 +224,10 @@ class TrainConfig:
     log_every_steps: AtLeast1 = _f(10, "Write a train-loss line to the log every N optimizer steps.")
     tracker: Tracker = _f("none", f"Experiment tracking through accelerate: one of {', '.join(TRACKERS)}.")
     threads: AtLeast1 | None = _f(None, "CPU threads for torch (default: all cores).", hint="or null for all cores")
+    cpu_dropout: Bool = _f(
+        True, "Eager CPU training draws its dropout masks four per 64-bit random number (loraclf.train.cpu_dropout) "
+        "instead of one Bernoulli draw per element: the same rates, a faster step; false: torch's own dropout. "
+        "GPUs and compiled steps always use torch's.")
     progress: Bool = _f(True, "Show a progress bar.")
 
 
