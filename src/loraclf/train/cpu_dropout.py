@@ -36,7 +36,10 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return torch.nn.functional.dropout(x, p, training)
     if p >= 1.0:
         return torch.zeros_like(x)
-    return x * keep_mask(x.shape, p, x.device) * (1.0 / (1.0 - p))
+    # One multiply by a scaled mask (0 or 1/(1-p) in x's dtype): backward is one multiply too. x * mask * scale
+    # took 1.5x as long forward and backward (32 x 64 x 384 bf16: 3.5 vs 2.3 ms).
+    keep = torch.full((), 1.0 / (1.0 - p), dtype=x.dtype, device=x.device)
+    return x * torch.where(keep_mask(x.shape, p, x.device), keep, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 class CpuDropout(torch.nn.Dropout):
@@ -64,7 +67,7 @@ def cpu_train_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = torch.softmax(scores, dim=-1)  # accumulates in fp32 for bf16/fp16 scores, returns their dtype
     probs = _dropout(probs, dropout)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
