@@ -43,3 +43,26 @@ def test_train_speed_smoke_reports_steady_state_and_projection(tiny_model: Path,
         assert f"warm-up {side}: first epoch" in p.stdout
     assert report["sides"]["loraclf_eager"]["settings"]["model.compile"] in (False, "false")
     assert set(report["ratios"]) == {"loraclf_eager"}
+
+
+def test_cpu_inference_times_an_earlier_checkout_beside_the_current_one(trained_tiny_run: Path, ag_small: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    """--before-src runs another checkout's predict path in a worker process, timed round by round with the
+    in-process backends; here the 'earlier' checkout is this one, so both score the same rows alike."""
+    out = tmp_path / "inference.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "cpu_inference.py"), "--run-dir", str(trained_tiny_run),
+                        "--data", str(ag_small["test"]), "--rows", "40", "--backends", "torch-fp32", "--whole-set", "2",
+                        "--before-src", str(REPO), "--threads", "1", "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    whole = json.loads(out.read_text())["whole_set"]
+    before = [k for k in whole if k.startswith("before-")]
+    assert len(before) == 1 and list(whole)[1:] == ["torch-fp32"], whole
+    assert whole[before[0]]["src"] == str(REPO)
+    for row in whole.values():
+        assert len(row["rounds"]) == 2 and row["samples_per_s"] > 0
+        assert 0.0 <= row["accuracy"] <= 1.0
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "cpu_inference.py"), "--run-dir", str(trained_tiny_run),
+                        "--before-src", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 2 and "not a loraclf checkout" in p.stderr
