@@ -99,7 +99,10 @@ def use_cpu_dropout(model: torch.nn.Module) -> int:
     base = _hf_model(model)
     if base is not None and getattr(base.config, "_attn_implementation", None) == "sdpa":
         register_attention()
-        base.set_attn_implementation(ATTENTION_NAME)
+        try:
+            base.set_attn_implementation(ATTENTION_NAME)
+        except (ValueError, NotImplementedError):  # an architecture without the attention interface: SDPA's dropout stays
+            pass
     return changed
 
 
