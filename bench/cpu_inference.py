@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchenv import CPU_FEATURES, cpu_features, cpu_model  # bench/ is on sys.path when this runs as a script
+from benchenv import CPU_FEATURES, checkout_env, cpu_features, cpu_model, is_loraclf_checkout  # bench/ is on sys.path when this runs as a script
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ag_news" / "test.csv"
@@ -111,9 +111,9 @@ class BeforeWorker:
         self.src = src
         self.commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
                                      text=True).stdout.strip() or src.name
-        env = {**os.environ, "PYTHONPATH": str(src / "src")}
         self.proc = subprocess.Popen([sys.executable, __file__, "--before-worker", str(run_dir), str(texts_file),
-                                      str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                                      str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=checkout_env(src))
         self._expect("ready")
 
     def _expect(self, word: str) -> list[str]:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="JSON to write (default bench/results/cpu_inference_<time>.json).")
     args = ap.parse_args(argv)
     for src in args.before_src:
-        if not (src / "src" / "loraclf").is_dir():
+        if not is_loraclf_checkout(src):
             ap.error(f"--before-src {src}: not a loraclf checkout (no src/loraclf); e.g. git worktree add {src} COMMIT")
     if args.before_src and not args.whole_set:
         ap.error("--before-src needs --whole-set ROUNDS")
@@ -295,8 +295,6 @@ def main(argv: list[str] | None = None) -> int:
                     worker.close()
     del clfs
 
-    base = results.get("torch-fp32", {}).get("samples_per_s")
-    bf16 = results.get("torch-bf16", {}).get("samples_per_s")  # what `loraclf predict` runs on a CPU with native bf16
     # Ratios: to torch fp32, to torch bf16 (what `loraclf predict` runs on a CPU with native bf16), and to the
     # unmerged PeftModel of the fastest precision run (the PyTorch path before merging), where those ran.
     before = next((b for b in ("torch-bf16-unmerged", "torch-fp32-unmerged") if b in results), None)

@@ -64,7 +64,7 @@ LORACLF = [sys.executable, "-m", "loraclf.cli"]
 # This checkout's loraclf, for this process and the servers and trainer it starts.
 sys.path.insert(0, str(REPO / "src"))
 
-from benchenv import cpu_model  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from benchenv import checkout_env, cpu_model, is_loraclf_checkout  # noqa: E402 - bench/ is on sys.path when this runs as a script
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "src"), os.environ.get("PYTHONPATH", "")] if p)
 MODES = {"off": ["--no-batching"], "on": [], "wait0": ["--max-batch-wait-ms", "0"]}
 # Each benchmark backend: the run-spec suffix of `loraclf serve` and extra server options. torch-eager is the
@@ -108,9 +108,9 @@ def free_port() -> int:
 def start_server(run_dir: Path, port: int, extra: list[str], log_path: Path, backend: str = "torch",
                  src: Path | None = None) -> subprocess.Popen:
     """Start `loraclf serve` with its output in `log_path` (a file, not a pipe: a server that logs many
-    errors must not block on a full pipe nobody reads). `src`: another checkout's src/ to run loraclf from."""
+    errors must not block on a full pipe nobody reads). `src`: another loraclf checkout to run the server from."""
     cmd = [*LORACLF, "serve", f"bench={run_dir}@{backend}", "--port", str(port), "--no-access-log", "--log-level", "warning", *extra]
-    env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
+    env = checkout_env(src) if src is not None else None
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 600  # a compiled adapter compiles its length buckets first (~1 min on 2 cores)
@@ -225,7 +225,7 @@ def main() -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [m for m in modes if m not in MODES]
     bad_backends = [b for b in backends if b not in BACKENDS]
-    if "torch-before" in backends and (args.before_src is None or not (args.before_src / "src" / "loraclf").is_dir()):
+    if "torch-before" in backends and (args.before_src is None or not is_loraclf_checkout(args.before_src)):
         ap.error("--backends torch-before needs --before-src, a loraclf checkout (with src/loraclf)")
     if unknown or bad_backends:
         ap.error(f"bad --modes {unknown}" if unknown else f"bad --backends {bad_backends}; choose from {', '.join(BACKENDS)}")
@@ -263,7 +263,7 @@ def main() -> int:
                 log_path = logs / f"server_{backend}_{mode}_{rnd}.log"
                 started = time.perf_counter()
                 proc = start_server(run_dir, port, extra, log_path, suffix,
-                                    src=args.before_src / "src" if backend == "torch-before" else None)
+                                    src=args.before_src if backend == "torch-before" else None)
                 start_s = round(time.perf_counter() - started, 1)
                 load_before = round(os.getloadavg()[0], 2)
                 try:
