@@ -30,9 +30,21 @@ def cpu_features() -> list[str]:
     return [f for f in CPU_FEATURES if f in flags]
 
 
+# Environment variables that cap the instruction sets torch uses (oneDNN, ATen's kernels, MKL): a run under them
+# measures a smaller CPU than /proc/cpuinfo names, so its figures must say so.
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def isa_caps() -> dict[str, str]:
+    """The instruction-set caps set in this process's environment (ISA_CAP_VARIABLES)."""
+    return {k: os.environ[k] for k in ISA_CAP_VARIABLES if os.environ.get(k)}
+
+
 def cpu_name() -> str:
-    """The CPU model and its matmul features, e.g. 'Intel(R) Xeon(R) Processor (avx2, avx512f, amx_bf16)'."""
-    return f"{cpu_model()} ({', '.join(cpu_features()) or 'no AVX2'})"
+    """The CPU model and its matmul features, e.g. 'Intel(R) Xeon(R) Processor (avx2, avx512f, amx_bf16)', and any
+    instruction-set caps in force, e.g. '... [capped: ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2]'."""
+    caps = ", ".join(f"{k}={v}" for k, v in isa_caps().items())
+    return f"{cpu_model()} ({', '.join(cpu_features()) or 'no AVX2'})" + (f" [capped: {caps}]" if caps else "")
 
 
 def default_model() -> str:

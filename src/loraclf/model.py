@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,36 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA, or the older DNNL_MAX_CPU_ISA) below AVX512_CORE_BF16: under them
+# oneDNN's matmuls have no bf16 instructions. ATen capabilities (ATEN_CPU_CAPABILITY) without AVX-512: its
+# bf16 kernels are emulated. Both variables are how one runs a capable CPU as a smaller one (e.g. to measure
+# an AVX2-only machine's path), so `auto` precision follows them.
+_ONEDNN_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+_ATEN_CAPABILITIES_WITHOUT_BF16 = {"default", "avx2"}
+
+
 @functools.lru_cache(maxsize=None)
-def cpu_supports_bf16() -> bool:
-    """True on CPUs with native bf16 matrix instructions (AMX or AVX-512-BF16).
+def _proc_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_supports_bf16(cpuinfo: str | None = None, env: Mapping[str, str] | None = None) -> bool:
+    """True on CPUs with native bf16 matrix instructions (AMX or AVX-512-BF16), unless the process caps the
+    instruction sets below them (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA, ATEN_CPU_CAPABILITY).
 
     Without them bf16 is emulated and measured ~28x slower than fp32 for a LoRA step.
+    cpuinfo, env: /proc/cpuinfo's text and os.environ (arguments for tests).
     """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    flags = set((_proc_cpuinfo() if cpuinfo is None else cpuinfo).split())
+    if not flags & {"amx_bf16", "avx512_bf16"}:
         return False
-    return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
+    env = os.environ if env is None else env
+    onednn_cap = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    aten_cap = env.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    return onednn_cap not in _ONEDNN_ISAS_WITHOUT_BF16 and aten_cap not in _ATEN_CAPABILITIES_WITHOUT_BF16
 
 
 def resolve_device(requested: str | None = None) -> torch.device:
