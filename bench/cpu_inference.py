@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchenv import CPU_FEATURES, checkout_env, cpu_features, cpu_model, is_loraclf_checkout  # bench/ is on sys.path when this runs as a script
+from benchenv import CPU_FEATURES, checkout_env, cpu_features, cpu_model, is_loraclf_checkout, isa_caps  # bench/ is on sys.path when this runs as a script
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ag_news" / "test.csv"
@@ -56,9 +56,10 @@ DEFAULT_BACKENDS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
 
 
 def cpu_info() -> dict:
-    """CPU model and the instruction-set flags that decide bf16 / int8 speed."""
+    """CPU model, the instruction-set flags that decide bf16 / int8 speed, and any caps on them in force."""
     present = cpu_features()
-    return {"model": cpu_model(), "flags": {f: f in present for f in CPU_FEATURES}, "logical_cpus": os.cpu_count()}
+    return {"model": cpu_model(), "flags": {f: f in present for f in CPU_FEATURES}, "logical_cpus": os.cpu_count(),
+            "isa_caps": isa_caps()}
 
 
 def load_average() -> list[float]:

@@ -64,7 +64,7 @@ LORACLF = [sys.executable, "-m", "loraclf.cli"]
 # This checkout's loraclf, for this process and the servers and trainer it starts.
 sys.path.insert(0, str(REPO / "src"))
 
-from benchenv import checkout_env, cpu_model, is_loraclf_checkout  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from benchenv import checkout_env, cpu_model, is_loraclf_checkout, isa_caps  # noqa: E402 - bench/ is on sys.path when this runs as a script
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "src"), os.environ.get("PYTHONPATH", "")] if p)
 MODES = {"off": ["--no-batching"], "on": [], "wait0": ["--max-batch-wait-ms", "0"]}
 # Each benchmark backend: the run-spec suffix of `loraclf serve` and extra server options. torch-eager is the
@@ -317,7 +317,7 @@ def main() -> int:
         "texts_per_request": k,
         "max_queue": args.max_queue,
         "counts": "requests_per_s, texts_per_s and latency_ms cover served (200) requests only; see not_served",
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform(),
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "isa_caps": isa_caps(), "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "backends": results,
         "rounds": args.rounds,
