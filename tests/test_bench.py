@@ -57,7 +57,7 @@ def test_cpu_inference_times_an_earlier_checkout_beside_the_current_one(trained_
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert isinstance(report["cpu"]["isa_caps"], dict)  # a run under ONEDNN_MAX_CPU_ISA etc. says so
+    assert isinstance(report["environment"]["cpu"]["isa_caps"], dict)  # a run under ONEDNN_MAX_CPU_ISA etc. says so
     whole = report["whole_set"]
     before = [k for k in whole if k.startswith("before-")]
     assert len(before) == 1 and list(whole)[1:] == ["torch-fp32"], whole
