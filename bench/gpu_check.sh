@@ -11,13 +11,16 @@
 # Parts, in order of priority, each under `timeout` and all inside GPU_CHECK_BUDGET seconds (default 560,
 # under the device's 10-minute limit per command):
 #   speed  bench/train_speed.py on a RoBERTa-base-sized random model: HF Trainer baseline vs loraclf with
-#          model.compile on and off, same invocation and device; >= 1,000 steady steps for the compiled run,
+#          model.compile=cudagraphs (the eager step captured, no compile), true (torch.compile + CUDA graphs) and
+#          false, same invocation and device; >= 1,000 steady steps for the captured and compiled runs,
 #          compile/capture cost, projected_trial_seconds, evaluate/predict samples/s on 5,000 test rows.
 #   step   bench/gpu_step_check.py --smoke --recipe: eager vs CUDA-graph step losses on a tiny model, and
-#          TrainRecipe itself with model.compile false vs true (2 length buckets, accumulation, a short batch).
+#          TrainRecipe itself with model.compile false vs true vs cudagraphs (2 length buckets, accumulation, a
+#          short batch), and eager vs cudagraphs with LoRA dropout (do the graphs draw eager's dropout masks?).
 #   tune   bench/tune_workers.py: `loraclf tune --workers K`, K = 1 and 4 on the one GPU (K = 2 was measured on
 #          the H200: 1.04x K = 1), 8 trials of the study's space (configs/seed.yaml), MiniLM on 1,000 training
-#          rows, eager (model.compile=false), with nvidia-smi sampling GPU utilisation and memory meanwhile.
+#          rows, the step captured (model.compile=cudagraphs; TUNE_COMPILE=false for eager), with nvidia-smi
+#          sampling GPU utilisation and memory meanwhile.
 # A call that reruns parts on the still-warm machine must name the same carry: paths not carried are removed.
 # A dry run of the plumbing on a CPU machine (tiny settings; the SPEED_*/TUNE_* variables below):
 #   SPEED_DEVICE=cpu SPEED_MODEL=/path/tiny SPEED_ROWS=96 SPEED_STEPS=2 SPEED_EAGER_STEPS=2 SPEED_EVAL_ROWS=32 \
@@ -93,16 +96,17 @@ fi
 for part in $PARTS; do
   case $part in
   speed)
-    # Compiled run: 94 warm-up steps (one epoch of 6,000 rows) + 1,000 steady steps; the eager runs (baseline,
-    # loraclf model.compile=false) 100 steady steps: they have no compile or capture to amortize. The H200 run of
+    # Captured and compiled runs: 94 warm-up steps (one epoch of 6,000 rows) + 1,000 steady steps; the eager runs
+    # (baseline, loraclf model.compile=false) 100 steady steps: they have no compile or capture to amortize. Order:
+    # baseline, cudagraphs, eager, compiled (last: its compile may not finish in time). The H200 run of
     # 2026-11-27 (bench/reports/gpu_check_h200.log): baseline 91 s in all; the compiled side, then one compile per
     # bucket, did not finish in 260 s; the workers' "model.compile: ... compiled in N s" lines now show in the log.
-    stamp "speed: train_speed.py, random RoBERTa-base, baseline vs loraclf compile on/off"
+    stamp "speed: train_speed.py, random RoBERTa-base, baseline vs loraclf model.compile cudagraphs/true/false"
     SPEED_MODEL=${SPEED_MODEL:-random-roberta-base}
     tok=(); [ "$SPEED_MODEL" = random-roberta-base ] && tok=(--tokenizer $MODEL)  # MiniLM's tokenizer for the random model
     timeout $(cap ${SPEED_TIMEOUT:-320}) $PY bench/train_speed.py --model $SPEED_MODEL "${tok[@]}" \
       --device ${SPEED_DEVICE:-cuda} --rows ${SPEED_ROWS:-6000} --steps ${SPEED_STEPS:-1000} \
-      --eager-steps ${SPEED_EAGER_STEPS:-100} --compile ${SPEED_COMPILE:-both} \
+      --eager-steps ${SPEED_EAGER_STEPS:-100} --compile ${SPEED_COMPILE:-all} \
       --eval-rows ${SPEED_EVAL_ROWS:-5000} --skip-memory --data-dir "$AG_DIR" --json "$OUT/train_speed_cuda.json" \
       || echo "speed: stopped or failed (rc $?); sides finished so far: $OUT/train_speed_cuda.partial.json"
     ;;
@@ -113,7 +117,7 @@ for part in $PARTS; do
     timeout $(cap ${TUNE_TIMEOUT:-130}) $PY bench/tune_workers.py --model $MODEL --train-file "$AG_DIR/train.csv" --config seed \
       --workers ${TUNE_WORKERS:-1,4} --trials ${TUNE_TRIALS:-8} --timeout ${TUNE_TIMEOUT_PER_K:-62} \
       --json "$OUT/tune_workers_cuda.json" data.max_train_rows=${TUNE_ROWS:-1000} data.max_eval_rows=200 \
-      model.compile=${TUNE_COMPILE:-false} || echo "tune: stopped or failed (rc $?)"
+      model.compile=${TUNE_COMPILE:-cudagraphs} || echo "tune: stopped or failed (rc $?)"
     kill $smi 2>/dev/null
     $PY - "$OUT/gpu_util_tune.csv" <<'PYEOF' || true
 import csv, sys

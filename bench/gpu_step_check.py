@@ -1,4 +1,5 @@
-"""Eager vs compiled (CUDA: CUDA graphs) training step and inference pass, on the same batches, in one process.
+"""Eager vs compiled (CUDA: CUDA graphs) vs captured (model.compile=cudagraphs) training step, and eager vs compiled
+inference pass, on the same batches, in one process.
 
     python bench/gpu_step_check.py                          # CUDA: RoBERTa-base-sized random model, batch 32 x 64, bf16
     python bench/gpu_step_check.py --recipe                 # ... and TrainRecipe itself, model.compile false vs true
@@ -6,11 +7,13 @@
     python bench/gpu_step_check.py --model DIR --device cpu --precision bf16 --steps 30   # e.g. MiniLM on this CPU
 
 It uses loraclf's own pieces (`loraclf.compiled`: the compiled training loss and logits, `masked_cross_entropy`,
-`fixed_rows`), so it checks what `train`/`evaluate` run with model.compile on:
+`fixed_rows`; `loraclf.cudagraphs.CapturedTrainStep`), so it checks what `train`/`evaluate` run with model.compile
+true and cudagraphs (the captured side runs on CUDA only; on CPU an emulation stands in for torch.cuda's graphs, so
+that a dry run exercises the script, labelled "captured (emulated)"):
 - correctness: per-micro-batch losses of the first optimizer steps from the same start (gradient accumulation 2,
-  clipping, AdamW), eager vs compiled, and the max logits difference of one inference pass;
-- speed: steady-state samples/s of each (eager and compiled timed in alternating rounds, so load on a
-  shared machine hits both alike), and compile (+ capture) time on its own line.
+  clipping, AdamW), eager vs compiled and eager vs captured, and the max logits difference of one inference pass;
+- speed: steady-state samples/s of each (the sides timed in alternating rounds, so load on a shared machine hits
+  them alike), and compile (+ capture) time on its own line.
 
 Dropout is 0 (model and LoRA) so that both sides compute the same function: compiled code draws other
 random numbers than eager. Prints a table and writes JSON (default bench/reports/gpu_step_check-<device>.json).
@@ -44,8 +47,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--warm-cache", action="store_true", help="keep the inductor cache (default: a fresh one, cold compile)")
     ap.add_argument("--smoke", action="store_true", help="tiny random model and few steps (a quick run on any device)")
     ap.add_argument("--recipe", action="store_true",
-                    help="also train a tiny random model through loraclf's TrainRecipe with model.compile=false and =true "
-                         "(synthetic texts, 2 length buckets, accumulation 2, a short last batch) and compare the logged losses")
+                    help="also train a tiny random model through loraclf's TrainRecipe with model.compile=false, =true and (CUDA) "
+                         "=cudagraphs (synthetic texts, 2 length buckets, accumulation 2, a short last batch) and compare the "
+                         "logged losses; on CUDA also eager vs cudagraphs with LoRA dropout 0.1 (do graphs draw eager's numbers?)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if args.smoke:
@@ -64,6 +68,7 @@ import torch  # noqa: E402
 from benchenv import cpu_name  # noqa: E402 - bench/ is on sys.path when this runs as a script
 from loraclf import model as M  # noqa: E402
 from loraclf.compiled import compiled_logits, compiled_train_loss, fixed_rows, masked_cross_entropy  # noqa: E402
+from loraclf.cudagraphs import CapturedTrainStep, CudaGraphs  # noqa: E402
 from loraclf.config import LoraConfig  # noqa: E402
 from loraclf.inference import autocast_context  # noqa: E402
 
@@ -108,13 +113,47 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class Trainer:
-    """One side of the comparison: the same optimizer, clipping and accumulation as TrainRecipe."""
+class EmulatedGraphs:
+    """torch.cuda's graph API on CPU, for a dry run of the captured side: a capture records and runs nothing, a
+    replay runs what was recorded and rewrites the captured output (as tests/test_cudagraphs.py does)."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str, compiled: bool, accum: int) -> None:
-        self.model, self.device, self.precision, self.accum = model, device, precision, accum
-        self.compiled_loss = compiled_train_loss(model, device) if compiled else None
-        self.keep_grads = compiled and device.type == "cuda"  # see compiled_train_loss: CUDA graphs + accumulation
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def warmup(self, fn):
+        return fn()
+
+    def capture(self, fn):
+        out = torch.full((), float("nan"), device=self.device)
+        return (lambda: out.copy_(fn())), out
+
+
+class Table:
+    """The batches as one table on the device, as `loraclf.compiled.DeviceTokens` holds a split: a micro-batch is
+    gathered from it by row indices (what the captured step copies into its graph's input buffer)."""
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
+        self.ids = torch.cat([b["input_ids"] for b in batches])
+        self.mask = torch.cat([b["attention_mask"] for b in batches])
+        self.targets = torch.cat([b["targets"] for b in batches])
+        self.rows_of = {id(b): torch.arange(i * len(b["targets"]), (i + 1) * len(b["targets"]), device=self.ids.device)
+                        for i, b in enumerate(batches)}
+
+
+class Trainer:
+    """One side of the comparison: the same optimizer, clipping and accumulation as TrainRecipe. side: eager,
+    compiled (`compiled_train_loss`) or captured (`CapturedTrainStep` over the eager step, as model.compile=cudagraphs)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str, side: str, accum: int,
+                 table: Table | None = None) -> None:
+        self.model, self.device, self.precision, self.accum, self.table = model, device, precision, accum, table
+        self.compiled_loss = compiled_train_loss(model, device) if side == "compiled" else None
+        self.captured = None
+        if side == "captured":
+            graphs = CudaGraphs(device) if device.type == "cuda" else EmulatedGraphs(device)
+            self.captured = CapturedTrainStep(self._body, graphs)
+        # CUDA graphs + accumulation keep .grad allocated (see compiled_train_loss and loraclf.cudagraphs)
+        self.keep_grads = (side == "compiled" and device.type == "cuda") or side == "captured"
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-3, fused=device.type == "cuda" or None)
         self.allocate_grads()
@@ -126,7 +165,17 @@ class Trainer:
                 if p.requires_grad and p.grad is None:
                     p.grad = torch.zeros_like(p)
 
+    def _body(self, width: int, rows: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """What the captured side records: gather, forward, masked loss, backward (TrainRecipe._micro_step's shape)."""
+        with autocast_context(self.device, self.precision):
+            logits = self.model(input_ids=self.table.ids[rows, :width], attention_mask=self.table.mask[rows, :width]).logits
+            loss = masked_cross_entropy(logits, self.table.targets[rows], real)
+        (loss / self.accum).backward()
+        return loss.detach()
+
     def micro_step(self, batch: dict[str, torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+        if self.captured is not None:
+            return self.captured(batch["input_ids"].shape[1], self.table.rows_of[id(batch)], real)
         backward = lambda loss: (loss / self.accum).backward()  # noqa: E731
         with autocast_context(self.device, self.precision):
             if self.compiled_loss is not None:
@@ -144,7 +193,9 @@ class Trainer:
 
 
 def recipe_check(device: torch.device, workdir: Path) -> dict:
-    """TrainRecipe end to end, eager vs compiled (CUDA: CUDA graphs): per-step train losses and validation metrics."""
+    """TrainRecipe end to end, eager vs compiled (CUDA: CUDA graphs) and, on CUDA, vs cudagraphs: per-step train
+    losses and validation metrics. On CUDA also eager vs cudagraphs with LoRA dropout 0.1: whether the graphs'
+    dropout draws eager's random numbers (then the losses match as closely as without dropout)."""
     import csv
 
     from tokenizers import ByteLevelBPETokenizer
@@ -181,20 +232,34 @@ def recipe_check(device: torch.device, workdir: Path) -> dict:
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(str(model_dir))
 
     out: dict = {}
-    for setting in ("false", "true"):
+    runs = [("false", 0.0), ("true", 0.0)]
+    if device.type == "cuda":
+        runs += [("cudagraphs", 0.0), ("false", 0.1), ("cudagraphs", 0.1)]
+    for setting, dropout in runs:
         # 900 training rows in batches of 32: 28 full batches and a short one of 4 (masked filler rows when compiled).
+        # max_length 48: buckets 32 and 48.
+        name = f"{setting}-dropout{dropout:g}"
         cfg = config_from_dict({"model": {"name": str(model_dir)}, "data": {"train_file": str(data)}}, [
             "data.format=csv", "model.max_length=48", "train.batch_size=32", "train.grad_accum=2", "train.epochs=1",
-            "train.lr=1e-3", "train.warmup_steps=2", "lora.dropout=0", "train.log_every_steps=1", "train.progress=false",
-            "train.early_stopping_patience=0", f"model.compile={setting}", "train.eval_batch_size=64"])
-        metrics = train(cfg, workdir / f"run-compile-{setting}", console=False)
-        log = [json.loads(x) for x in (workdir / f"run-compile-{setting}" / "log.jsonl").read_text().splitlines()]
-        out[setting] = {"losses": [x["train_loss"] for x in log if "train_loss" in x], "val_loss": metrics["val_loss"],
-                        "val_accuracy": metrics["val_accuracy"], "step_seconds": metrics["step_seconds"]}
-    diff = max(abs(a - b) for a, b in zip(out["false"]["losses"], out["true"]["losses"]))
-    return {"eager": out["false"], "compiled": out["true"], "max_loss_diff": diff,
-            "same_steps": len(out["false"]["losses"]) == len(out["true"]["losses"]),
-            "val_loss_diff": abs(out["false"]["val_loss"] - out["true"]["val_loss"])}
+            "train.lr=1e-3", "train.warmup_steps=2", f"lora.dropout={dropout}", "train.log_every_steps=1",
+            "train.progress=false", "train.early_stopping_patience=0", f"model.compile={setting}", "train.eval_batch_size=64"])
+        metrics = train(cfg, workdir / f"run-{name}", console=False)
+        log = [json.loads(x) for x in (workdir / f"run-{name}" / "log.jsonl").read_text().splitlines()]
+        out[name] = {"losses": [x["train_loss"] for x in log if "train_loss" in x], "val_loss": metrics["val_loss"],
+                     "val_accuracy": metrics["val_accuracy"], "step_seconds": metrics["step_seconds"]}
+
+    def compare(a: str, b: str) -> dict:
+        return {"max_loss_diff": max(abs(x - y) for x, y in zip(out[a]["losses"], out[b]["losses"])),
+                "same_steps": len(out[a]["losses"]) == len(out[b]["losses"]),
+                "val_loss_diff": abs(out[a]["val_loss"] - out[b]["val_loss"])}
+
+    result = {"eager": out["false-dropout0"], "compiled": out["true-dropout0"], **compare("false-dropout0", "true-dropout0")}
+    if "cudagraphs-dropout0" in out:
+        result["cudagraphs"] = out["cudagraphs-dropout0"]
+        result["cudagraphs_vs_eager"] = compare("false-dropout0", "cudagraphs-dropout0")
+        result["dropout_runs"] = {"eager": out["false-dropout0.1"], "cudagraphs": out["cudagraphs-dropout0.1"],
+                                  **compare("false-dropout0.1", "cudagraphs-dropout0.1")}
+    return result
 
 
 def main() -> int:
@@ -213,6 +278,8 @@ def main() -> int:
     batches = [{k: v.to(device) for k, v in b.items()}
                for b in make_batches(max(n_micro, 8), args.batch, args.width, vocab, seed=0)]
     all_real = torch.ones(args.batch, dtype=torch.bool, device=device)
+    table = Table(batches)
+    sides = ("eager", "compiled", "captured")
 
     def restore() -> None:
         with torch.no_grad():
@@ -221,13 +288,13 @@ def main() -> int:
                     p.copy_(start[n])
                     p.grad = None
 
-    # ---- correctness: the first optimizer steps from the same weights, eager then compiled
+    # ---- correctness: the first optimizer steps from the same weights, eager, then compiled, then captured
     losses: dict[str, list[float]] = {}
     first_steps_s: dict[str, list[float]] = {}
     trainers: dict[str, Trainer] = {}
-    for side in ("eager", "compiled"):
+    for side in sides:
         restore()
-        trainer = trainers[side] = Trainer(model, device, precision, side == "compiled", args.accum)
+        trainer = trainers[side] = Trainer(model, device, precision, side, args.accum, table)
         side_losses, times = [], []
         for s in range(args.compare_steps):
             sync(device)
@@ -242,6 +309,7 @@ def main() -> int:
         print(f"{side}: first {args.compare_steps} optimizer steps took " + ", ".join(f"{t:.1f}" for t in times) + " s",
               file=sys.stderr, flush=True)
     compiled_fell_back = trainers["compiled"].compiled_loss.failed  # type: ignore[union-attr]
+    captured_fell_back = trainers["captured"].captured.failed  # type: ignore[union-attr]
 
     # A short batch: filler rows (copies of the first row, masked) leave the loss of the real rows unchanged.
     b0, n_real = batches[0], args.batch // 2 + 1
@@ -257,8 +325,8 @@ def main() -> int:
 
     # ---- speed: alternating rounds of steady-state micro-steps (optimizer step every `accum`)
     per_round = max(args.accum, args.steps // args.rounds // args.accum * args.accum)
-    train_s = {"eager": 0.0, "compiled": 0.0}
-    train_n = {"eager": 0, "compiled": 0}
+    train_s = {side: 0.0 for side in sides}
+    train_n = {side: 0 for side in sides}
     for _ in range(args.rounds):
         for side, trainer in trainers.items():
             trainer.allocate_grads()
@@ -276,6 +344,7 @@ def main() -> int:
     step_s = {side: train_s[side] / train_n[side] * args.accum for side in trainers}  # per optimizer step
     # Compile time: the first optimizer steps' time beyond what the same steps take in steady state.
     compile_train_s = sum(first_steps_s["compiled"]) - args.compare_steps * step_s["compiled"]
+    capture_train_s = sum(first_steps_s["captured"]) - args.compare_steps * step_s["captured"]
 
     # ---- inference: one pass over `infer_rows` rows, eager vs compiled
     model.eval()
@@ -307,18 +376,22 @@ def main() -> int:
     compile_infer_s = compile_infer_first_s - infer_s["compiled"] / (args.rounds * per_round_i)
 
     loss_diff = max(abs(a - b) for a, b in zip(losses["eager"], losses["compiled"]))
+    captured_loss_diff = max(abs(a - b) for a, b in zip(losses["eager"], losses["captured"]))
     tolerance = 5e-2 if precision != "fp32" else 2e-3
-    ok = (loss_diff <= tolerance and filler_diff <= tolerance and logits_diff <= tolerance
-          and not compiled_fell_back and not logits_fn.failed)
+    ok = (loss_diff <= tolerance and captured_loss_diff <= tolerance and filler_diff <= tolerance and logits_diff <= tolerance
+          and not compiled_fell_back and not captured_fell_back and not logits_fn.failed)
     result = {
         "device": device_name, "device_type": device.type, "precision": precision, "model": args.model,
         "torch": torch.__version__, "batch": args.batch, "width": args.width, "accum": args.accum,
         "compiled_mode": "reduce-overhead (CUDA graphs)" if device.type == "cuda" else "default (inductor)",
-        "compiled_fell_back_to_eager": compiled_fell_back,
+        "captured_mode": "torch.cuda.graph of the eager step" if device.type == "cuda" else "emulated (CPU dry run)",
+        "compiled_fell_back_to_eager": compiled_fell_back, "captured_fell_back_to_eager": captured_fell_back,
         "losses_eager": losses["eager"], "losses_compiled": losses["compiled"], "max_loss_diff": loss_diff,
+        "losses_captured": losses["captured"], "max_captured_loss_diff": captured_loss_diff,
         "filler_rows_loss_diff": filler_diff, "max_logits_diff": logits_diff, "tolerance": tolerance, "ok": ok,
         "train_samples_per_s": train_sps, "train_step_seconds": step_s, "train_micro_steps_timed": train_n,
-        "compile_train_seconds": compile_train_s,
+        "compile_train_seconds": compile_train_s, "capture_train_seconds": capture_train_s,
+        "capture_seconds_inside": trainers["captured"].captured.capture_seconds,  # type: ignore[union-attr]
         "break_even_optimizer_steps": (compile_train_s / (step_s["eager"] - step_s["compiled"])
                                        if step_s["eager"] > step_s["compiled"] else None),
         "inference_fell_back_to_eager": logits_fn.failed,
@@ -326,25 +399,38 @@ def main() -> int:
         "cold_inductor_cache": not args.warm_cache,
     }
 
-    print(f"\n{'':34s} {'eager':>12s} {'compiled':>12s} {'ratio':>7s}")
+    print(f"\n{'':34s} {'eager':>12s} {'compiled':>12s} {'ratio':>7s} {'captured':>12s} {'ratio':>7s}")
     print(f"{'train samples/s (batch %d)' % args.batch:34s} {train_sps['eager']:12.1f} {train_sps['compiled']:12.1f} "
-          f"{train_sps['compiled'] / train_sps['eager']:6.2f}x")
+          f"{train_sps['compiled'] / train_sps['eager']:6.2f}x {train_sps['captured']:12.1f} "
+          f"{train_sps['captured'] / train_sps['eager']:6.2f}x")
     print(f"{'inference samples/s (%d rows)' % args.infer_rows:34s} {infer_sps['eager']:12.1f} {infer_sps['compiled']:12.1f} "
           f"{infer_sps['compiled'] / infer_sps['eager']:6.2f}x")
     print(f"compile: train step {compile_train_s:.1f} s, inference {compile_infer_s:.1f} s"
-          f"{' (inductor cache cold)' if not args.warm_cache else ''}")
+          f"{' (inductor cache cold)' if not args.warm_cache else ''}; capture (cudagraphs): first steps' excess "
+          f"{capture_train_s:.2f} s, the capture itself {result['capture_seconds_inside']:.3f} s")
     be = result["break_even_optimizer_steps"]
     print(f"break-even: {be:.0f} optimizer steps" if be is not None else "break-even: never (compiled is not faster)")
-    print(f"losses: max |eager - compiled| {loss_diff:.2e} over {n_micro} micro-batches; filler rows {filler_diff:.2e}; "
-          f"logits {logits_diff:.2e} (tolerance {tolerance:g}) -> {'OK' if ok else 'MISMATCH'}"
-          + ("; the compiled step FELL BACK to eager" if compiled_fell_back else ""))
+    print(f"losses: max |eager - compiled| {loss_diff:.2e}, |eager - captured| {captured_loss_diff:.2e} over {n_micro} "
+          f"micro-batches; filler rows {filler_diff:.2e}; logits {logits_diff:.2e} (tolerance {tolerance:g}) -> "
+          f"{'OK' if ok else 'MISMATCH'}" + ("; the compiled step FELL BACK to eager" if compiled_fell_back else "")
+          + ("; the captured step FELL BACK to eager" if captured_fell_back else ""))
     if args.recipe:
         rc = recipe_check(device, Path(tempfile.mkdtemp(prefix="recipe-check-")))
-        rc_ok = rc["same_steps"] and rc["max_loss_diff"] <= tolerance and rc["val_loss_diff"] <= tolerance
+
+        def agrees(c: dict) -> bool:
+            return c["same_steps"] and c["max_loss_diff"] <= tolerance and c["val_loss_diff"] <= tolerance
+
+        rc_ok = agrees(rc) and ("cudagraphs_vs_eager" not in rc or agrees(rc["cudagraphs_vs_eager"]))
         result["recipe_check"], result["ok"], ok = rc, ok and rc_ok, ok and rc_ok
         print(f"recipe (TrainRecipe, tiny model, {len(rc['eager']['losses'])} steps): max |eager - compiled| train loss "
               f"{rc['max_loss_diff']:.2e}, val_loss diff {rc['val_loss_diff']:.2e}, val_accuracy {rc['eager']['val_accuracy']:.3f} / "
               f"{rc['compiled']['val_accuracy']:.3f} -> {'OK' if rc_ok else 'MISMATCH'}")
+        if "cudagraphs_vs_eager" in rc:
+            cg, dr = rc["cudagraphs_vs_eager"], rc["dropout_runs"]
+            print(f"recipe, model.compile=cudagraphs: max |eager - captured| train loss {cg['max_loss_diff']:.2e}, val_loss diff "
+                  f"{cg['val_loss_diff']:.2e}; eager {rc['eager']['step_seconds']:.2f} s vs captured "
+                  f"{rc['cudagraphs']['step_seconds']:.2f} s of steps; with LoRA dropout 0.1: max |eager - captured| "
+                  f"{dr['max_loss_diff']:.2e} (near 0: the graphs draw eager's dropout masks)")
     out = args.json or HERE / "reports" / f"gpu_step_check-{device.type}{'-smoke' if args.smoke else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -14,9 +14,9 @@ written at the end of the first (warm-up) epoch and from metrics.json at the end
 the difference: the steps after the first epoch. The wall time of the whole `train()` call is kept
 beside it for context.
 
-`compile` ("on", "off" or "auto") reaches the library as a config override, `model.compile=true|false`,
-or none at all for "auto" (the library's default), so this works whether `model.compile` is a bool
-or `auto | true | false`.
+`compile` ("on", "off", "graphs" or "auto") reaches the library as a config override, `model.compile=true|false`,
+`model.compile=cudagraphs` (the eager step captured as CUDA graphs, no torch.compile), or none at all for "auto"
+(the library's default).
 """
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def _fed_batches(lengths: list[int], t: Any, total_steps: int) -> list[list[list
     return out
 
 
-COMPILE_OVERRIDES = {"on": ["model.compile=true"], "off": ["model.compile=false"], "auto": []}
+COMPILE_OVERRIDES = {"on": ["model.compile=true"], "off": ["model.compile=false"], "auto": [],
+                     "graphs": ["model.compile=cudagraphs"]}
 
 
 def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list[str], eval_labels: list[int],

@@ -14,8 +14,10 @@ size and learning rate, for two sides:
                   ``loraclf.inference.run_inference`` + ``compute_metrics`` (evaluate)
                   and ``Classifier.predict_proba`` (predict) on the same test rows.
                   See bench/loraclf_side.py. ``--compile both`` (the default) runs it
-                  twice, with ``model.compile=false`` and ``=true`` (``on``/``off``/``auto``:
-                  one run; ``auto`` passes no override, i.e. the library's default).
+                  twice, with ``model.compile=false`` and ``=true``; ``--compile all`` three
+                  times, ``model.compile=cudagraphs`` first (the eager step captured as
+                  CUDA graphs: CUDA only); ``on``/``off``/``graphs``/``auto``: one run
+                  (``auto`` passes no override, i.e. the library's default).
 
 Steady state
 ------------
@@ -656,7 +658,12 @@ def worker(args) -> None:
     Path(args._result).write_text(json.dumps(res))
 
 
-LORACLF_SIDES = {"auto": "loraclf", "on": "loraclf_compiled", "off": "loraclf_eager"}  # --compile -> side name
+LORACLF_SIDES = {"auto": "loraclf", "on": "loraclf_compiled", "off": "loraclf_eager",
+                 "graphs": "loraclf_cudagraphs"}  # --compile -> side name
+# --compile -> the loraclf runs, in order: under a time limit the runs that matter most are in first. "all" starts
+# with the captured eager step (no compile: its figures come within seconds), then eager, then the compiled step,
+# whose compile may not finish within a GPU session's limit (bench/FINDINGS_gpu.md).
+COMPILE_RUNS = {"both": ("on", "off"), "all": ("graphs", "off", "on")}
 
 
 def spawn(args, which: str, compile: str = "auto") -> dict:
@@ -847,8 +854,9 @@ def main(argv=None) -> int:
                     help="steady steps of the eager sides, the baseline and loraclf with model.compile off (default: --steps; "
                          "they have nothing to amortize, and fewer keep a GPU check short)")
     ap.add_argument("--lr", type=float, default=BENCH_LR, help="learning rate of both sides (default %(default)g: both learn)")
-    ap.add_argument("--compile", default="both", choices=["auto", "on", "off", "both"],
-                    help="loraclf side: model.compile on, off, the library default (auto), or both (two loraclf runs)")
+    ap.add_argument("--compile", default="both", choices=["auto", "on", "off", "graphs", "both", "all"],
+                    help="loraclf side: model.compile on, off, cudagraphs (graphs; CUDA only), the library default (auto), "
+                         "both (on, off) or all (graphs, on, off)")
     ap.add_argument("--inference-warmup", default=None, choices=["on", "off"],
                     help="an untimed evaluate pass before the timed one (default: on for CUDA, off for CPU)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -913,8 +921,7 @@ def main(argv=None) -> int:
     if not args.skip_baseline:
         keep("baseline", spawn(args, "baseline"))
     if not args.skip_loraclf:
-        # compiled first: under a time limit the run that matters most is in before the eager one
-        for mode in (("on", "off") if args.compile == "both" else (args.compile,)):
+        for mode in COMPILE_RUNS.get(args.compile, (args.compile,)):
             keep(LORACLF_SIDES[mode], spawn(args, "loraclf", mode))
     mem = {}
     if not args.skip_memory:

@@ -6,7 +6,9 @@ tests exercise the same code a user's hub model would.
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-roberta")
     texts = [f"{r[1]} {r[2]}" for r in read_ag_rows("train.csv", 2000)]
     return build_tiny_roberta(out, texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_without_dropout(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny RoBERTa with dropout off: compiled code draws other random numbers than eager, so only a
+    model without dropout computes the same function both ways."""
+    out = tmp_path_factory.mktemp("tiny-no-dropout") / "model"
+    shutil.copytree(tiny_model, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
 
 
 @pytest.fixture(scope="session")

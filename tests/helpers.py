@@ -12,6 +12,25 @@ TINY_QUICK = ["train.batch_size=16", "train.grad_accum=1", "train.lr=1e-3", "tra
               "train.progress=false", "model.max_length=64", "train.early_stopping_patience=0"]
 
 
+def train_losses(model, train_file, out, compile_setting: str, extra: tuple[str, ...] = ()) -> tuple[list[float], dict]:  # noqa: ANN001 - Paths
+    """Train conftest's tiny RoBERTa (dropout off: `tiny_model_without_dropout`) for one short epoch with
+    `model.compile=compile_setting`; returns the logged per-step train losses and the run's metrics.
+
+    360 training rows in batches of 16: 22 full batches and a short one of 8 (filled with masked copies on the
+    fixed-shape paths); accumulation 2; max_length 48. `extra`: more overrides."""
+    import json
+
+    from loraclf.config import config_from_dict
+    from loraclf.train import train
+
+    overrides = [*TINY_QUICK, "model.max_length=48", "train.epochs=1", "train.grad_accum=2", "train.log_every_steps=1",
+                 "lora.dropout=0", "model.precision=fp32", f"model.compile={compile_setting}", "train.eval_batch_size=64", *extra]
+    cfg = config_from_dict({"model": {"name": str(model)}, "data": {"train_file": str(train_file)}}, overrides)
+    metrics = train(cfg, out, console=False)
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    return [x["train_loss"] for x in log if "train_loss" in x], metrics
+
+
 def one_error_line(result) -> str:  # noqa: ANN001 - a click/typer Result or a CompletedProcess
     """The single `error:` line of a failed command (and nothing else on stderr)."""
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]

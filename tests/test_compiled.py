@@ -3,14 +3,13 @@ one, and the fall back to eager when compiling fails."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import TINY_QUICK
+from helpers import TINY_QUICK, train_losses as _train_losses
 from loraclf.batching import dynamic_width_batches, pad_batch
 from loraclf.compiled import (CompiledOrEager, DeviceTokens, StaticEpoch, bucket_width,
                               compile_enabled, compiled_train_loss, fixed_rows, length_buckets, training_widths,
@@ -130,9 +129,9 @@ def test_compile_setting_resolves_per_device() -> None:
 
 
 @pytest.mark.parametrize("override, ok", [("model.compile=auto", "auto"), ("model.compile=true", True),
-                                          ("model.compile=false", False), ("model.compile=maybe", None),
-                                          ("model.compile=1", None)])
-def test_config_accepts_auto_true_false_only(override: str, ok: object) -> None:
+                                          ("model.compile=false", False), ("model.compile=cudagraphs", "cudagraphs"),
+                                          ("model.compile=maybe", None), ("model.compile=1", None)])
+def test_config_accepts_the_compile_settings_only(override: str, ok: object) -> None:
     if ok is not None:
         assert config_from_dict({}, [override]).model.compile == ok
         return
@@ -141,7 +140,7 @@ def test_config_accepts_auto_true_false_only(override: str, ok: object) -> None:
     with pytest.raises(ConfigError) as e:
         config_from_dict({}, [override])
     value = override.split("=", 1)[1]
-    assert str(e.value) == f"model.compile: {int(value) if value.isdigit() else repr(value)} is not a compile setting; use auto, true or false"
+    assert str(e.value) == f"model.compile: {int(value) if value.isdigit() else repr(value)} is not a compile setting; use auto, true, false or cudagraphs"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,31 +177,6 @@ def test_first_call_that_compiles_says_so(monkeypatch: pytest.MonkeyPatch, capfd
 
 # ---------------------------------------------------------------------------------------------
 # The recipe: compiled (static shapes) against eager
-
-
-@pytest.fixture(scope="module")
-def tiny_model_without_dropout(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny RoBERTa with dropout off: compiled code draws other random numbers than eager, so only a
-    model without dropout computes the same function both ways."""
-    out = tmp_path_factory.mktemp("tiny-no-dropout") / "model"
-    shutil.copytree(tiny_model, out)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (out / "config.json").write_text(json.dumps(cfg))
-    return out
-
-
-def _train_losses(model: Path, train_file: Path, out: Path, compile_setting: str) -> tuple[list[float], dict]:
-    from loraclf.train import train
-
-    # 360 training rows in batches of 16: 22 full batches and a short one of 8 (filled with masked copies);
-    # accumulation 2; max_length 48 -> buckets 32 and 48 (two training shapes, two or so for evaluation).
-    overrides = [*TINY_QUICK, "model.max_length=48", "train.epochs=1", "train.grad_accum=2", "train.log_every_steps=1",
-                 "lora.dropout=0", "model.precision=fp32", f"model.compile={compile_setting}", "train.eval_batch_size=64"]
-    cfg = config_from_dict({"model": {"name": str(model)}, "data": {"train_file": str(train_file)}}, overrides)
-    metrics = train(cfg, out, console=False)
-    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    return [x["train_loss"] for x in log if "train_loss" in x], metrics
 
 
 def _aot_eager_compile(real_compile):

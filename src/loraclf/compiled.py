@@ -109,6 +109,21 @@ def compile_enabled(setting: bool | str, device: torch.device, precision: str, t
             and total_steps >= CPU_AUTO_COMPILE_MIN_STEPS)
 
 
+def train_execution(setting: bool | str, device: torch.device, precision: str, total_steps: int | None = None,
+                    processes: int = 1) -> tuple[str, str | None]:
+    """How a training step runs under `model.compile`: "compiled" (torch.compile; on CUDA with CUDA graphs),
+    "cudagraphs" (the eager step captured as CUDA graphs, `loraclf.cudagraphs`) or "eager"; and a one-line
+    warning when the setting asked for what this device or process count cannot do."""
+    if setting == "cudagraphs":
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return "eager", f"warning: model.compile=cudagraphs needs a CUDA GPU; training eager on {device.type}"
+        if processes > 1:
+            # DDP all-reduces gradients in backward hooks, between what would be the graph's kernels.
+            return "eager", f"warning: model.compile=cudagraphs runs in one process; training eager on {processes} processes"
+        return "cudagraphs", None
+    return ("compiled" if compile_enabled(setting, device, precision, total_steps) else "eager"), None
+
+
 def inference_compile_enabled(setting: bool | str, device: torch.device, frozen: bool, rows: int | None = None,
                               serving: bool = False, precision: str = "bf16") -> bool:
     """What --compile means for inference: true/false as given; auto compiles on CUDA, and on CPU a frozen

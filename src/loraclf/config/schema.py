@@ -70,10 +70,10 @@ def _delimiter(v: str) -> str:
 
 
 def _compile_setting(v: Any) -> Any:
-    """model.compile: YAML's true/false, or `auto`."""
-    if v is True or v is False or v == "auto":
+    """model.compile: YAML's true/false, `auto` or `cudagraphs`."""
+    if v is True or v is False or v in ("auto", "cudagraphs"):
         return v
-    raise problem(f"{v!r} is not a compile setting; use auto, true or false")
+    raise problem(f"{v!r} is not a compile setting; use auto, true, false or cudagraphs")
 
 
 def _yaml_float(v: Any) -> Any:
@@ -101,7 +101,7 @@ Float = Annotated[float, BeforeValidator(_yaml_float), Strict()]  # ints widen t
 Bool = Annotated[bool, Strict()]  # true/false only, not "yes" or 1
 Text = Annotated[str, BeforeValidator(_number_as_text), Strict()]
 TextList = Annotated[list[Text], BeforeValidator(_comma_list)]
-CompileSetting = Annotated[Literal["auto"] | bool, BeforeValidator(_compile_setting)]
+CompileSetting = Annotated[Literal["auto", "cudagraphs"] | bool, BeforeValidator(_compile_setting)]
 AtLeast1 = Annotated[Int, Field(ge=1)]
 NotNegative = Annotated[Int, Field(ge=0)]
 
@@ -161,7 +161,9 @@ class ModelConfig:
         "auto", "auto: bf16 on GPUs and on CPUs with AMX/AVX-512-BF16, fp16 on older GPUs, fp32 otherwise; or fp32/bf16/fp16.")
     compile: CompileSetting = _f(
         "auto", "torch.compile, one graph for the whole run (on GPUs a CUDA graph per length bucket): auto = on CUDA, and on CPU "
-        "only where it pays (see loraclf.compiled); true/false force it. A model that fails to compile runs eager.")
+        "only where it pays (see loraclf.compiled); true/false force it; cudagraphs = on a GPU, the eager step captured as a "
+        "CUDA graph per length bucket with no torch.compile (milliseconds instead of a compile). A model that fails to "
+        "compile or capture runs eager.")
     attn_implementation: Literal["sdpa", "eager"] = _f("sdpa", "Attention kernel: sdpa (fused) or eager.")
 
 

@@ -26,8 +26,8 @@ import torch
 
 from .. import model as M
 from ..batching import TokenCache, epoch_batches, pad_batch, pad_id_of, process_slice, steps_per_epoch
-from ..compiled import (DeviceTokens, StaticEpoch, compile_enabled, compiled_train_loss, training_widths,
-                        raise_recompile_limit)
+from ..compiled import (DeviceTokens, StaticEpoch, compiled_train_loss, length_buckets, masked_cross_entropy,
+                        raise_recompile_limit, train_execution, training_widths)
 from ..config import Config, config_from_dict
 from ..data import Splits, load_splits
 from ..errors import RunDirError
@@ -153,8 +153,18 @@ class TrainRecipe:
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
         self.model = model
-        # model.compile: length buckets (one graph, the width dynamic), fixed rows, ids on the device, CUDA graphs on GPUs.
-        self.compile = compile_enabled(cfg.model.compile, self.accelerator.device, self.precision, self.total_steps)
+        # model.compile: fixed-shape batches gathered from ids on the device, then either torch.compile (one graph,
+        # the width dynamic; CUDA graphs on GPUs) or, with `cudagraphs`, the eager step captured per length bucket.
+        self.execution, warning = train_execution(cfg.model.compile, self.accelerator.device, self.precision,
+                                                  self.total_steps, self.world)
+        if warning and self.is_main:
+            print(warning, file=sys.stderr, flush=True)
+        self.compile = self.execution == "compiled"  # evaluation compiles too; a captured step evaluates eager
+        self.static_shapes = self.execution != "eager"
+        if self.execution == "cudagraphs":
+            self.buckets = length_buckets(cfg.model.max_length)  # a graph per width: the few buckets
+        elif self.compile:
+            self.buckets = training_widths(cfg.model.max_length, self.accelerator.device)
         on_gpu = self.accelerator.device.type == "cuda"
         # Eager CPU steps spent a third of their time drawing dropout masks: draw them four at a time instead.
         self.cpu_dropout = cfg.train.cpu_dropout and self.accelerator.device.type == "cpu" and not self.compile
@@ -203,9 +213,10 @@ class TrainRecipe:
         cfg, state, acc = self.cfg, self.state, self.accelerator
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
         self.compiled_loss = None
+        self.captured_step = None
         self.keep_grads = False  # CUDA graphs: .grad stays allocated between steps (see compiled_train_loss)
-        if self.compile:
-            self._setup_compiled_step()
+        if self.static_shapes:
+            self._setup_static_step()
         if cfg.train.tracker != "none" and self.is_main:
             acc.init_trackers(cfg.name, config={"lr": cfg.train.lr, "r": cfg.lora.r, "alpha": cfg.lora.alpha})
         progress = None
@@ -222,7 +233,7 @@ class TrainRecipe:
         while not stop and state.epoch < cfg.train.epochs:
             batches = epoch_batches(self.lengths, cfg.train.batch_size, cfg.train.seed, state.epoch, cfg.train.group_by_length)
             batches = [b for b in batches if len(b) >= self.world]  # every process needs at least one example
-            if self.compiled_loss is not None:  # this epoch's row indices go to the device once
+            if self.static_shapes:  # this epoch's row indices go to the device once
                 self.static_epoch = StaticEpoch([process_slice(b, cfg.train.batch_size, self.rank, self.world) for b in batches],
                                                 cfg.train.batch_size // self.world, self.lengths, self.buckets, acc.device)
             for b_idx in range(state.batch_in_epoch, len(batches)):
@@ -269,20 +280,26 @@ class TrainRecipe:
         if progress is not None:
             progress.close()
 
-    def _setup_compiled_step(self) -> None:
-        """The compiled training step's inputs: token ids and labels on the device, the padded widths."""
+    def _setup_static_step(self) -> None:
+        """The fixed-shape training step: token ids and labels on the device, then the compiled loss or the
+        captured step (`loraclf.cudagraphs`)."""
         acc = self.accelerator
-        # Graphs compiled for an earlier run's model in this process (tune's previous trial) can never run again;
-        # drop them so they do not count against dynamo's recompile limit. Inductor's on-disk cache stays, so the
-        # same shapes compile much faster the second time.
-        torch._dynamo.reset()
-        self.buckets = training_widths(self.cfg.model.max_length, acc.device)
-        raise_recompile_limit(len(self.buckets))
         self.train_tokens = DeviceTokens(self.train_ids, self.pad_id, acc.device, self.buckets[-1], labels=self.train_labels)
-        cuda_graphs = acc.device.type == "cuda" and self.world == 1
-        self.compiled_loss = compiled_train_loss(self.model, acc.device, cuda_graphs=cuda_graphs,
-                                                 label_smoothing=self.cfg.train.label_smoothing)
-        self.keep_grads = cuda_graphs
+        if self.execution == "cudagraphs":
+            from ..cudagraphs import CapturedTrainStep, CudaGraphs
+
+            self.captured_step = CapturedTrainStep(self._micro_step, CudaGraphs(acc.device))
+            self.keep_grads = True  # a captured backward adds into the .grad buffers it saw at capture
+        else:
+            # Graphs compiled for an earlier run's model in this process (tune's previous trial) can never run
+            # again; drop them so they do not count against dynamo's recompile limit. Inductor's on-disk cache
+            # stays, so the same shapes compile much faster the second time.
+            torch._dynamo.reset()
+            raise_recompile_limit(len(self.buckets))
+            cuda_graphs = acc.device.type == "cuda" and self.world == 1
+            self.compiled_loss = compiled_train_loss(self.model, acc.device, cuda_graphs=cuda_graphs,
+                                                     label_smoothing=self.cfg.train.label_smoothing)
+            self.keep_grads = cuda_graphs
         if self.keep_grads:
             for p in self.model.parameters():
                 if p.requires_grad and p.grad is None:
@@ -294,24 +311,40 @@ class TrainRecipe:
         backward = lambda loss: acc.backward(loss / cfg.train.grad_accum)  # noqa: E731
         # In-step micro-batches skip DDP's gradient all-reduce; the boundary one syncs them all.
         sync_ctx = acc.no_sync(self.model) if not boundary else contextlib.nullcontext()
-        with sync_ctx, autocast_context(acc.device, self.precision):
-            if self.compiled_loss is not None:
-                # Few shapes: the rows are gathered on the device, padded to their length bucket and to a
-                # fixed row count (filler rows are masked out of the loss).
-                rows, real = self.static_epoch.rows[b_idx], self.static_epoch.real[b_idx]
-                inputs = self.train_tokens.batch(rows, self.static_epoch.widths[b_idx])
-                loss = self.compiled_loss(inputs["input_ids"], inputs["attention_mask"], self.train_tokens.labels[rows], real,
-                                          then=backward)
-            else:
-                mine = process_slice(global_batch, cfg.train.batch_size, self.rank, self.world)
-                inputs = pad_batch([self.train_ids[i] for i in mine], self.pad_id)
-                inputs = {k: v.to(acc.device, non_blocking=True) for k, v in inputs.items()}
-                targets = torch.as_tensor([self.train_labels[i] for i in mine], device=acc.device)
-                logits = self.model(**inputs).logits
-                loss = torch.nn.functional.cross_entropy(logits.float(), targets, label_smoothing=cfg.train.label_smoothing)
-                backward(loss)
+        if self.captured_step is not None:  # one process: no DDP sync to skip; the body has its autocast
+            loss = self.captured_step(self.static_epoch.widths[b_idx], self.static_epoch.rows[b_idx],
+                                      self.static_epoch.real[b_idx])
+        else:
+            with sync_ctx, autocast_context(acc.device, self.precision):
+                if self.compiled_loss is not None:
+                    # Few shapes: the rows are gathered on the device, padded to their length bucket and to a
+                    # fixed row count (filler rows are masked out of the loss).
+                    rows, real = self.static_epoch.rows[b_idx], self.static_epoch.real[b_idx]
+                    inputs = self.train_tokens.batch(rows, self.static_epoch.widths[b_idx])
+                    loss = self.compiled_loss(inputs["input_ids"], inputs["attention_mask"], self.train_tokens.labels[rows],
+                                              real, then=backward)
+                else:
+                    mine = process_slice(global_batch, cfg.train.batch_size, self.rank, self.world)
+                    inputs = pad_batch([self.train_ids[i] for i in mine], self.pad_id)
+                    inputs = {k: v.to(acc.device, non_blocking=True) for k, v in inputs.items()}
+                    targets = torch.as_tensor([self.train_labels[i] for i in mine], device=acc.device)
+                    logits = self.model(**inputs).logits
+                    loss = torch.nn.functional.cross_entropy(logits.float(), targets, label_smoothing=cfg.train.label_smoothing)
+                    backward(loss)
         state.samples_seen += len(global_batch)
         state.tokens_seen += sum(len(self.train_ids[i]) for i in global_batch)
+        return loss.detach()
+
+    def _micro_step(self, width: int, rows: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Forward and backward of the fixed-shape micro-batch `rows` (table rows on the device; `real` masks the
+        filler rows) padded to `width`: what `model.compile=cudagraphs` captures. Returns the loss, detached.
+        Everything stays on the device (a host sync cannot be captured), and autocast is entered inside, so that
+        its cache of cast weights never outlives one micro-batch (a captured cast must redo itself every replay)."""
+        inputs = self.train_tokens.batch(rows, width)
+        with autocast_context(self.accelerator.device, self.precision):
+            logits = self.model(**inputs).logits
+            loss = masked_cross_entropy(logits, self.train_tokens.labels[rows], real, self.cfg.train.label_smoothing)
+        self.accelerator.backward(loss / self.cfg.train.grad_accum)
         return loss.detach()
 
     def optimizer_step(self) -> None:
