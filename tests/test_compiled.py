@@ -105,11 +105,14 @@ def test_filler_rows_do_not_count_in_the_loss() -> None:
 
 
 def test_inference_compile_setting_resolves_per_device_and_use() -> None:
-    """auto: CUDA always; CPU only a frozen (merged) model, and then for a server or a large enough set of texts."""
+    """auto: never on CUDA (large eager batches keep a GPU busy: compiling did not pay, issue 10's H100 table); on CPU
+    only a frozen (merged) model, and then for a server or a large enough set of texts."""
     from loraclf.compiled import CPU_AUTO_COMPILE_MIN_ROWS, inference_compile_enabled
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert inference_compile_enabled("auto", cuda, frozen=False, rows=10) is True
+    assert inference_compile_enabled("auto", cuda, frozen=True, rows=100_000) is False
+    assert inference_compile_enabled("auto", cuda, frozen=True, serving=True) is False
+    assert inference_compile_enabled(True, cuda, frozen=False) is True
     assert inference_compile_enabled("auto", cpu, frozen=True, serving=True) is True
     assert inference_compile_enabled("auto", cpu, frozen=False, serving=True) is False  # shared, unmerged base
     assert inference_compile_enabled("auto", cpu, frozen=True, rows=7600) is False  # a compile would not pay back

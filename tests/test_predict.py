@@ -125,6 +125,22 @@ def test_predictions_csv_layouts() -> None:
     )
 
 
+def test_device_path_gives_the_host_path_logits(clf: Classifier) -> None:
+    """The eager pass a GPU runs (`run_inference_on_device`: ids on the device, token-budget batches, logits copied
+    back once) scores every text as the host path does, in input order, for one text and for many batches."""
+    from loraclf.inference import run_inference, run_inference_on_device
+
+    ids = clf.tokenize(sample_texts(40))
+    run = clf.run
+    want = run_inference(run.model, ids, 4, run.device, run.precision, clf.pad_id)
+    for batch_size in (1, 4, 64):
+        got = run_inference_on_device(run.model, ids, batch_size, run.device, run.precision, clf.pad_id,
+                                      max_length=clf.max_length, compiled=False)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    one = run_inference_on_device(run.model, ids[3:4], 8, run.device, run.precision, clf.pad_id, compiled=False)
+    np.testing.assert_allclose(one, want[3:4], atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # The command
 

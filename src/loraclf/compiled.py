@@ -50,6 +50,12 @@ CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
 # gained nothing with a graph per bucket, so auto leaves it eager.
 CPU_AUTO_COMPILE_MIN_ROWS = 20_000
 
+# On CUDA, `auto` runs inference eager. Measured on an H100 (issue 10: RoBERTa-base-sized model, bf16, fixed
+# 64-token batches): batch 256 scored 15,759 samples/s eager vs 15,763 compiled; batch 32 2,733 eager vs 2,571
+# compiled and 2,345 with CUDA graphs. Large batches keep the GPU busy without a compile, which costs tens of
+# seconds for RoBERTa-base: more than a predict of a few thousand texts takes in all.
+CUDA_AUTO_COMPILE_INFERENCE = False
+
 # On CPU, `auto` compiles a server's frozen adapters (~15 s of start-up on 2 cores; bench/serve_load.py
 # measured more requests/s than the unmerged eager path at concurrency 16, see bench/FINDINGS_cpu.md).
 CPU_AUTO_COMPILE_SERVING = True
@@ -126,16 +132,16 @@ def train_execution(setting: bool | str, device: torch.device, precision: str, t
 
 def inference_compile_enabled(setting: bool | str, device: torch.device, frozen: bool, rows: int | None = None,
                               serving: bool = False, precision: str = "bf16") -> bool:
-    """What --compile means for inference: true/false as given; auto compiles on CUDA, and on CPU a frozen
-    (merged, inference-only) model when serving, or in bf16 when scoring at least CPU_AUTO_COMPILE_MIN_ROWS
-    texts at once.
+    """What --compile means for inference: true/false as given; auto compiles on CUDA only if
+    CUDA_AUTO_COMPILE_INFERENCE (not: it did not pay), and on CPU a frozen (merged, inference-only) model when
+    serving, or in bf16 when scoring at least CPU_AUTO_COMPILE_MIN_ROWS texts at once.
 
     On CPU only a frozen model compiles on `auto`: at 16 texts per batch the unfrozen compile gained ~1.35x
     against ~1.7x frozen (MiniLM, bf16, fixed 96-token batches, 2-core Xeon)."""
     if setting is True or setting is False:
         return setting
     if device.type == "cuda":
-        return True
+        return CUDA_AUTO_COMPILE_INFERENCE
     if not frozen:
         return False
     if serving:

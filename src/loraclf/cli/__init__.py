@@ -275,8 +275,8 @@ PRECISION_HELP = "Inference precision: auto, fp32, bf16 or fp16."
 FORMAT_HELP = "Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default: the run's data.format)."
 TEXT_COLUMNS_HELP = "Text column(s), comma-separated, joined with a space (default: the run's data.text_columns)."
 BACKEND_HELP = "Inference backend: torch, or onnx (ONNX Runtime on CPU; RUN_DIR may be an `export --onnx` directory, a run is exported once into RUN_DIR/onnx)."
-COMPILE_HELP = ("Compile the torch forward pass (one graph for every batch shape): auto (on GPUs; on CPUs in bf16 from "
-                "20,000 texts, where the ~13 s compile pays back), true or false.")
+COMPILE_HELP = ("Compile the torch forward pass (one graph for every batch shape): auto (on CPUs in bf16 from 20,000 "
+                "texts, where the ~13 s compile pays back; not on GPUs, where large eager batches do as well), true or false.")
 INT8_HELP = "With --backend onnx: the dynamically quantized int8 model (smaller, faster, labels may differ slightly)."
 
 

@@ -26,8 +26,8 @@ import torch
 
 from .. import model as M
 from ..batching import TokenCache, epoch_batches, pad_batch, pad_id_of, process_slice, steps_per_epoch
-from ..compiled import (DeviceTokens, StaticEpoch, compiled_train_loss, length_buckets, masked_cross_entropy,
-                        raise_recompile_limit, train_execution, training_widths)
+from ..compiled import (DeviceTokens, StaticEpoch, compiled_train_loss, inference_compile_enabled, length_buckets,
+                        masked_cross_entropy, raise_recompile_limit, train_execution, training_widths)
 from ..config import Config, config_from_dict
 from ..data import Splits, load_splits
 from ..errors import RunDirError
@@ -159,7 +159,10 @@ class TrainRecipe:
                                                   self.total_steps, self.world)
         if warning and self.is_main:
             print(warning, file=sys.stderr, flush=True)
-        self.compile = self.execution == "compiled"  # evaluation compiles too; a captured step evaluates eager
+        self.compile = self.execution == "compiled"
+        # Evaluation compiles where inference compiling pays (`inference_compile_enabled`: on CUDA only when forced
+        # with model.compile=true), and only alongside a compiled step.
+        self.compile_eval = self.compile and inference_compile_enabled(cfg.model.compile, self.accelerator.device, frozen=False)
         self.static_shapes = self.execution != "eager"
         if self.execution == "cudagraphs":
             self.buckets = length_buckets(cfg.model.max_length)  # a graph per width: the few buckets
@@ -375,7 +378,7 @@ class TrainRecipe:
         acc = self.accelerator
         shard = list(range(self.rank, len(ids), self.world))
         logits = run_inference(self._inner_model(), ids, self.cfg.train.eval_batch_size, acc.device, self.precision,
-                               self.pad_id, indices=shard, compiled=self.compile, max_length=self.cfg.model.max_length)
+                               self.pad_id, indices=shard, compiled=self.compile_eval, max_length=self.cfg.model.max_length)
         if self.world > 1:
             full = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
             for idx, part in gather_object([(shard, logits)]):
