@@ -13,6 +13,9 @@ H100 (issue 10), and 5 of them (plus the evaluation's) did not finish within 260
 (bench/reports/gpu_check_h200.log); on a 2-core CPU one dynamic-width compile of a tiny model's step took 13.3 s
 where 4 static ones took 59.6 s, at the same step time (`bench/compile_shapes.py`, bench/FINDINGS_cpu.md).
 
+`model.compile=cudagraphs` trains on the same fixed shapes without torch.compile: `loraclf.cudagraphs` captures the
+eager step per bucket instead.
+
 Token ids live on the device as one padded table (`DeviceTokens`) and batches are gathered from it by index,
 so a step copies nothing from the host. `CompiledOrEager` runs a function compiled and, if compiling or
 capturing fails, prints one warning line and runs it eager from then on: a model that cannot compile never
