@@ -17,6 +17,8 @@
 #   step   bench/gpu_step_check.py --smoke --recipe: eager vs CUDA-graph step losses on a tiny model, and
 #          TrainRecipe itself with model.compile false vs true vs cudagraphs (2 length buckets, accumulation, a
 #          short batch), and eager vs cudagraphs with LoRA dropout (do the graphs draw eager's dropout masks?).
+#   infer  bench/gpu_inference_sweep.py: eager evaluate/predict samples/s on the 7,600 AG News test rows against
+#          the token budget per pass (batch_size 64-512 x max_length 128; the default is 128), random RoBERTa-base.
 #   tune   bench/tune_workers.py: `loraclf tune --workers K`, K = 1 and 4 on the one GPU (K = 2 was measured on
 #          the H200: 1.04x K = 1), 8 trials of the study's space (configs/seed.yaml), MiniLM on 1,000 training
 #          rows, the step captured (model.compile=cudagraphs; TUNE_COMPILE=false for eager), with nvidia-smi
@@ -62,7 +64,7 @@ PYEOF
   exit 0
 fi
 
-PARTS=${*:-speed step tune}
+PARTS=${*:-speed step infer tune}
 OUT=${OUT:-/tmp/out}; export OUT
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
@@ -137,7 +139,13 @@ PYEOF
       stamp "step: bench/gpu_step_check.py is not in this checkout; skipped"
     fi
     ;;
-  *) echo "unknown part '$part' (speed, tune, step)";;
+  infer)
+    stamp "infer: bench/gpu_inference_sweep.py, eager samples/s per token budget"
+    timeout $(cap ${INFER_TIMEOUT:-45}) $PY bench/gpu_inference_sweep.py --tokenizer $MODEL --device ${SPEED_DEVICE:-cuda} \
+      --model ${INFER_MODEL:-random-roberta-base} --data-dir "$AG_DIR" ${INFER_ARGS:-} --json "$OUT/gpu_inference_sweep.json" \
+      || echo "infer: stopped or failed (rc $?)"
+    ;;
+  *) echo "unknown part '$part' (speed, step, infer, tune)";;
   esac
 done
 stamp "done"
