@@ -68,3 +68,18 @@ def test_cpu_inference_times_an_earlier_checkout_beside_the_current_one(trained_
     p = subprocess.run([sys.executable, str(REPO / "bench" / "cpu_inference.py"), "--run-dir", str(trained_tiny_run),
                         "--before-src", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 2 and "not a loraclf checkout" in p.stderr
+
+
+def test_gpu_inference_sweep_dry_run_on_cpu(tiny_model: Path, tmp_path: Path) -> None:
+    """bench/gpu_inference_sweep.py (a part of bench/gpu_check.sh) runs on CPU with a tiny model and reports a
+    rate per token budget, so the GPU session that runs it does not meet a broken script."""
+    out = tmp_path / "sweep.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_inference_sweep.py"), "--tokenizer", str(tiny_model),
+                        "--device", "cpu", "--model", "random-tiny", "--rows", "60", "--batch-sizes", "4,16", "--reps", "1",
+                        "--data-dir", str(SHARED), "--json", str(out)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["rows"] == 60 and [r["token_budget"] for r in report["results"]] == [4 * 128, 16 * 128]
+    assert all(r["samples_per_s"] > 0 for r in report["results"])
