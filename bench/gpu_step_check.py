@@ -156,14 +156,21 @@ class Trainer:
         self.keep_grads = (side == "compiled" and device.type == "cuda") or side == "captured"
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-3, fused=device.type == "cuda" or None)
+        self.grads: list[torch.Tensor] | None = None
         self.allocate_grads()
 
     def allocate_grads(self) -> None:
-        """The compiled side on CUDA keeps every .grad allocated (the other side's zero_grad may have dropped them)."""
-        if self.keep_grads:
-            for p in self.model.parameters():
-                if p.requires_grad and p.grad is None:
-                    p.grad = torch.zeros_like(p)
+        """A side with CUDA graphs puts back its own .grad buffers, zeroed: the sides share one model, another
+        side's zero_grad(set_to_none=True) drops them, and a graph keeps adding into the buffers it captured
+        (new ones would leave it writing into freed memory)."""
+        if not self.keep_grads:
+            return
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.grads is None:
+            self.grads = [torch.zeros_like(p) for p in params]
+        for p, g in zip(params, self.grads):
+            g.zero_()
+            p.grad = g
 
     def _body(self, width: int, rows: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """What the captured side records: gather, forward, masked loss, backward (TrainRecipe._micro_step's shape)."""

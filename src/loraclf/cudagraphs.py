@@ -14,6 +14,8 @@ captured once per length bucket:
 - the next use captures it (a capture runs nothing), then replays it;
 - every later use copies the micro-batch's row indices and real-row mask into the graph's input buffers and
   replays it: one launch.
+The backward adds into the .grad tensors that exist at capture, so they must stay the same objects for the whole
+run: the recipe allocates them before the first step and zeroes them in place (zero_grad(set_to_none=False)).
 Dropout draws from the default CUDA generator inside a graph too (each replay advances its offset), so a seeded run
 repeats itself and `--resume` restores it. Clipping, fused AdamW and the schedule stay eager: a dozen launches per
 optimizer step. A capture that fails prints one warning line and the step runs eager from then on.
