@@ -16,8 +16,10 @@ captured once per length bucket:
   replays it: one launch.
 The backward adds into the .grad tensors that exist at capture, so they must stay the same objects for the whole
 run: the recipe allocates them before the first step and zeroes them in place (zero_grad(set_to_none=False)).
-Dropout draws from the default CUDA generator inside a graph too (each replay advances its offset), so a seeded run
-repeats itself and `--resume` restores it. Clipping, fused AdamW and the schedule stay eager: a dozen launches per
+Dropout draws from the default CUDA generator inside a graph too: each replay advances its offset as the eager
+kernels would, so a seeded run should repeat itself and `--resume` restore it even though a resumed process warms up
+at other steps (`bench/gpu_step_check.py --recipe` compares a run with dropout against eager on a GPU; the CPU tests
+check the bookkeeping with an emulated graph API). Clipping, fused AdamW and the schedule stay eager: a dozen launches per
 optimizer step. A capture that fails prints one warning line and the step runs eager from then on.
 
 All graphs share one memory pool, so they hold the activations of one micro-batch, not one per bucket. That is safe
