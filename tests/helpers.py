@@ -31,6 +31,36 @@ def train_losses(model, train_file, out, compile_setting: str, extra: tuple[str,
     return [x["train_loss"] for x in log if "train_loss" in x], metrics
 
 
+def stopped_and_resumed(cfg, root, stop_at_step: int = 8) -> tuple[dict, dict, list[float], list[float]]:  # noqa: ANN001
+    """Train `cfg` uninterrupted into root/full, and again into root/stopped, stopped by an exception at the
+    evaluation of `stop_at_step` and then resumed from its checkpoint. Returns the metrics of both runs and the
+    per-step train losses each one logged (the resumed run's log holds the steps before and after the stop)."""
+    import json
+
+    from loraclf.train import resume, train
+
+    class Stop(Exception):
+        pass
+
+    def stop(step: int, metrics: dict) -> None:
+        if step == stop_at_step:
+            raise Stop
+
+    full = train(cfg, root / "full", console=False)
+    try:
+        train(cfg, root / "stopped", console=False, on_eval=stop)
+    except Stop:
+        pass
+    else:
+        raise AssertionError(f"the run was not stopped at step {stop_at_step}")
+    resumed = resume(root / "stopped")
+
+    def losses(run) -> list[float]:  # noqa: ANN001
+        return [json.loads(x)["train_loss"] for x in (run / "log.jsonl").read_text().splitlines() if "train_loss" in x]
+
+    return full, resumed, losses(root / "full"), losses(root / "stopped")
+
+
 def one_error_line(result) -> str:  # noqa: ANN001 - a click/typer Result or a CompletedProcess
     """The single `error:` line of a failed command (and nothing else on stderr)."""
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]

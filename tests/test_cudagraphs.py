@@ -8,14 +8,13 @@ eager, the settings, and a whole run. `bench/gpu_step_check.py` checks the real 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
 
-from helpers import TINY_QUICK, train_losses
+from helpers import TINY_QUICK, stopped_and_resumed, train_losses
 from loraclf.compiled import train_execution
 from loraclf.config import config_from_dict
 from loraclf.cudagraphs import CapturedTrainStep
@@ -162,28 +161,11 @@ def test_captured_run_resumes_exactly(emulated_cudagraphs: list[EmulatedGraphs],
                                       ag_small: dict[str, Path], tmp_path: Path) -> None:
     """It resumes a captured run (dropout on) stopped after a mid-epoch evaluation and ends with the same losses
     and validation metrics as the uninterrupted run: the resumed process warms up and captures again."""
-    from loraclf.train import resume, train
-
     overrides = [*TINY_QUICK, "model.max_length=128", "train.epochs=2", "train.log_every_steps=1", "train.eval_every_steps=8",
                  "model.precision=fp32", "model.compile=cudagraphs", "train.eval_batch_size=64"]
     cfg = config_from_dict({"model": {"name": str(tiny_model)}, "data": {"train_file": str(ag_small["train"])}}, overrides)
-    full = train(cfg, tmp_path / "full", console=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_step_8(step: int, metrics: dict) -> None:
-        if step == 8:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(cfg, tmp_path / "stopped", console=False, on_eval=stop_at_step_8)
-    resumed = resume(tmp_path / "stopped")
-
-    def losses(run: Path) -> list[float]:
-        return [json.loads(x)["train_loss"] for x in (run / "log.jsonl").read_text().splitlines() if "train_loss" in x]
-
+    full, resumed, full_losses, resumed_losses = stopped_and_resumed(cfg, tmp_path, stop_at_step=8)
     assert len(emulated_cudagraphs) == 3 and all(g.captures >= 1 for g in emulated_cudagraphs)
     assert resumed["global_step"] == full["global_step"] > 8
-    assert losses(tmp_path / "stopped") == pytest.approx(losses(tmp_path / "full"), abs=1e-6)
+    assert resumed_losses == pytest.approx(full_losses, abs=1e-6)
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
