@@ -210,6 +210,7 @@ def test_compiled_run_matches_eager_run(compile_backend, tiny_model_without_drop
     assert compiled["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-4)
     assert compiled["val_accuracy"] == eager["val_accuracy"]
     assert compiled["train_samples"] == eager["train_samples"]  # filler rows are not samples
+    assert compiled["step_execution"] == "compiled" and compiled["compile_fell_back"] is False
     assert "warning" not in capfd.readouterr().err
 
 
@@ -225,6 +226,7 @@ def test_compile_failure_in_a_run_falls_back_to_eager(tiny_model_without_dropout
     monkeypatch.setattr(torch, "compile", compile_that_fails_on_call)
     losses, metrics = _train_losses(tiny_model_without_dropout, ag_small["train"], tmp_path / "run", "true")
     assert metrics["global_step"] == 12 and len(losses) == 12 and all(np.isfinite(losses))
+    assert metrics["compile_fell_back"] is True
     warnings = [ln for ln in capfd.readouterr().err.splitlines() if "warning" in ln]
     assert warnings == [
         "warning: model.compile: the training step could not be compiled (RuntimeError: inductor: C++ compile failed); running it eager",

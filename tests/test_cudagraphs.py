@@ -154,6 +154,8 @@ def test_captured_run_matches_eager_run(emulated_cudagraphs: list[EmulatedGraphs
     (graphs,) = emulated_cudagraphs
     # 23 micro-batches in three buckets (max_length 128): each warms up once, two come back and are captured
     assert (graphs.warmups, graphs.captures, graphs.replays) == (3, 2, 20)
+    assert graphed["step_execution"] == "cudagraphs" and graphed["cuda_graphs_captured"] == 2
+    assert graphed["cuda_graph_capture_fell_back"] is False and eager["step_execution"] == "eager"
     assert "warning" not in capfd.readouterr().err
 
 

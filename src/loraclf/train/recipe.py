@@ -433,6 +433,18 @@ class TrainRecipe:
     # -----------------------------------------------------------------------------------------
     # finish
 
+    def _execution_metrics(self) -> dict[str, Any]:
+        """How the training step ran (`model.compile`): eager, compiled or cudagraphs, and what compiling or
+        capturing cost, or whether it fell back to eager."""
+        out: dict[str, Any] = {"step_execution": self.execution}
+        compiled, captured = getattr(self, "compiled_loss", None), getattr(self, "captured_step", None)
+        if compiled is not None:
+            out.update(compile_fell_back=compiled.failed, compile_first_call_seconds=compiled.first_call_seconds)
+        if captured is not None:
+            out.update(cuda_graphs_captured=len(captured.captured), cuda_graph_capture_seconds=captured.capture_seconds,
+                       cuda_graph_capture_fell_back=captured.failed)
+        return out
+
     def finish(self) -> dict[str, Any]:
         """Best weights back in, test score, then the adapter, tokenizer and metrics (metrics.json last)."""
         cfg, state, acc = self.cfg, self.state, self.accelerator
@@ -465,6 +477,7 @@ class TrainRecipe:
             peak_memory_mb=peak_memory_mb(acc.device),
             precision=self.precision,
             device=str(acc.device),
+            **self._execution_metrics(),
             processes=self.world,
             n_train=len(self.train_ids),
             n_validation=len(self.val_ids),
