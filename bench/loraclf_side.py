@@ -177,7 +177,7 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
         "settings": {"precision": precision, "group_by_length": t.group_by_length, "max_length": cfg.model.max_length,
                      "eval_batch_size": clf.batch_size, "compile_option": compile, "model.compile": cfg.model.compile,
                      # whatever the run itself reports about compiling / capturing (names vary by version)
-                     **{k: v for k, v in metrics.items() if any(w in k for w in ("compil", "captur", "graph"))}},
+                     **{k: v for k, v in metrics.items() if any(w in k for w in ("compil", "captur", "graph", "execution"))}},
         "phases": {
             "train": {**call,
                       "seconds": split["steady_seconds"],
