@@ -24,9 +24,12 @@
 #          rows, the step captured (model.compile=cudagraphs; TUNE_COMPILE=false for eager), with nvidia-smi
 #          sampling GPU utilisation and memory meanwhile.
 # A call that reruns parts on the still-warm machine must name the same carry: paths not carried are removed.
-# A dry run of the plumbing on a CPU machine (tiny settings; the SPEED_*/TUNE_* variables below):
-#   SPEED_DEVICE=cpu SPEED_MODEL=/path/tiny SPEED_ROWS=96 SPEED_STEPS=2 SPEED_EAGER_STEPS=2 SPEED_EVAL_ROWS=32 \
-#   SPEED_COMPILE=off TUNE_ROWS=200 TUNE_WORKERS=1,2 TUNE_TRIALS=2 OUT=/tmp/gc bash bench/gpu_check.sh
+# A dry run of the plumbing on a CPU machine (tiny settings; the SPEED_*/STEP_*/INFER_*/TUNE_* variables below;
+# cudagraphs trains eager there, with its warning; 2026-11-27 on the 2-core Xeon: rc 0 in ~240 s):
+#   PY=.venv/bin/python SPEED_DEVICE=cpu SPEED_MODEL=/path/tiny SPEED_ROWS=96 SPEED_STEPS=2 SPEED_EAGER_STEPS=2 \
+#   SPEED_EVAL_ROWS=32 STEP_ARGS="--smoke --recipe --device cpu --json /tmp/gc/gpu_step_check.json" \
+#   INFER_MODEL=random-tiny INFER_ARGS="--rows 200 --batch-sizes 8,16 --reps 1" TUNE_ROWS=200 TUNE_WORKERS=1,2 \
+#   TUNE_TRIALS=2 OUT=/tmp/gc bash bench/gpu_check.sh
 # Everything printed also goes to $OUT/gpu_check.log; JSON to $OUT (at most 8 files come back).
 set -uo pipefail
 MINILM_DIR=${MINILM_DIR:-.devcarry/minilm}
