@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from helpers import TINY_QUICK, stopped_and_resumed, train_losses
+import loraclf.compiled
 from loraclf.compiled import train_execution
 from loraclf.config import config_from_dict
 from loraclf.cudagraphs import CapturedTrainStep
@@ -109,7 +110,11 @@ def test_execution_per_setting_device_and_processes(monkeypatch: pytest.MonkeyPa
     assert train_execution("cudagraphs", cuda, "bf16", processes=2) == (
         "eager", "warning: model.compile=cudagraphs runs in one process; training eager on 2 processes")
     assert train_execution(True, cpu, "fp32") == ("compiled", None)
-    assert train_execution("auto", cuda, "bf16") == ("compiled", None)
+    assert train_execution("auto", cuda, "bf16") == ("compiled", None)  # CUDA_AUTO_TRAIN_EXECUTION
+    monkeypatch.setattr(loraclf.compiled, "CUDA_AUTO_TRAIN_EXECUTION", "cudagraphs")
+    assert train_execution("auto", cuda, "bf16") == ("cudagraphs", None)
+    assert train_execution("auto", cuda, "bf16", processes=2) == ("compiled", None)  # DDP: compiled, without graphs
+    assert train_execution("auto", cpu, "bf16") == ("eager", None)
     assert train_execution(False, cuda, "bf16") == ("eager", None)
 
 

@@ -53,6 +53,12 @@ CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
 # gained nothing with a graph per bucket, so auto leaves it eager.
 CPU_AUTO_COMPILE_MIN_ROWS = 20_000
 
+# What `model.compile: auto` trains with on one GPU: "compiled" (torch.compile + CUDA graphs) or "cudagraphs" (the
+# eager step captured, no compile; `loraclf.cudagraphs`). "compiled" until a GPU run of `bash bench/gpu_check.sh`
+# compares the two, compile and capture time included (bench/FINDINGS_gpu.md): the captured step runs unfused
+# kernels, the compiled one fused kernels after a compile of tens of seconds.
+CUDA_AUTO_TRAIN_EXECUTION = "compiled"
+
 # On CUDA, `auto` runs inference eager. Measured on an H100 (issue 10: RoBERTa-base-sized model, bf16, fixed
 # 64-token batches): batch 256 scored 15,759 samples/s eager vs 15,763 compiled; batch 32 2,733 eager vs 2,571
 # compiled and 2,345 with CUDA graphs. Large batches keep the GPU busy without a compile, which costs tens of
@@ -129,6 +135,8 @@ def train_execution(setting: bool | str, device: torch.device, precision: str, t
         if processes > 1:
             # DDP all-reduces gradients in backward hooks, between what would be the graph's kernels.
             return "eager", f"warning: model.compile=cudagraphs runs in one process; training eager on {processes} processes"
+        return "cudagraphs", None
+    if setting == "auto" and device.type == "cuda" and processes == 1 and CUDA_AUTO_TRAIN_EXECUTION == "cudagraphs":
         return "cudagraphs", None
     return ("compiled" if compile_enabled(setting, device, precision, total_steps) else "eager"), None
 
