@@ -30,7 +30,8 @@
 #   SPEED_EVAL_ROWS=32 STEP_ARGS="--smoke --recipe --device cpu --json /tmp/gc/gpu_step_check.json" \
 #   INFER_MODEL=random-tiny INFER_ARGS="--rows 200 --batch-sizes 8,16 --reps 1" TUNE_ROWS=200 TUNE_WORKERS=1,2 \
 #   TUNE_TRIALS=2 OUT=/tmp/gc bash bench/gpu_check.sh
-# Everything printed also goes to $OUT/gpu_check.log; JSON to $OUT (at most 8 files come back).
+# Everything printed also goes to $OUT/gpu_check.log; JSON to $OUT (at most 8 files come back). Last, whatever parts
+# ran, bench/gpu_summary.py prints issue 10's figures beside its targets in one block.
 set -uo pipefail
 MINILM_DIR=${MINILM_DIR:-.devcarry/minilm}
 AG_DIR=${AG_DIR:-.devcarry/ag_news}
@@ -152,4 +153,5 @@ PYEOF
   *) echo "unknown part '$part' (speed, step, infer, tune)";;
   esac
 done
+$PY bench/gpu_summary.py "$OUT" || true  # the figures issue 10 asks for, beside its targets, in one block
 stamp "done"

@@ -83,3 +83,28 @@ def test_gpu_inference_sweep_dry_run_on_cpu(tiny_model: Path, tmp_path: Path) ->
     report = json.loads(out.read_text())
     assert report["rows"] == 60 and [r["token_budget"] for r in report["results"]] == [4 * 128, 16 * 128]
     assert all(r["samples_per_s"] > 0 for r in report["results"])
+
+
+def test_gpu_summary_reads_the_parts_and_decides_auto(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """bench/gpu_summary.py puts the speed figures beside issue 10's targets and names what model.compile=auto
+    should train with on CUDA, from the side with the shorter projected trial (and only when each side ran the
+    way it names); a part that left no JSON gets one line."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import gpu_summary
+
+    def side(rate: float, one_time: float, **settings) -> tuple[dict, dict]:
+        train = {"samples_per_s": rate, "one_time_seconds": one_time, "projected_trial_seconds": 324_000 / rate + one_time}
+        return ({"train": train, "evaluate": {"samples_per_s": 25_000.0}, "predict": {"samples_per_s": 21_000.0}},
+                {"settings": settings})
+    derived, sides = {}, {}
+    for name, (d, s) in {"baseline": side(450.0, 1.0), "loraclf_cudagraphs": side(5_500.0, 2.0, step_execution="cudagraphs"),
+                         "loraclf_compiled": side(6_300.0, 95.0, step_execution="compiled")}.items():
+        derived[name], sides[name] = d, s
+    (tmp_path / "train_speed_cuda.json").write_text(json.dumps({"env": {"gpu": "H100"}, "derived": derived, "sides": sides}))
+    text = "\n".join(gpu_summary.summary(tmp_path))
+    assert "loraclf_cudagraphs: train MEETS >= 5,400/s; training of a trial 59 s (<= 60); one-time 2.0 s (<= 60)" in text
+    assert 'CUDA_AUTO_TRAIN_EXECUTION = "cudagraphs"' in text  # 61 s against 146 s projected
+    assert "step: no JSON" in text and "tune: no JSON" in text
+    sides["loraclf_cudagraphs"]["settings"]["step_execution"] = "eager"  # e.g. a CPU dry run
+    (tmp_path / "train_speed_cuda.json").write_text(json.dumps({"env": {}, "derived": derived, "sides": sides}))
+    assert "no decision, the cudagraphs side ran eager" in "\n".join(gpu_summary.summary(tmp_path))
