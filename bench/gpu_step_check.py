@@ -68,7 +68,7 @@ import torch  # noqa: E402
 from benchenv import cpu_name  # noqa: E402 - bench/ is on sys.path when this runs as a script
 from loraclf import model as M  # noqa: E402
 from loraclf.compiled import compiled_logits, compiled_train_loss, fixed_rows, masked_cross_entropy  # noqa: E402
-from loraclf.cudagraphs import CapturedTrainStep, CudaGraphs  # noqa: E402
+from loraclf.cudagraphs import CapturedTrainStep, CudaGraphs, EmulatedGraphs  # noqa: E402
 from loraclf.config import LoraConfig  # noqa: E402
 from loraclf.inference import autocast_context  # noqa: E402
 
@@ -111,21 +111,6 @@ def make_batches(n: int, rows: int, width: int, vocab: int, seed: int) -> list[d
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class EmulatedGraphs:
-    """torch.cuda's graph API on CPU, for a dry run of the captured side: a capture records and runs nothing, a
-    replay runs what was recorded and rewrites the captured output (as tests/test_cudagraphs.py does)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def warmup(self, fn):
-        return fn()
-
-    def capture(self, fn):
-        out = torch.full((), float("nan"), device=self.device)
-        return (lambda: out.copy_(fn())), out
 
 
 class Table:

@@ -9,7 +9,6 @@ eager, the settings, and a whole run. `bench/gpu_step_check.py` checks the real 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -18,31 +17,17 @@ from helpers import TINY_QUICK, stopped_and_resumed, train_losses
 import loraclf.compiled
 from loraclf.compiled import train_execution
 from loraclf.config import config_from_dict
-from loraclf.cudagraphs import CapturedTrainStep
+from loraclf.cudagraphs import CapturedTrainStep, EmulatedGraphs
 
 
-class EmulatedGraphs:
-    """`loraclf.cudagraphs.CudaGraphs` on CPU: the same two methods, the same contract."""
+class TrackedGraphs(EmulatedGraphs):
+    """`EmulatedGraphs` that keeps every instance: each training run makes its own."""
 
-    instances: list["EmulatedGraphs"] = []
+    instances: list["TrackedGraphs"] = []
 
     def __init__(self, device: torch.device | None = None) -> None:
-        self.warmups = self.captures = self.replays = 0
-        EmulatedGraphs.instances.append(self)
-
-    def warmup(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
-        self.warmups += 1
-        return fn()
-
-    def capture(self, fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
-        self.captures += 1
-        out = torch.full((), float("nan"))  # a capture computes nothing
-
-        def replay() -> None:
-            self.replays += 1
-            out.copy_(fn())
-
-        return replay, out
+        super().__init__(device)
+        TrackedGraphs.instances.append(self)
 
 
 def _sum_of_rows_body(table: torch.Tensor, calls: list[tuple[int, list[int]]]):
@@ -130,8 +115,8 @@ def test_cudagraphs_on_cpu_trains_eager_with_one_warning(tiny_model_without_drop
 
 
 @pytest.fixture
-def emulated_cudagraphs(monkeypatch: pytest.MonkeyPatch) -> list[EmulatedGraphs]:
-    """The recipe on CPU takes the cudagraphs path, with `EmulatedGraphs` for torch.cuda's graph API."""
+def emulated_cudagraphs(monkeypatch: pytest.MonkeyPatch) -> list[TrackedGraphs]:
+    """The recipe on CPU takes the cudagraphs path, with `EmulatedGraphs` (tracked) for torch.cuda's graph API."""
     import loraclf.cudagraphs
     import loraclf.train.recipe
 
@@ -139,12 +124,12 @@ def emulated_cudagraphs(monkeypatch: pytest.MonkeyPatch) -> list[EmulatedGraphs]
         return ("cudagraphs", None) if setting == "cudagraphs" else train_execution(setting, *args, **kwargs)
 
     monkeypatch.setattr(loraclf.train.recipe, "train_execution", execution)
-    monkeypatch.setattr(loraclf.cudagraphs, "CudaGraphs", EmulatedGraphs)
-    EmulatedGraphs.instances = []
-    return EmulatedGraphs.instances
+    monkeypatch.setattr(loraclf.cudagraphs, "CudaGraphs", TrackedGraphs)
+    TrackedGraphs.instances = []
+    return TrackedGraphs.instances
 
 
-def test_captured_run_matches_eager_run(emulated_cudagraphs: list[EmulatedGraphs], tiny_model_without_dropout: Path,
+def test_captured_run_matches_eager_run(emulated_cudagraphs: list[TrackedGraphs], tiny_model_without_dropout: Path,
                                         ag_small: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     """It takes the same steps with the same losses and validation metrics through the captured step (fixed rows,
     length buckets, the loss and backward inside the graph, gradient accumulation across graphs) as eager,
@@ -164,7 +149,7 @@ def test_captured_run_matches_eager_run(emulated_cudagraphs: list[EmulatedGraphs
     assert "warning" not in capfd.readouterr().err
 
 
-def test_captured_run_resumes_exactly(emulated_cudagraphs: list[EmulatedGraphs], tiny_model: Path,
+def test_captured_run_resumes_exactly(emulated_cudagraphs: list[TrackedGraphs], tiny_model: Path,
                                       ag_small: dict[str, Path], tmp_path: Path) -> None:
     """It resumes a captured run (dropout on) stopped after a mid-epoch evaluation and ends with the same losses
     and validation metrics as the uninterrupted run: the resumed process warms up and captures again."""

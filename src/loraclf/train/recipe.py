@@ -159,18 +159,17 @@ class TrainRecipe:
                                                   self.total_steps, self.world)
         if warning and self.is_main:
             print(warning, file=sys.stderr, flush=True)
-        self.compile = self.execution == "compiled"
+        compiled = self.execution == "compiled"
         # Evaluation compiles where inference compiling pays (`inference_compile_enabled`: on CUDA only when forced
         # with model.compile=true), and only alongside a compiled step.
-        self.compile_eval = self.compile and inference_compile_enabled(cfg.model.compile, self.accelerator.device, frozen=False)
-        self.static_shapes = self.execution != "eager"
+        self.compile_eval = compiled and inference_compile_enabled(cfg.model.compile, self.accelerator.device, frozen=False)
         if self.execution == "cudagraphs":
             self.buckets = length_buckets(cfg.model.max_length)  # a graph per width: the few buckets
-        elif self.compile:
+        elif compiled:
             self.buckets = training_widths(cfg.model.max_length, self.accelerator.device)
         on_gpu = self.accelerator.device.type == "cuda"
         # Eager CPU steps spent a third of their time drawing dropout masks: draw them four at a time instead.
-        self.cpu_dropout = cfg.train.cpu_dropout and self.accelerator.device.type == "cpu" and not self.compile
+        self.cpu_dropout = cfg.train.cpu_dropout and self.accelerator.device.type == "cpu" and not compiled
         if self.cpu_dropout:
             use_cpu_dropout(model)
         if on_gpu:
@@ -178,6 +177,11 @@ class TrainRecipe:
         self.optimizer, self.scheduler = make_optimizer(model, cfg.train, self.total_steps, fused=on_gpu)
         if self.is_main and self.console:
             self._say(describe_run(self))
+
+    @property
+    def static_shapes(self) -> bool:
+        """Batches of fixed shapes gathered on the device (compiled or captured step), not eager's padded ones."""
+        return self.execution != "eager"
 
     def _plan_run_dir(self) -> None:
         """Check the run directory before anything loads. With --overwrite over an existing run, train into a
@@ -311,13 +315,13 @@ class TrainRecipe:
     def step(self, global_batch: list[int], b_idx: int, boundary: bool) -> torch.Tensor:
         """Forward and backward on this process's slice of global micro-batch `b_idx`; returns its loss (on device)."""
         cfg, acc, state = self.cfg, self.accelerator, self.state
-        backward = lambda loss: acc.backward(loss / cfg.train.grad_accum)  # noqa: E731
-        # In-step micro-batches skip DDP's gradient all-reduce; the boundary one syncs them all.
-        sync_ctx = acc.no_sync(self.model) if not boundary else contextlib.nullcontext()
         if self.captured_step is not None:  # one process: no DDP sync to skip; the body has its autocast
             loss = self.captured_step(self.static_epoch.widths[b_idx], self.static_epoch.rows[b_idx],
                                       self.static_epoch.real[b_idx])
         else:
+            backward = lambda loss: acc.backward(loss / cfg.train.grad_accum)  # noqa: E731
+            # In-step micro-batches skip DDP's gradient all-reduce; the boundary one syncs them all.
+            sync_ctx = acc.no_sync(self.model) if not boundary else contextlib.nullcontext()
             with sync_ctx, autocast_context(acc.device, self.precision):
                 if self.compiled_loss is not None:
                     # Few shapes: the rows are gathered on the device, padded to their length bucket and to a
