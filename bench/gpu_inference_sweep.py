@@ -26,25 +26,19 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from benchenv import cpu_name  # noqa: E402
+from benchenv import cpu_name, random_roberta  # noqa: E402
 from loraclf.batching import pad_id_of, tokenize  # noqa: E402
 from loraclf.inference import run_inference_on_device  # noqa: E402
 from loraclf.model import resolve_precision  # noqa: E402
 
 
 def build_model(name: str, pad_id: int) -> torch.nn.Module:
-    from transformers import RobertaConfig, RobertaForSequenceClassification
-
-    torch.manual_seed(0)
-    if name == "random-roberta-base":  # RoBERTa-base's shape, random weights (no download)
-        cfg = RobertaConfig(vocab_size=50265, max_position_embeddings=514, num_labels=4, pad_token_id=pad_id, type_vocab_size=1)
-    elif name == "random-tiny":
-        cfg = RobertaConfig(vocab_size=50265, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                            max_position_embeddings=514, num_labels=4, pad_token_id=pad_id, type_vocab_size=1)
-    else:
+    sizes = {"random-roberta-base": "base", "random-tiny": "tiny"}
+    if name not in sizes:
         raise SystemExit(f"unknown --model {name!r}: random-roberta-base or random-tiny")
-    cfg._attn_implementation = "sdpa"
-    return RobertaForSequenceClassification(cfg)
+    torch.manual_seed(0)
+    return random_roberta(sizes[name], num_labels=4, vocab_size=50265, max_position_embeddings=514, pad_token_id=pad_id,
+                          type_vocab_size=1)
 
 
 def read_texts(path: Path, rows: int) -> list[str]:

@@ -65,7 +65,7 @@ if not ARGS.warm_cache:  # before torch loads inductor: a cold compile, as a fre
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchenv import cpu_name  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from benchenv import cpu_name, random_roberta  # noqa: E402 - bench/ is on sys.path when this runs as a script
 from loraclf import model as M  # noqa: E402
 from loraclf.compiled import compiled_logits, compiled_train_loss, fixed_rows, masked_cross_entropy  # noqa: E402
 from loraclf.cudagraphs import CapturedTrainStep, CudaGraphs, EmulatedGraphs  # noqa: E402
@@ -76,17 +76,16 @@ NUM_LABELS = 4
 
 
 def build_model(name: str) -> torch.nn.Module:
-    from transformers import AutoModelForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}
     torch.manual_seed(0)
     if name == "random-roberta-base":  # RoBERTa-base's shape (125 M parameters), random weights: no download
-        base = RobertaForSequenceClassification(RobertaConfig(vocab_size=50265, max_position_embeddings=514, num_labels=NUM_LABELS,
-                                                              pad_token_id=1, type_vocab_size=1, **no_dropout))
+        base = random_roberta("base", NUM_LABELS, vocab_size=50265, max_position_embeddings=514, pad_token_id=1,
+                              type_vocab_size=1, **no_dropout)
     elif name == "random-tiny":
-        base = RobertaForSequenceClassification(RobertaConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                                              intermediate_size=128, max_position_embeddings=130, num_labels=NUM_LABELS,
-                                                              pad_token_id=1, type_vocab_size=1, **no_dropout))
+        base = random_roberta("tiny", NUM_LABELS, vocab_size=1000, max_position_embeddings=130, pad_token_id=1,
+                              type_vocab_size=1, **no_dropout)
     else:
         base = AutoModelForSequenceClassification.from_pretrained(name, num_labels=NUM_LABELS, **no_dropout)
     base.config.pad_token_id = base.config.pad_token_id or 0
@@ -191,7 +190,7 @@ def recipe_check(device: torch.device, workdir: Path) -> dict:
     import csv
 
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizerFast
+    from transformers import RobertaTokenizerFast
 
     from loraclf.config import config_from_dict
     from loraclf.train import train
@@ -218,10 +217,8 @@ def recipe_check(device: torch.device, workdir: Path) -> dict:
     tok = RobertaTokenizerFast(vocab=str(model_dir / "vocab.json"), merges=str(model_dir / "merges.txt"), model_max_length=128)
     tok.save_pretrained(str(model_dir))
     torch.manual_seed(0)
-    RobertaForSequenceClassification(RobertaConfig(
-        vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-        max_position_embeddings=130, pad_token_id=tok.pad_token_id, type_vocab_size=1, num_labels=4,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(str(model_dir))
+    random_roberta("tiny", 4, vocab_size=len(tok), max_position_embeddings=130, pad_token_id=tok.pad_token_id,
+                   type_vocab_size=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).save_pretrained(str(model_dir))
 
     out: dict = {}
     runs = [("false", 0.0), ("true", 0.0)]

@@ -125,7 +125,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's loraclf (the workers re-run this file, so they get it too)
 
-from benchenv import cpu_name, default_model  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from benchenv import cpu_name, default_model, random_roberta  # noqa: E402 - bench/ is on sys.path when this runs as a script
 DEFAULT_DATA = Path(os.environ.get("LORACLF_AGNEWS", str(ROOT.parent / "shared" / "data" / "ag_news")))
 DEFAULT_JSON = ROOT / "bench" / "results" / "train_speed.json"
 
@@ -357,16 +357,10 @@ def build_tokenizer_and_model(args, lora: bool = True, full_ft: bool = False):
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(STUDY["seed"])
-    if args.model == "random-roberta-base":
-        from transformers import RobertaConfig, RobertaForSequenceClassification
-
+    if args.model == "random-roberta-base":  # roberta-base geometry, random weights, the tokenizer's vocabulary
         tok = AutoTokenizer.from_pretrained(args.tokenizer or default_model())
-        cfg = RobertaConfig(  # roberta-base geometry: 12 layers, hidden 768, 12 heads, 3072 FFN
-            vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-            bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
-            num_labels=STUDY["num_labels"],
-        )
-        model = RobertaForSequenceClassification(cfg)
+        model = random_roberta("base", STUDY["num_labels"], vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                               bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
     else:
         tok = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
         model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=STUDY["num_labels"])
