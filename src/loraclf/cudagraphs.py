@@ -4,7 +4,7 @@ A micro-batch of 32 short texts through RoBERTa-base is launch-bound on an H100:
 ~1,000 kernels of a few microseconds each, queued one by one from Python (issue 10: 796 samples/s eager, 6,295
 with the step under CUDA graphs). torch.compile's "reduce-overhead" mode removes that overhead, but compiles first
 (~35 s per shape for RoBERTa-base). Capturing the eager kernels with `torch.cuda.graph` compiles nothing: a capture
-takes milliseconds and the graph runs exactly eager's kernels.
+should take milliseconds (issue 10's estimate; `bench/gpu_check.sh` times it) and the graph runs eager's kernels.
 
 One micro-batch's step (the recipe's `body(width, rows, real)`: gather the rows from `compiled.DeviceTokens`,
 forward, masked cross-entropy, backward of loss / grad_accum into the kept .grad buffers; it returns the loss) is
