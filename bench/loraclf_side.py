@@ -26,17 +26,31 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def _records(token_ids: list[list[int]], batches: list[list[int]], pad_id: int) -> list[dict]:
-    """Batch records {n, padded_len, real_tokens, real_sq} for the batches loraclf actually feeds."""
-    from loraclf.batching import pad_batch
-
+def _records(token_ids: list[list[int]], passes: list[tuple[int, int, list[int]]]) -> list[dict]:
+    """Batch records {n, padded_len, real_tokens, real_sq} for passes (rows fed, width, positions): what loraclf
+    actually fed, filler rows included in n."""
     out = []
-    for b in batches:
-        seqs = [token_ids[i] for i in b]
-        lens = [len(s) for s in seqs]
-        padded = int(pad_batch(seqs, pad_id)["input_ids"].shape[1])  # the library's padding rule, not a copy of it
-        out.append({"n": len(b), "padded_len": padded, "real_tokens": sum(lens), "real_sq": sum(x * x for x in lens)})
+    for rows, width, b in passes:
+        lens = [len(token_ids[i]) for i in b]
+        out.append({"n": rows, "padded_len": width, "real_tokens": sum(lens), "real_sq": sum(x * x for x in lens)})
     return out
+
+
+def _train_passes(token_ids: list[list[int]], batches: list[list[int]], pad_id: int, execution: str,
+                  max_length: int, device: str, batch_size: int) -> list[tuple[int, int, list[int]]]:
+    """(rows fed, width, positions) of each training micro-batch, as the recipe shapes it: eager pads like
+    `pad_batch`; a compiled or captured step runs `batch_size` rows (filler rows included) at its bucket's width
+    (`compiled.training_widths`, `bucket_width`)."""
+    import torch
+
+    from loraclf.batching import pad_batch
+    from loraclf.compiled import bucket_width, training_widths
+
+    if execution in ("compiled", "cudagraphs"):
+        widths = training_widths(max_length, torch.device(device))
+        return [(batch_size, bucket_width(max(len(token_ids[i]) for i in b), widths), b) for b in batches]
+    # the library's padding rule, not a copy of it
+    return [(len(b), int(pad_batch([token_ids[i] for i in b], pad_id)["input_ids"].shape[1]), b) for b in batches]
 
 
 def _fed_batches(lengths: list[int], t: Any, total_steps: int) -> list[list[list[int]]]:
@@ -68,7 +82,7 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
     import numpy as np
     import torch
 
-    from loraclf.batching import inference_batches, pad_id_of, tokenize
+    from loraclf.batching import inference_passes, pad_id_of, tokenize
     from loraclf.config import Config, config_from_dict
     from loraclf.data import Splits, TextLabels
     from loraclf.inference import Classifier, run_inference
@@ -146,8 +160,11 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
         started = time.perf_counter()
         clf.warm_up()
         inference_compile_s = time.perf_counter() - started
-    # The batches run_inference cuts (no token budget: Classifier passes none; the compiled path cuts its own).
-    eval_batches = inference_batches([len(x) for x in eval_ids], clf.batch_size)
+    # The passes run_inference runs (`batching.inference_passes`; on the device a one-row pass runs two rows).
+    on_device = compiled or clf.run.device.type == "cuda"
+    eval_passes = [(max(2, len(pos)) if on_device else len(pos), width, pos)
+                   for width, pos in inference_passes([len(x) for x in eval_ids], clf.batch_size, clf.run.device.type,
+                                                      clf.run.precision, max_width=clf.max_length, on_device=on_device)]
     score = lambda: run_inference(clf.run.model, eval_ids, clf.batch_size, clf.run.device, clf.run.precision,  # noqa: E731
                                   clf.pad_id, compiled=compiled, max_length=clf.max_length, frozen=clf.run.merged)
     if args.inference_warmup:  # untimed first pass: capture of the inference path, kernel selection
@@ -189,10 +206,12 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
                       "all_steps_samples_per_s": metrics["train_samples_per_s"],
                       "train_call_wall_seconds": call["seconds"],
                       "loop_wall_seconds": metrics["train_seconds"],
-                      "batches": _records(ids, steady_batches, pad_id), "final_loss": None},
+                      "batches": _records(ids, _train_passes(ids, steady_batches, pad_id, metrics.get("step_execution", "eager"),
+                                                             cfg.model.max_length, device, t.batch_size)),
+                      "final_loss": None},
             "evaluate": {**meter.phases["evaluate"], "samples": len(eval_texts),
-                         "batches": _records(eval_ids, eval_batches, clf.pad_id), "accuracy": ev["accuracy"]},
+                         "batches": _records(eval_ids, eval_passes), "accuracy": ev["accuracy"]},
             "predict": {**meter.phases["predict"], "samples": len(eval_texts),
-                        "batches": _records(eval_ids, eval_batches, clf.pad_id), "accuracy": pred_acc},
+                        "batches": _records(eval_ids, eval_passes), "accuracy": pred_acc},
         },
     }

@@ -123,6 +123,35 @@ def test_inference_batches_with_a_pass_cost_cost_no_more_and_keep_the_limits(see
         assert _modelled_cost(grouped, lengths, 192) <= _modelled_cost(plain, lengths, 192)
 
 
+def test_inference_passes_pad_by_device_and_precision() -> None:
+    """Eager fp32 on a CPU pads each pass to its longest row and groups with the fp32 pass cost; bf16 and GPU passes
+    pad to multiples of 8 with their own cost; every pass's width fits its rows, and max_width caps it."""
+    from loraclf.batching import CPU_FP32_PASS_COST_TOKENS, inference_padding, inference_passes
+
+    assert inference_padding("cpu", "fp32") == (1, CPU_FP32_PASS_COST_TOKENS)
+    assert inference_padding("cpu", "bf16") == (8, 192) and inference_padding("cpu", "fp32", on_device=True) == (8, 192)
+    assert inference_padding("cuda", "fp32") == (8, 16_384)
+    lengths = [int(x) for x in np.random.default_rng(3).integers(2, 129, size=400)]
+    for precision, multiple, cost in (("fp32", 1, CPU_FP32_PASS_COST_TOKENS), ("bf16", 8, 192)):
+        passes = inference_passes(lengths, 64, "cpu", precision)
+        assert [pos for _, pos in passes] == inference_batches(lengths, 64, 8192, cost, multiple)
+        assert all(width == -(-lengths[pos[0]] // multiple) * multiple for width, pos in passes)
+    fp32 = inference_passes(lengths, 64, "cpu", "fp32")
+    bf16 = inference_passes(lengths, 64, "cpu", "bf16")
+    assert sum(w * len(p) for w, p in fp32) < sum(w * len(p) for w, p in bf16)  # less padding
+    assert inference_passes([127, 5], 64, "cpu", "bf16", max_width=127)[0][0] == 127
+    assert inference_passes([], 64, "cpu", "fp32") == []
+
+
+def test_pad_batch_to_a_given_width() -> None:
+    """A width given is kept (the pass's own); one narrower than the longest row is refused."""
+    out = pad_batch([[5, 6, 7], [9]], pad_id=1, width=6)
+    assert out["input_ids"].tolist() == [[5, 6, 7, 1, 1, 1], [9, 1, 1, 1, 1, 1]]
+    assert out["attention_mask"].sum().item() == 4
+    with pytest.raises(ValueError, match="narrower"):
+        pad_batch([[5, 6, 7]], 0, width=2)
+
+
 def test_steps_per_epoch_counts_the_short_last_step() -> None:
     """It counts optimizer steps, a short last batch and a short last accumulation included."""
     assert steps_per_epoch(100, 32, 1) == 4

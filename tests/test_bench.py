@@ -85,6 +85,19 @@ def test_gpu_inference_sweep_dry_run_on_cpu(tiny_model: Path, tmp_path: Path) ->
     assert all(r["samples_per_s"] > 0 for r in report["results"])
 
 
+def test_loraclf_side_records_the_shapes_the_step_runs(monkeypatch) -> None:  # noqa: ANN001
+    """train_speed's flop and padding columns count what the step fed: eager pads each micro-batch to a multiple
+    of 8; a captured or compiled CUDA step runs batch_size rows (fillers too) at its length bucket's width."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import loraclf_side
+
+    ids, batches = [[5] * 10, [5] * 50, [5] * 3], [[0, 1], [2]]
+    assert loraclf_side._train_passes(ids, batches, 0, "eager", 128, "cpu", 32) == [(2, 56, [0, 1]), (1, 8, [2])]
+    assert loraclf_side._train_passes(ids, batches, 0, "cudagraphs", 128, "cuda", 32) == [(32, 64, [0, 1]), (32, 32, [2])]
+    records = loraclf_side._records(ids, [(32, 64, [0, 1])])
+    assert records == [{"n": 32, "padded_len": 64, "real_tokens": 60, "real_sq": 2600}]
+
+
 def test_gpu_summary_reads_the_parts_and_decides_auto(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     """bench/gpu_summary.py puts the speed figures beside issue 10's targets and names what model.compile=auto
     should train with on CUDA, from the side with the shorter projected trial (and only when each side ran the

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import TINY_QUICK, stopped_and_resumed, train_losses as _train_losses
-from loraclf.batching import dynamic_width_batches, pad_batch
+from loraclf.batching import inference_passes, pad_batch
 from loraclf.compiled import (CompiledOrEager, DeviceTokens, StaticEpoch, bucket_width,
                               compile_enabled, compiled_train_loss, fixed_rows, length_buckets, training_widths,
                               masked_cross_entropy)
@@ -80,18 +80,21 @@ def test_device_tokens_gather_what_pad_batch_builds() -> None:
     assert tokens.labels[torch.tensor([2, 0])].tolist() == [2, 3]
 
 
-def test_dynamic_width_batches_pad_like_eager_within_budget() -> None:
-    """Compiled inference's batches (one graph for every shape): each row once, longest first, padded to the
-    longest row rounded up to 8 (capped at max_length), within the rows and token budget."""
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+def test_on_device_passes_pad_to_eight_within_budget(device_type: str) -> None:
+    """Compiled and GPU inference's passes (one graph for every shape): each row once, longest first, padded to the
+    longest row rounded up to 8 (capped at max_length), within 8x the rows and batch_size x max_length tokens, in
+    fp32 too."""
     rng = np.random.default_rng(1)
     lengths = rng.integers(1, 129, size=1000).tolist()
-    batches = dynamic_width_batches(lengths, 128, token_budget=128 * 64, max_rows=512)
+    batches = inference_passes(lengths, 64, device_type, "fp32", max_width=128, on_device=True)
     assert sorted(p for _, pos in batches for p in pos) == list(range(1000))
     for width, pos in batches:
         longest = max(lengths[p] for p in pos)
         assert longest == lengths[pos[0]] and width == min(128, -(-longest // 8) * 8)
         assert len(pos) <= 512 and len(pos) * lengths[pos[0]] <= 128 * 64
-    assert dynamic_width_batches([100, 3], 100, token_budget=10_000, max_rows=64) == [(100, [0, 1])]  # 104 > max_length
+    assert inference_passes([100, 3], 8, device_type, "bf16", max_tokens=10_000, max_width=100,
+                            on_device=True) == [(100, [0, 1])]  # 104 > max_length
 
 
 def test_filler_rows_do_not_count_in_the_loss() -> None:

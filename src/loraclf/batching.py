@@ -23,6 +23,13 @@ PAD_MULTIPLE = 8  # pad lengths to a multiple of 8: fewer distinct shapes, align
 # a batch of 256 rows x 64 tokens took 1.4x the time of 32 rows on an H100 (issue 10): splits never pay there.
 PASS_COST_TOKENS = {"cpu": 192, "cuda": 16_384}
 
+# Eager fp32 on a CPU (MKL's sgemm: an AVX2-only CPU's path; ONNX Runtime's too) pays per token what bf16 pays per
+# ~3, so a pass costs fewer tokens' worth, and the multiple-of-8 widths buy nothing: there a pass pads to its longest
+# row and costs 64 tokens. Measured on the Xeon (MiniLM default run, 1,000 AG News test rows, the variants
+# alternating in one process): with the instruction sets capped at AVX2 1.09x and 1.16x the texts/s of pad-to-8 with
+# 192, uncapped fp32 1.12x, ONNX Runtime fp32 1.06-1.08x; in bf16 (AMX) the variants were level (298.6 vs 293.3).
+CPU_FP32_PASS_COST_TOKENS = 64
+
 # On CPU an inference pass holds at most this many padded tokens: past ~10,000 its activations outgrow the caches.
 # Measured on a 2-core Xeon with AMX (MiniLM, bf16, compiled and frozen): 19-22 us per token from ~1,500 to ~9,000
 # tokens a pass, 23-28 us at 12,000-25,000 (widths 40, 56 and 96); compiled inference used to fill 128 x 128.
@@ -40,6 +47,50 @@ def inference_token_budget(max_tokens: int | None, device_type: str, default: in
     if max_tokens is not None or device_type != "cpu":
         return max_tokens if max_tokens is not None else default
     return CPU_INFERENCE_MAX_TOKENS if default is None else min(default, CPU_INFERENCE_MAX_TOKENS)
+
+
+# Inference on the device (`inference.run_inference_on_device`: every GPU pass, and compiled CPU passes) fills a
+# batch up to a token budget (rows x padded width; default batch_size x max_length), with rows capped at this many
+# times the batch size: short texts go in big batches.
+INFERENCE_ROWS_FACTOR = 8
+
+
+def inference_padding(device_type: str, precision: str, on_device: bool = False) -> tuple[int, int]:
+    """(pad multiple, pass cost in tokens) of inference passes on `device_type` in `precision` ("fp32", "bf16",
+    ...): eager fp32 on a CPU pads to the longest row and counts a pass as `CPU_FP32_PASS_COST_TOKENS`; everything
+    else pads to `PAD_MULTIPLE` with `pass_cost_tokens(device_type)` (a compiled CPU pass too: its one dynamic-width
+    graph was measured so)."""
+    if device_type == "cpu" and precision == "fp32" and not on_device:
+        return 1, CPU_FP32_PASS_COST_TOKENS
+    return PAD_MULTIPLE, pass_cost_tokens(device_type)
+
+
+def inference_passes(lengths: Sequence[int], batch_size: int, device_type: str, precision: str, *,
+                     max_tokens: int | None = None, max_width: int | None = None,
+                     on_device: bool = False) -> list[tuple[int, list[int]]]:
+    """Every forward pass of one inference call, longest first: (padded width, positions into `lengths`). The one
+    rule that `inference.run_inference`, the ONNX backend and the benchmarks' records share.
+
+    Args:
+        batch_size: rows per pass at most; `on_device`: per pass of `max_width` tokens, and short texts go in up
+            to `INFERENCE_ROWS_FACTOR` x more rows.
+        device_type, precision: choose the padding and the pass cost (`inference_padding`) and, on CPU, cap the
+            token budget (`inference_token_budget`).
+        max_tokens: padded tokens per pass at most (default: none, or `batch_size` x `max_width` on the device).
+        max_width: widths never exceed this (the run's model.max_length).
+        on_device: the passes of `run_inference_on_device`.
+    """
+    if not lengths:
+        return []
+    pad_multiple, pass_cost = inference_padding(device_type, precision, on_device)
+    widest = max_width or max(lengths)
+    if on_device:
+        budget = inference_token_budget(max_tokens, device_type, batch_size * widest)
+        max_rows = batch_size * INFERENCE_ROWS_FACTOR
+    else:
+        budget, max_rows = inference_token_budget(max_tokens, device_type), batch_size
+    return [(min(widest, _padded(lengths[pos[0]], pad_multiple)), pos)
+            for pos in inference_batches(lengths, max_rows, budget, pass_cost, pad_multiple)]
 
 
 def pad_id_of(tokenizer: Any) -> int:
@@ -80,10 +131,15 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list
     return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, pad_multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
-    """Right-pad token id lists to the longest (rounded up to `pad_multiple`); return input_ids and attention_mask."""
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, pad_multiple: int = PAD_MULTIPLE,
+              width: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad token id lists to `width` if given (an `inference_passes` width), else to the longest rounded up to
+    `pad_multiple`; return input_ids and attention_mask."""
     longest = max(len(s) for s in seqs)
-    width = -(-longest // pad_multiple) * pad_multiple if pad_multiple > 1 else longest
+    if width is None:
+        width = _padded(longest, pad_multiple)
+    elif width < longest:
+        raise ValueError(f"width {width} is narrower than the longest row ({longest} tokens)")
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -244,13 +300,3 @@ def _least_cost_cut(order: list[int], lengths: Sequence[int], batch_size: int, m
         batches.append(order[int(start[j]):j])
         j = int(start[j])
     return batches[::-1]
-
-
-def dynamic_width_batches(lengths: Sequence[int], max_width: int, token_budget: int, max_rows: int,
-                          pad_multiple: int = PAD_MULTIPLE, pass_cost_tokens: int = 0) -> list[tuple[int, list[int]]]:
-    """Length-sorted inference batches (longest first) for compiled inference, whose one graph takes any rows and
-    width: (width, positions), each batch as `inference_batches` makes it (up to `max_rows` rows and
-    `token_budget` padded tokens, grouped by `pass_cost_tokens`) and padded to its longest row rounded up to
-    `pad_multiple`, as eager pads."""
-    return [(min(max_width, _padded(lengths[pos[0]], pad_multiple)), pos)
-            for pos in inference_batches(lengths, max_rows, token_budget, pass_cost_tokens, pad_multiple)]

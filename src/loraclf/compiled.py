@@ -77,11 +77,6 @@ CUDA_INFERENCE_MODE = "default"
 # A first call slower than this compiled something: it says so on stderr (a minute of silence looks like a hang).
 COMPILE_NOTICE_SECONDS = 2.0
 
-# Compiled inference fills a batch up to a token budget (rows x padded width; default batch_size x
-# max_length), with rows capped at this many times the batch size: short texts go in big batches.
-INFERENCE_ROWS_FACTOR = 8
-
-
 def length_buckets(max_length: int) -> list[int]:
     """The padded widths a compiled run uses, ascending; the last is `max_length` itself (ids never exceed it)."""
     widths: list[int] = []

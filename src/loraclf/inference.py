@@ -28,9 +28,8 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from .batching import (dynamic_width_batches, inference_batches, inference_token_budget, pad_batch, pad_id_of,
-                       pass_cost_tokens, tokenize)
-from .compiled import INFERENCE_ROWS_FACTOR, DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
+from .batching import inference_passes, pad_batch, pad_id_of, tokenize
+from .compiled import DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
 from .model import DTYPES
@@ -126,8 +125,9 @@ def run_inference(
         batch_size: rows per forward pass at most (compiled or on a GPU: per pass of max_length tokens; shorter
             texts go in more rows, see `run_inference_on_device`).
         indices: score only these rows (e.g. this process's shard); the result is in their order.
-        max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`); on CPU at most
-            `batching.CPU_INFERENCE_MAX_TOKENS` when not given (`batching.inference_token_budget`).
+        max_tokens: padded tokens per forward pass at most; on CPU at most `batching.CPU_INFERENCE_MAX_TOKENS` when
+            not given. The passes are `batching.inference_passes`'s (its padding and grouping depend on the device
+            and precision).
         compiled: run the forward pass compiled (`run_inference_on_device`, as every pass on a GPU runs).
         max_length: the run's model.max_length, the widest compiled pass (and its token budget).
         frozen: the model is merged for inference only (`LoadedRun.merged`): a CPU compile may freeze its weights.
@@ -139,10 +139,11 @@ def run_inference(
         return run_inference_on_device(model, [token_ids[i] for i in rows], batch_size, device, precision, pad_id,
                                        max_tokens=max_tokens, max_length=max_length, frozen=frozen, compiled=compiled)
     out: np.ndarray | None = None
+    passes = inference_passes([len(token_ids[i]) for i in rows], batch_size, device.type, precision,
+                              max_tokens=max_tokens, max_width=max_length)
     with scoring(model, device, precision):
-        for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size,
-                                     inference_token_budget(max_tokens, device.type), pass_cost_tokens(device.type)):
-            batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id)
+        for width, pos in passes:
+            batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id, width=width)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             logits = model(**batch).logits.float().cpu().numpy()
             if out is None:  # sized by the head that ran: adapters sharing a base may differ in label count
@@ -172,14 +173,13 @@ def run_inference_on_device(
     too: a GPU is only busy with large batches queued back to back (on an H100, issue 10: 15,759 samples/s at 256
     rows of 64 tokens, 2,733 at 32 rows).
 
-    Rows and width are dynamic sizes (one graph for every batch): batches pad to their longest row as eager does
-    (`dynamic_width_batches`). A one-row batch gets one masked copy, since a dimension of size 1 would compile a
+    Rows and width are dynamic sizes (one graph for every batch): batches pad to their longest row
+    (`batching.inference_passes` with on_device). A one-row batch gets one masked copy, since a dimension of size 1 would compile a
     graph of its own."""
     lengths = [len(s) for s in token_ids]
     max_width = max_length or max(lengths)
-    budget = inference_token_budget(max_tokens, device.type, batch_size * max_width)
-    batches = dynamic_width_batches(lengths, max_width, budget, max_rows=batch_size * INFERENCE_ROWS_FACTOR,
-                                    pass_cost_tokens=pass_cost_tokens(device.type))
+    batches = inference_passes(lengths, batch_size, device.type, precision, max_tokens=max_tokens,
+                               max_width=max_width, on_device=True)
     tokens = DeviceTokens(token_ids, pad_id, device, width=max_width)
     if compiled:
         logits_of = compiled_logits(model, device, frozen=frozen)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .batching import inference_batches, pad_batch, pad_id_of, pass_cost_tokens, tokenize
+from .batching import inference_passes, pad_batch, pad_id_of, tokenize
 from .errors import CheckpointError, ModelError
 from .io import read_json
 from .metrics import ScoresFromLogits
@@ -99,13 +99,14 @@ def run_onnx_inference(
     Args:
         batch_size: rows per forward pass at most.
         indices: score only these rows; the result is in their order.
-        max_tokens: padded tokens per forward pass at most (see `batching.inference_batches`).
+        max_tokens: padded tokens per forward pass at most (see `batching.inference_passes`).
     """
     rows = list(range(len(token_ids))) if indices is None else list(indices)
     out = np.zeros((len(rows), num_labels), dtype=np.float32)
-    # ONNX Runtime runs on the CPU here; its per-pass cost was not measured apart from torch's.
-    for pos in inference_batches([len(token_ids[i]) for i in rows], batch_size, max_tokens, pass_cost_tokens("cpu")):
-        batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id)
+    # ONNX Runtime runs fp32 on the CPU here, and is cut and padded as torch's fp32 CPU passes are.
+    for width, pos in inference_passes([len(token_ids[i]) for i in rows], batch_size, "cpu", "fp32",
+                                       max_tokens=max_tokens):
+        batch = pad_batch([token_ids[rows[p]] for p in pos], pad_id, width=width)
         feeds = {name: batch[name].numpy() for name in INPUT_NAMES}
         out[pos] = session.run([OUTPUT_NAME], feeds)[0]
     return out
