@@ -43,8 +43,14 @@ def read_csv(text: str) -> list[dict[str, str]]:
 
 def test_classifier_merges_the_adapter_for_inference(trained_tiny_run: Path, clf: Classifier) -> None:
     """from_run_dir merges LoRA into the base (a plain transformers model, no PEFT wrapper) and scores as the unmerged
-    PeftModel does; in bf16 every Linear weight is stored in bf16, the embeddings and LayerNorms stay fp32."""
+    PeftModel does; in bf16 on a CPU the whole model is stored in bf16 (embeddings and LayerNorms too) and scored
+    without autocast (which would cast LayerNorm's inputs up to fp32 and every Linear's input down again)."""
+    import contextlib
+
     import torch
+
+    from loraclf.inference import autocast_context
+    from loraclf.model import stored_in
 
     texts = sample_texts()
     unmerged = Classifier.from_run_dir(trained_tiny_run, precision="fp32", merge=False)
@@ -54,7 +60,10 @@ def test_classifier_merges_the_adapter_for_inference(trained_tiny_run: Path, clf
 
     bf16 = Classifier.from_run_dir(trained_tiny_run, precision="bf16")
     dtypes = {type(m).__name__: m.weight.dtype for m in bf16.run.model.modules() if hasattr(m, "weight")}
-    assert dtypes["Linear"] == torch.bfloat16 and dtypes["LayerNorm"] == dtypes["Embedding"] == torch.float32
+    assert dtypes["Linear"] == dtypes["LayerNorm"] == dtypes["Embedding"] == torch.bfloat16
+    assert stored_in(bf16.run.model, torch.bfloat16) and not stored_in(unmerged.run.model, torch.bfloat16)
+    assert isinstance(autocast_context(bf16.device, "bf16", bf16.run.model), contextlib.nullcontext)
+    assert isinstance(autocast_context(bf16.device, "bf16", unmerged.run.model), torch.autocast)
     assert not any(p.requires_grad for p in bf16.run.model.parameters())
     np.testing.assert_allclose(bf16.predict_proba(texts), unmerged.predict_proba(texts), atol=0.05)
 

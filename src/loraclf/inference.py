@@ -32,15 +32,17 @@ from .batching import inference_passes, pad_batch, pad_id_of, tokenize
 from .compiled import DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
-from .model import DTYPES
+from .model import DTYPES, stored_in
 from .rundir import LoadedRun, RunDir
 
 BACKENDS = ("torch", "onnx")
 
 
-def autocast_context(device: torch.device, precision: str) -> Any:
+def autocast_context(device: torch.device, precision: str, model: torch.nn.Module | None = None) -> Any:
+    """Autocast to `precision`'s dtype (fp32: none); none either for a `model` stored wholly in that dtype
+    (`model.stored_in`: a merged CPU bf16 model, `model.merge_for_inference`)."""
     dtype = DTYPES.get(precision)
-    if dtype is None:
+    if dtype is None or (model is not None and stored_in(model, dtype)):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -95,11 +97,11 @@ def check_inference_options(device: str | None, precision: str, backend: str = "
 @contextlib.contextmanager
 def scoring(model: torch.nn.Module, device: torch.device, precision: str) -> Iterator[None]:
     """How every inference pass runs: eval mode (the model's mode is restored afterwards), no autograd,
-    the run's autocast."""
+    the run's autocast (none for a model already stored in the compute dtype)."""
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), autocast_context(device, precision):
+        with torch.inference_mode(), autocast_context(device, precision, model):
             yield
     finally:
         model.train(was_training)

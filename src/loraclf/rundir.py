@@ -282,7 +282,7 @@ class RunDir:
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
         if merge:
-            model = merge_for_inference(model, prec)
+            model = merge_for_inference(model, prec, dev)
         else:
             store_frozen_linears(model, prec)  # bit-identical under autocast, without the casts per call
         model.to(dev)
