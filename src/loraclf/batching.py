@@ -26,7 +26,7 @@ PASS_COST_TOKENS = {"cpu": 192, "cuda": 16_384}
 # Eager fp32 on a CPU (MKL's sgemm: an AVX2-only CPU's path; ONNX Runtime's too) pays per token what bf16 pays per
 # ~3, so a pass costs fewer tokens' worth, and the multiple-of-8 widths buy nothing: there a pass pads to its longest
 # row and costs 64 tokens. Measured on the Xeon (MiniLM default run, 1,000 AG News test rows, the variants
-# alternating in one process): with the instruction sets capped at AVX2 1.09x and 1.16x the texts/s of pad-to-8 with
+# alternating in one process; bench/experiments/inference_padding.py): with the instruction sets capped at AVX2 1.09x and 1.16x the texts/s of pad-to-8 with
 # 192, uncapped fp32 1.12x, ONNX Runtime fp32 1.06-1.08x; in bf16 (AMX) the variants were level (298.6 vs 293.3).
 CPU_FP32_PASS_COST_TOKENS = 64
 

@@ -218,9 +218,9 @@ def merge_for_inference(model: Any, precision: str, device: torch.device | None 
     pre-cast, a MiniLM forward pass of 16 texts on a 2-core Xeon (AMX) took 1.3-1.5x less time
     (bench/cpu_inference.py). On a CPU in bf16 autocast still cast activations: it runs LayerNorm, softmax and
     the residual adds of fp32 embeddings in fp32, and every Linear casts its input down again (17% of an eager
-    pass in `copy_`). The whole model in bf16, without autocast, scored 1,900 AG News test rows 1.34x faster
-    on the same Xeon (645.9 vs 483.8 texts/s, MiniLM default run), labels agreeing on 99.95% (accuracy 90.74%
-    vs 90.79%). GPUs keep fp32 LayerNorm and embeddings under autocast (not measured there). The result cannot
+    pass in `copy_`). The whole model in bf16, without autocast, scored the 7,600 AG News test rows 1.22x
+    faster on the same Xeon (618.1 vs 506.0 texts/s, MiniLM default run, `bench/cpu_inference.py --whole-set 3
+    --before-src`), accuracy 90.53% vs 90.51%. GPUs keep fp32 LayerNorm and embeddings under autocast (not measured there). The result cannot
     train or take another adapter (serve keeps shared bases unmerged).
     """
     merged = model.merge_and_unload()
