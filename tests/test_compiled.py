@@ -10,7 +10,7 @@ import torch
 
 from helpers import TINY_QUICK, stopped_and_resumed, train_losses as _train_losses
 from loraclf.batching import inference_passes, pad_batch
-from loraclf.compiled import (CompiledOrEager, DeviceTokens, StaticEpoch, bucket_width,
+from loraclf.compiled import (CPU_AUTO_COMPILE_MIN_SAMPLES, CompiledOrEager, DeviceTokens, StaticEpoch, bucket_width,
                               compile_enabled, compiled_train_loss, fixed_rows, length_buckets, training_widths,
                               masked_cross_entropy)
 from loraclf.config import config_from_dict
@@ -129,8 +129,13 @@ def test_compile_setting_resolves_per_device() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert compile_enabled(True, cpu, "fp32") is True and compile_enabled(False, cuda, "bf16") is False
     assert compile_enabled("auto", cuda, "bf16") is True
-    assert compile_enabled("auto", cpu, "fp32", total_steps=10) is False  # a short run never pays for its compile on CPU
-    assert compile_enabled("auto", cpu, "bf16") is False  # CPU inference: eager
+    # CPU: a long bf16 run in one process compiles (its one compile pays back); a short one, fp32 or DDP stays eager.
+    enough = CPU_AUTO_COMPILE_MIN_SAMPLES
+    assert compile_enabled("auto", cpu, "bf16", train_samples=enough) is True
+    assert compile_enabled("auto", cpu, "bf16", train_samples=enough - 1) is False
+    assert compile_enabled("auto", cpu, "fp32", train_samples=enough) is False
+    assert compile_enabled("auto", cpu, "bf16", train_samples=enough, processes=2) is False
+    assert compile_enabled("auto", cpu, "bf16") is False
 
 
 @pytest.mark.parametrize("override, ok", [("model.compile=auto", "auto"), ("model.compile=true", True),
@@ -311,16 +316,21 @@ def test_inductor_step_matches_eager(tiny_model_without_dropout: Path) -> None:
     assert compiled == pytest.approx(eager, abs=3e-2 if precision == "bf16" else 1e-4)
 
 
-def test_compiled_run_resumes_exactly(tiny_model_without_dropout: Path, ag_small: dict[str, Path], tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("dropout", [False, True], ids=["no-dropout", "cpu-dropout"])
+def test_compiled_run_resumes_exactly(dropout: bool, tiny_model_without_dropout: Path, tiny_model: Path,
+                                      ag_small: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """It resumes a compiled run stopped after an evaluation mid-epoch and ends with the same losses and
-    validation metrics as the uninterrupted compiled run. The compiled path's fixed shapes run as plain eager code
-    here (a dynamo trace of three runs took ~35 s of the suite); test_compiled_run_matches_eager_run[aot_eager]
-    covers the tracing, which does not touch what a resume restores."""
+    validation metrics as the uninterrupted compiled run, with dropout too (the compiled CPU step draws
+    train.cpu_dropout's masks from the generator a checkpoint restores). The compiled path's fixed shapes run as
+    plain eager code here (a dynamo trace of three runs took ~35 s of the suite);
+    test_compiled_run_matches_eager_run[aot_eager] covers the tracing, and
+    test_cpu_dropout.py::test_compiled_dropout_draws_each_mask_once_as_eager_does the compiled draws."""
     monkeypatch.setattr(torch, "compile", _no_compile)
+    model = tiny_model if dropout else tiny_model_without_dropout
     overrides = [*TINY_QUICK, "model.max_length=48", "train.epochs=2", "train.log_every_steps=1", "train.eval_every_steps=8",
-                 "lora.dropout=0", "model.precision=fp32", "model.compile=true", "train.eval_batch_size=64"]
-    cfg = config_from_dict({"model": {"name": str(tiny_model_without_dropout)}, "data": {"train_file": str(ag_small["train"])}}, overrides)
+                 f"lora.dropout={0.1 if dropout else 0}", "model.precision=fp32", "model.compile=true",
+                 "train.eval_batch_size=64"]
+    cfg = config_from_dict({"model": {"name": str(model)}, "data": {"train_file": str(ag_small["train"])}}, overrides)
     full, resumed, full_losses, resumed_losses = stopped_and_resumed(cfg, tmp_path, stop_at_step=8)
     assert resumed["global_step"] == full["global_step"] > 8
     assert resumed_losses == pytest.approx(full_losses, abs=1e-5)

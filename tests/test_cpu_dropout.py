@@ -39,6 +39,39 @@ def test_dropout_zeroes_or_scales_each_element_and_is_identity_in_eval() -> None
     assert layer.state_dict() == {}
 
 
+def test_compiled_dropout_draws_each_mask_once_as_eager_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torch.compile (inductor) each dropout layer draws its own mask once per call, in eager's order: the same
+    outputs and input gradient as eager under the same seed (backward reuses the forward's masks, it does not draw
+    again), and two layers reading the same input (LoRA's query and value) get different masks."""
+    draws: list[tuple[int, ...]] = []
+    real_draw = CD.random_int16
+    monkeypatch.setattr(CD, "random_int16", lambda shape, device="cpu": draws.append(tuple(shape)) or real_draw(shape, device))
+    layers = [CD.CpuDropout(0.25) for _ in range(3)]
+    for site, layer in enumerate(layers):
+        layer.site = site
+    torch.manual_seed(0)
+    w = torch.randn(16, 16)
+
+    def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.tanh(layers[0](x) @ w)
+        return layers[1](h), layers[2](h)  # two dropouts of one input
+
+    results = []
+    for fn in (step, torch.compile(step)):
+        x = torch.randn(64, 16, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        torch.manual_seed(2)
+        draws.clear()
+        a, b = fn(x)
+        ((a * 2 + b) ** 2).sum().backward()
+        assert draws == [(64, 16)] * 3, draws  # one draw per layer, none in backward, none merged
+        results.append((a.detach(), b.detach(), x.grad))
+    (a0, b0, g0), (a1, b1, g1) = results
+    assert torch.equal(a1 == 0, a0 == 0) and torch.equal(b1 == 0, b0 == 0)  # the same masks
+    assert not torch.equal(a0 == 0, b0 == 0)
+    for got, want in zip((a1, b1, g1), (a0, b0, g0)):
+        torch.testing.assert_close(got, want)
+
+
 def _qkv(b: int = 3, h: int = 2, length: int = 7, d: int = 8) -> tuple[torch.Tensor, ...]:
     torch.manual_seed(1)
     return tuple(torch.randn(b, h, length, d) for _ in range(3))
@@ -72,7 +105,8 @@ def test_attention_is_sdpa_without_dropout_and_ignores_masked_keys() -> None:
 
 def test_training_switches_to_cpu_dropout_and_saves_a_plain_model(
         tiny_model: Path, ag_small: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An eager CPU run trains with CpuDropout layers and the CPU attention; the run it saves loads with neither."""
+    """A CPU run, eager or compiled, trains with CpuDropout layers and the CPU attention; the run it saves loads
+    with neither."""
     from loraclf.config import config_from_dict
     from loraclf.rundir import RunDir
     from loraclf.train import recipe
@@ -98,3 +132,8 @@ def test_training_switches_to_cpu_dropout_and_saves_a_plain_model(
     seen.clear()
     train(config_from_dict({}, [*base, "train.cpu_dropout=false"]), tmp_path / "off", console=False)
     assert seen == []
+
+    # A compiled CPU step draws its masks the same way (its path run eager here: torch.compile is the identity).
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    metrics = train(config_from_dict({}, [*base, "model.compile=true"]), tmp_path / "compiled", console=False)
+    assert metrics["step_execution"] == "compiled" and seen and seen[0][0] >= 8

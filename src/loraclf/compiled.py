@@ -39,11 +39,13 @@ import torch
 # tokens (bench/bucket_padding.py).
 SMALLEST_BUCKET = 32
 
-# On CPU, `model.compile: auto` compiles only a bf16 run of at least this many optimizer steps; None: never.
-# None for now: on the 2-core CPUs measured, a cold fwd+bwd compile takes minutes per length bucket (and
-# there are 5 for max_length 128) for a steady gain of 1.1-1.2x on MiniLM, more than a default run's
-# ~1,000 steps return (bench/FINDINGS_cpu.md, "torch.compile with static shapes").
-CPU_AUTO_COMPILE_MIN_STEPS: int | None = None
+# On CPU, `model.compile: auto` compiles the training step of a bf16 run in one process that trains on at least this
+# many samples (micro-batch rows, all epochs); None: never. Measured on a 2-core Xeon with AMX (MiniLM, bf16, one
+# dynamic-width graph, dropout masks from `train.cpu_dropout`; `bench/train_speed.py --compile both`): 128.2 compiled
+# vs 105.3 eager samples/s in steady state (1.22x) after a one-time compile of 32.8 s, which pays back after ~19,000
+# samples (~38,000 where the gain is only 1.1x). A default run on the 10,429 shared AG News rows (28,000 samples)
+# stays eager; the study's 3 epochs of 97,200 rows compile. Several processes were not measured compiled: eager.
+CPU_AUTO_COMPILE_MIN_SAMPLES: int | None = 64_000
 
 # On CPU, `auto` compiles inference (a merged, frozen model; see `compiled_logits`) for a server, and in bf16
 # for predict/evaluate of at least this many texts. Measured on a 2-core Xeon with AMX (MiniLM, all 7,600 AG News
@@ -108,18 +110,20 @@ def bucket_width(length: int, buckets: Sequence[int]) -> int:
     return buckets[k]
 
 
-def compile_enabled(setting: bool | str, device: torch.device, precision: str, total_steps: int | None = None) -> bool:
-    """What `model.compile` means on this device: true/false as given; auto compiles on CUDA, and on CPU
-    only a run of at least CPU_AUTO_COMPILE_MIN_STEPS steps in bf16 (inference: never on CPU)."""
+def compile_enabled(setting: bool | str, device: torch.device, precision: str, train_samples: int | None = None,
+                    processes: int = 1) -> bool:
+    """What `model.compile` means for a training step on this device: true/false as given; auto compiles on CUDA,
+    and on CPU a run in bf16 and one process of at least CPU_AUTO_COMPILE_MIN_SAMPLES `train_samples` (each
+    process's micro-batch rows over the whole run)."""
     if setting is True or setting is False:
         return setting
     if device.type == "cuda":
         return True
-    return (CPU_AUTO_COMPILE_MIN_STEPS is not None and precision == "bf16" and total_steps is not None
-            and total_steps >= CPU_AUTO_COMPILE_MIN_STEPS)
+    return (CPU_AUTO_COMPILE_MIN_SAMPLES is not None and precision == "bf16" and processes == 1
+            and train_samples is not None and train_samples >= CPU_AUTO_COMPILE_MIN_SAMPLES)
 
 
-def train_execution(setting: bool | str, device: torch.device, precision: str, total_steps: int | None = None,
+def train_execution(setting: bool | str, device: torch.device, precision: str, train_samples: int | None = None,
                     processes: int = 1) -> tuple[str, str | None]:
     """How a training step runs under `model.compile`: "compiled" (torch.compile; on CUDA with CUDA graphs),
     "cudagraphs" (the eager step captured as CUDA graphs, `loraclf.cudagraphs`) or "eager"; and a one-line
@@ -133,7 +137,7 @@ def train_execution(setting: bool | str, device: torch.device, precision: str, t
         return "cudagraphs", None
     if setting == "auto" and device.type == "cuda" and processes == 1 and CUDA_AUTO_TRAIN_EXECUTION == "cudagraphs":
         return "cudagraphs", None
-    return ("compiled" if compile_enabled(setting, device, precision, total_steps) else "eager"), None
+    return ("compiled" if compile_enabled(setting, device, precision, train_samples, processes) else "eager"), None
 
 
 def inference_compile_enabled(setting: bool | str, device: torch.device, frozen: bool, rows: int | None = None,

@@ -227,9 +227,9 @@ class TrainConfig:
     tracker: Tracker = _f("none", f"Experiment tracking through accelerate: one of {', '.join(TRACKERS)}.")
     threads: AtLeast1 | None = _f(None, "CPU threads for torch (default: all cores).", hint="or null for all cores")
     cpu_dropout: Bool = _f(
-        True, "Eager CPU training draws its dropout masks four per 64-bit random number (loraclf.train.cpu_dropout) "
-        "instead of one Bernoulli draw per element: the same rates, a faster step; false: torch's own dropout. "
-        "GPUs and compiled steps always use torch's.")
+        True, "CPU training (eager or compiled) draws its dropout masks four per 64-bit random number "
+        "(loraclf.train.cpu_dropout) instead of one Bernoulli draw per element: the same rates, a faster step; false: "
+        "torch's own dropout (inductor's in a compiled step). GPUs always use torch's.")
     progress: Bool = _f(True, "Show a progress bar.")
 
 

@@ -1,4 +1,4 @@
-"""Dropout for eager CPU training without its random-number cost.
+"""Dropout for CPU training without its random-number cost.
 
 Why: on a CPU, `torch.nn.functional.dropout` draws one Bernoulli sample per element through the scalar
 Mersenne Twister (`aten::bernoulli_`). Profiled on a 2-core Xeon (MiniLM, batch 32, LoRA on query/value,
@@ -9,8 +9,13 @@ F.dropout's time (32 x 64 x 384 bf16: 1.7 vs 5.1 ms forward, 2.3 vs 6.1 ms forwa
 
 Same semantics: each element is kept with probability 1 - p (p rounded to a multiple of 2^-16, i.e. within
 1.6e-5) and scaled by 1/(1 - p); the masks come from torch's seeded CPU generator, so runs stay reproducible and
-`--resume` exact. GPUs keep torch's own dropout (their Philox generator is fast), and so do compiled steps
-(inductor generates its own random numbers).
+`--resume` exact. GPUs keep torch's own dropout (their Philox generator is fast).
+
+Compiled CPU steps (`model.compile`) use it too: the draw is an opaque custom op (`random_int16_like`), and
+inductor fuses the comparison and the multiplications with the ops around them. With inductor's own random
+numbers the compiled MiniLM step ran at 0.64x the eager one (fixed 32 x 64 batches); with these draws at 1.22x
+in `bench/train_speed.py`'s steady state (2-core Xeon with AMX, bf16; bench/FINDINGS_cpu.md, "Compiled CPU
+training with loraclf's dropout masks").
 """
 from __future__ import annotations
 
@@ -22,31 +27,64 @@ import torch
 ATTENTION_NAME = "loraclf_cpu_train"
 
 
+def random_int16(shape: torch.Size | tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Uniform random int16 values of `shape`, four per 64-bit draw of torch's generator."""
+    numel = math.prod(shape)
+    values = torch.empty(-(-numel // 4) * 4, dtype=torch.int16, device=device)
+    values.view(torch.int64).random_(-2**63, None)  # all 64 bits of each draw
+    return values[:numel].view(shape)
+
+
+def keep_threshold(p: float) -> int:
+    """A uniform int16 value at or above this is kept: probability 1 - p (p in multiples of 2^-16)."""
+    return round(p * 65536) - 32768
+
+
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """A bool tensor of `shape`: True with probability 1 - p (p in multiples of 2^-16)."""
-    numel = math.prod(shape)
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None)  # all 64 bits
-    u16 = words.view(torch.int16)[:numel].view(shape)  # four uniform 16-bit values per draw
-    return u16 >= round(p * 65536) - 32768
+    return random_int16(shape, device) >= keep_threshold(p)
 
 
-def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """`F.dropout(x, p, training)` with `keep_mask`'s draws on a CPU tensor; torch's own elsewhere."""
+# For a compiled step the draw is an opaque custom op; the comparison and the multiplications around it stay
+# visible, so inductor fuses them into its kernels (forward and backward). Backward reuses the forward's numbers:
+# the partitioner recomputes only allow-listed ops, never a custom one. The tag marks the op as consuming the
+# generator's state (inductor's passes keep such ops in program order); `site` keeps AOTAutograd's
+# common-subexpression pass, which spares only aten's own random ops, from merging two draws on the same input
+# (LoRA's query and value dropouts both read the layer's input). tests/test_cpu_dropout.py checks all three.
+@torch.library.custom_op("loraclf::random_int16_like", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def random_int16_like(x: torch.Tensor, site: int) -> torch.Tensor:
+    """`random_int16` shaped like `x` and on its device; `site` only tells call sites apart."""
+    return random_int16(x.shape, x.device)
+
+
+@random_int16_like.register_fake
+def _random_int16_like_shape(x: torch.Tensor, site: int) -> torch.Tensor:
+    return torch.empty_like(x, dtype=torch.int16)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True, site: int = -1) -> torch.Tensor:
+    """`F.dropout(x, p, training)` with `keep_mask`'s draws on a CPU tensor; torch's own elsewhere. `site`: a
+    number of its own for each dropout layer of a model (`use_cpu_dropout`), for a compiled step."""
     if not training or p == 0.0 or x.device.type != "cpu":
         return torch.nn.functional.dropout(x, p, training)
     if p >= 1.0:
         return torch.zeros_like(x)
     # One multiply by a scaled mask (0 or 1/(1-p) in x's dtype): backward is one multiply too. x * mask * scale
     # took 1.5x as long forward and backward (32 x 64 x 384 bf16: 3.5 vs 2.3 ms).
-    keep = torch.full((), 1.0 / (1.0 - p), dtype=x.dtype, device=x.device)
-    return x * torch.where(keep_mask(x.shape, p, x.device), keep, torch.zeros((), dtype=x.dtype, device=x.device))
+    # Eager calls draw directly: the custom op's dispatch cost ~60 us a call (32 calls per MiniLM step).
+    draw = random_int16_like(x.detach(), site) if torch.compiler.is_compiling() else random_int16(x.shape, x.device)
+    keep = draw >= keep_threshold(p)
+    scale = torch.full((), 1.0 / (1.0 - p), dtype=x.dtype, device=x.device)
+    return x * torch.where(keep, scale, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 class CpuDropout(torch.nn.Dropout):
-    """nn.Dropout through `dropout` (same p, same state dict: none)."""
+    """nn.Dropout through `dropout` (same p, same state dict: none); `site` is set by `use_cpu_dropout`."""
+
+    site = -1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+        return dropout(x, self.p, self.training, self.site)
 
 
 def cpu_train_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -85,7 +123,7 @@ def register_attention() -> None:
 
 
 def use_cpu_dropout(model: torch.nn.Module) -> int:
-    """Switch `model`'s dropout to this module's for eager CPU training; returns how many dropout layers changed.
+    """Switch `model`'s dropout to this module's for CPU training (eager or compiled); returns how many dropout layers changed.
 
     Every plain nn.Dropout (the encoder's, PEFT's lora_dropout, the head's) becomes a CpuDropout in place, and
     an encoder on SDPA attention gets `cpu_train_attention`, which is SDPA itself whenever dropout is off (in
@@ -95,6 +133,7 @@ def use_cpu_dropout(model: torch.nn.Module) -> int:
     for m in model.modules():
         if type(m) is torch.nn.Dropout:
             m.__class__ = CpuDropout  # in place: every container that holds the layer sees the change
+            m.site = changed
             changed += 1
     base = _hf_model(model)
     if base is not None and getattr(base.config, "_attn_implementation", None) == "sdpa":
@@ -110,6 +149,7 @@ def restore_dropout(model: torch.nn.Module) -> None:
     for m in model.modules():
         if type(m) is CpuDropout:
             m.__class__ = torch.nn.Dropout
+            m.__dict__.pop("site", None)
     base = _hf_model(model)
     if base is not None and getattr(base.config, "_attn_implementation", None) == ATTENTION_NAME:
         base.set_attn_implementation("sdpa")
