@@ -41,10 +41,11 @@ SMALLEST_BUCKET = 32
 
 # On CPU, `model.compile: auto` compiles the training step of a bf16 run in one process that trains on at least this
 # many samples (micro-batch rows, all epochs); None: never. Measured on a 2-core Xeon with AMX (MiniLM, bf16, one
-# dynamic-width graph, dropout masks from `train.cpu_dropout`; `bench/train_speed.py --compile both`): 128.2 compiled
-# vs 105.3 eager samples/s in steady state (1.22x) after a one-time compile of 32.8 s, which pays back after ~19,000
-# samples (~38,000 where the gain is only 1.1x). A default run on the 10,429 shared AG News rows (28,000 samples)
-# stays eager; the study's 3 epochs of 97,200 rows compile. Several processes were not measured compiled: eager.
+# dynamic-width graph, dropout masks from `train.cpu_dropout`; `bench/train_speed.py --compile both`, two runs):
+# compiled 128.2 / 119.6 vs eager 105.3 / 106.9 samples/s in steady state (1.22x / 1.12x) after a one-time compile
+# of 32.8 s cold / 14.1 s with inductor's cache warm: it pays back after 14,000-34,000 samples. A default run on the
+# 10,429 shared AG News rows (28,000 samples) stays eager; the study's 3 epochs of 97,200 rows compile. fp32 (1.07x
+# under AVX2 caps) and several processes (not measured compiled) stay eager (bench/FINDINGS_cpu.md).
 CPU_AUTO_COMPILE_MIN_SAMPLES: int | None = 64_000
 
 # On CPU, `auto` compiles inference (a merged, frozen model; see `compiled_logits`) for a server, and in bf16

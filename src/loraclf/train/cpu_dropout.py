@@ -13,9 +13,9 @@ Same semantics: each element is kept with probability 1 - p (p rounded to a mult
 
 Compiled CPU steps (`model.compile`) use it too: the draw is an opaque custom op (`random_int16_like`), and
 inductor fuses the comparison and the multiplications with the ops around them. With inductor's own random
-numbers the compiled MiniLM step ran at 0.64x the eager one (fixed 32 x 64 batches); with these draws at 1.22x
-in `bench/train_speed.py`'s steady state (2-core Xeon with AMX, bf16; bench/FINDINGS_cpu.md, "Compiled CPU
-training with loraclf's dropout masks").
+numbers the compiled MiniLM step ran at 0.64x the eager one (fixed 32 x 64 batches); with these draws at
+1.12-1.22x in `bench/train_speed.py`'s steady state (2-core Xeon with AMX, bf16; bench/FINDINGS_cpu.md, "Compiled
+CPU training with loraclf's dropout masks").
 """
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
 # the partitioner recomputes only allow-listed ops, never a custom one. The tag marks the op as consuming the
 # generator's state (inductor's passes keep such ops in program order); `site` keeps AOTAutograd's
 # common-subexpression pass, which spares only aten's own random ops, from merging two draws on the same input
-# (LoRA's query and value dropouts both read the layer's input). tests/test_cpu_dropout.py checks all three.
+# (LoRA's query and value dropouts both read the layer's input). tests/test_cpu_dropout.py checks that a compiled
+# step draws eager's masks, each once.
 @torch.library.custom_op("loraclf::random_int16_like", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
 def random_int16_like(x: torch.Tensor, site: int) -> torch.Tensor:
     """`random_int16` shaped like `x` and on its device; `site` only tells call sites apart."""
@@ -123,7 +124,8 @@ def register_attention() -> None:
 
 
 def use_cpu_dropout(model: torch.nn.Module) -> int:
-    """Switch `model`'s dropout to this module's for CPU training (eager or compiled); returns how many dropout layers changed.
+    """Switch `model`'s dropout to this module's for CPU training (eager or compiled); returns how many dropout
+    layers changed.
 
     Every plain nn.Dropout (the encoder's, PEFT's lora_dropout, the head's) becomes a CpuDropout in place, and
     an encoder on SDPA attention gets `cpu_train_attention`, which is SDPA itself whenever dropout is off (in
