@@ -221,7 +221,8 @@ def merge_for_inference(model: Any, precision: str, device: torch.device | None 
     pass in `copy_`). The whole model in bf16, without autocast, scored the 7,600 AG News test rows 1.22x
     faster on the same Xeon (618.1 vs 506.0 texts/s, MiniLM default run, `bench/cpu_inference.py --whole-set 3
     --before-src`), accuracy 90.53% vs 90.51%. GPUs keep fp32 LayerNorm and embeddings under autocast (not measured there). The result cannot
-    train or take another adapter (serve keeps shared bases unmerged).
+    train or take another adapter (serve keeps shared bases unmerged). A BERT-family classifier computes its last
+    layer for the first position only (`first_token_last_layer`).
     """
     merged = model.merge_and_unload()
     merged.requires_grad_(False)
@@ -230,8 +231,74 @@ def merge_for_inference(model: Any, precision: str, device: torch.device | None 
         merged.to(dtype)
     else:
         store_frozen_linears(merged, precision)
+    first_token_last_layer(merged)
     merged.eval()
     return merged
+
+
+# Sequence classifiers of the BERT family whose head reads the first position's final hidden state only (BERT's
+# pooler, the [CLS]/<s> classification heads of RoBERTa, XLM-R, CamemBERT and ELECTRA).
+FIRST_TOKEN_CLASSIFIERS = frozenset({"BertForSequenceClassification", "RobertaForSequenceClassification",
+                                     "XLMRobertaForSequenceClassification", "CamembertForSequenceClassification",
+                                     "ElectraForSequenceClassification"})
+
+
+class FirstTokenLayer(torch.nn.Module):
+    """A BERT-family encoder layer computed for the first position only: its query, attention output and
+    feed-forward run on one row per text, its keys and values on all of them. The output is [batch, 1, hidden],
+    all a first-token head reads.
+
+    Why: the last layer's other positions feed nothing. Dropping them saves ~10/12 of one layer's matmuls (~14% of
+    MiniLM's 6 layers). Measured on a 2-core Xeon (MiniLM default run, `bench/cpu_inference.py --whole-set 3
+    --before-src`, one call over the test rows as predict makes it): fp32 with AVX2 caps 137.5 -> 151.8 texts/s
+    (1.10x, 2,000 rows), native bf16 583.1 -> 634.8 (1.09x, 7,600 rows), the same accuracy; fp32 logits agree to
+    ~1e-6."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args: Any,
+                **kwargs: Any) -> torch.Tensor:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        kwargs.pop("encoder_attention_mask", None)  # an encoder's layers get these as None
+        kwargs.pop("cache", None)
+        attn = self.layer.attention.self
+        rows, first = hidden_states.shape[0], hidden_states[:, :1]
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(rows, x.shape[1], -1, attn.attention_head_size).transpose(1, 2)
+
+        query, key, value = heads(attn.query(first)), heads(attn.key(hidden_states)), heads(attn.value(hidden_states))
+        if attention_mask is not None and attention_mask.dim() == 4:
+            attention_mask = attention_mask[:, :, :1]  # the first query's row of a [rows, 1, queries, keys] mask
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, None)
+        if attention is None:
+            raise ValueError(f"attention {attn.config._attn_implementation!r} has no registered function")
+        context, _ = attention(attn, query, key, value, attention_mask, dropout=0.0, scaling=attn.scaling, **kwargs)
+        out = self.layer.attention.output(context.reshape(rows, 1, -1), first)
+        return self.layer.output(self.layer.intermediate(out), out)
+
+
+def first_token_last_layer(model: torch.nn.Module) -> bool:
+    """Replace the last encoder layer of a merged, inference-only BERT-family classifier (FIRST_TOKEN_CLASSIFIERS)
+    by a `FirstTokenLayer`; returns whether it did. Other architectures, decoders and eager attention stay as
+    they are."""
+    if type(model).__name__ not in FIRST_TOKEN_CLASSIFIERS:
+        return False
+    layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
+    if not isinstance(layers, torch.nn.ModuleList) or len(layers) == 0:
+        return False
+    last = layers[-1]
+    attn = getattr(getattr(last, "attention", None), "self", None)
+    if (isinstance(last, FirstTokenLayer) or getattr(last, "is_decoder", True) or attn is None
+            or not all(hasattr(attn, a) for a in ("query", "key", "value", "attention_head_size", "scaling", "config"))
+            or not all(hasattr(last, a) for a in ("intermediate", "output"))
+            or getattr(attn.config, "_attn_implementation", None) in (None, "eager")):
+        return False
+    layers[-1] = FirstTokenLayer(last)
+    return True
 
 
 def stored_in(model: torch.nn.Module, dtype: torch.dtype) -> bool:
