@@ -62,8 +62,8 @@ def test_merge_for_inference_swaps_the_last_layer(tiny_model: Path) -> None:
 
 
 def test_other_heads_and_eager_attention_keep_their_last_layer() -> None:
-    """A classifier that is not in FIRST_TOKEN_CLASSIFIERS (its head may read every position) or that runs the
-    eager attention path is left as it is."""
+    """A classifier that is not in FIRST_TOKEN_CLASSIFIERS (its head may read every position) or that runs another
+    attention than SDPA is left as it is."""
     class MeanPooledClassifier(torch.nn.Module):
         pass
 

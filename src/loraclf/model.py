@@ -273,9 +273,7 @@ class FirstTokenLayer(torch.nn.Module):
         query, key, value = heads(attn.query(first)), heads(attn.key(hidden_states)), heads(attn.value(hidden_states))
         if attention_mask is not None and attention_mask.dim() == 4:
             attention_mask = attention_mask[:, :, :1]  # the first query's row of a [rows, 1, queries, keys] mask
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, None)
-        if attention is None:
-            raise ValueError(f"attention {attn.config._attn_implementation!r} has no registered function")
+        attention = ALL_ATTENTION_FUNCTIONS[attn.config._attn_implementation]  # sdpa (first_token_last_layer)
         context, _ = attention(attn, query, key, value, attention_mask, dropout=0.0, scaling=attn.scaling, **kwargs)
         out = self.layer.attention.output(context.reshape(rows, 1, -1), first)
         return self.layer.output(self.layer.intermediate(out), out)
@@ -283,8 +281,8 @@ class FirstTokenLayer(torch.nn.Module):
 
 def first_token_last_layer(model: torch.nn.Module) -> bool:
     """Replace the last encoder layer of a merged, inference-only BERT-family classifier (FIRST_TOKEN_CLASSIFIERS)
-    by a `FirstTokenLayer`; returns whether it did. Other architectures, decoders and eager attention stay as
-    they are."""
+    by a `FirstTokenLayer`; returns whether it did. Other architectures, decoders and attention other than SDPA
+    (eager; flash attention, which takes 2-D padding masks for queries and keys alike) stay as they are."""
     if type(model).__name__ not in FIRST_TOKEN_CLASSIFIERS:
         return False
     layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
@@ -295,7 +293,7 @@ def first_token_last_layer(model: torch.nn.Module) -> bool:
     if (isinstance(last, FirstTokenLayer) or getattr(last, "is_decoder", True) or attn is None
             or not all(hasattr(attn, a) for a in ("query", "key", "value", "attention_head_size", "scaling", "config"))
             or not all(hasattr(last, a) for a in ("intermediate", "output"))
-            or getattr(attn.config, "_attn_implementation", None) in (None, "eager")):
+            or getattr(attn.config, "_attn_implementation", None) != "sdpa"):  # the one measured and tested
         return False
     layers[-1] = FirstTokenLayer(last)
     return True
