@@ -99,6 +99,24 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm_run(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MiniLM trained once per session with the default preset: one epoch on 3,000 AG News rows of every
+    class, scored on the first 1,000 test rows. Read-only: the learning test checks its accuracy, the export test
+    merges it. (Training it once saves a second MiniLM run, about a minute on an AVX2-only CPU.)"""
+    import subprocess
+
+    tmp = tmp_path_factory.mktemp("minilm")
+    train_csv = write_ag_csv(tmp / "train.csv", read_ag_rows("train.csv", 3000, stride=3))
+    test_csv = write_ag_csv(tmp / "test.csv", read_ag_rows("test.csv", 1000))
+    out = tmp / "run"
+    r = subprocess.run([*LORACLF, "train", "--config", str(REPO / "configs" / "default.yaml"), "--model", str(minilm_path),
+                        "--train-file", str(train_csv), "--test-file", str(test_csv), "--epochs", "1", "--out", str(out),
+                        "train.progress=false"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
 def trained_tiny_run(tiny_model: Path, ag_small: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-epoch tiny run (with a test file and several evaluations), trained once per session.
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import AG_NAMES, REPO, read_ag_rows, write_ag_csv
+from conftest import AG_NAMES, REPO, read_ag_rows
 from helpers import LORACLF, one_error_line
 from loraclf.cli import app
 from loraclf.inference import Classifier
@@ -160,16 +160,10 @@ PIPELINE_ONLY = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_minilm_merged_export_matches_run_in_plain_pipeline(minilm_path: Path, tmp_path: Path) -> None:
-    """It trains MiniLM for one short epoch, and transformers.pipeline on the merged export gives the run's labels and logits."""
-    # 1,000 rows of every class, batches of 16 (57 steps): ~55% validation accuracy after one epoch,
-    # about 2 minutes on 2 idle cores (up to 6 on a busy machine).
-    train = write_ag_csv(tmp_path / "train.csv", read_ag_rows("train.csv", 1000, stride=10))
-    run = tmp_path / "run"
-    r = subprocess.run([*LORACLF, "train", "--config", str(REPO / "configs" / "default.yaml"), "--model", str(minilm_path),
-                        "--train-file", str(train), "--epochs", "1", "--out", str(run), "train.batch_size=16", "train.progress=false"],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr
+def test_minilm_merged_export_matches_run_in_plain_pipeline(minilm_run: Path, tmp_path: Path) -> None:
+    """The MiniLM run (`minilm_run`, one epoch of the default preset), merged and exported, gives the run's labels
+    and logits in transformers.pipeline alone."""
+    run = minilm_run
     out = tmp_path / "merged"
     r = subprocess.run([*LORACLF, "export", str(run), str(out), "--merged"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr

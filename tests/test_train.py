@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import read_ag_rows, write_ag_csv
 from helpers import LORACLF, TINY_QUICK
 from loraclf.cli import app
 from loraclf.train import lr_factor
@@ -200,16 +199,10 @@ def test_resume_of_missing_or_finished_run(trained_tiny_run: Path, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_minilm_learns_ag_news(minilm_path: Path, tmp_path: Path) -> None:
-    """It trains the real MiniLM on 3,000 AG News rows to >= 0.85 accuracy on the first 1,000 test rows."""
-    train_csv = write_ag_csv(tmp_path / "train.csv", read_ag_rows("train.csv", 3000, stride=3))
-    test_csv = write_ag_csv(tmp_path / "test.csv", read_ag_rows("test.csv", 1000))
-    out = tmp_path / "minilm"
-    r = run_cli("train", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml"),
-                "--model", str(minilm_path), "--train-file", str(train_csv), "--test-file", str(test_csv), "--epochs", "1",
-                "--out", str(out), "train.progress=false", timeout=900)
-    assert r.returncode == 0, r.stderr
-    m = json.loads((out / "metrics.json").read_text())
+def test_minilm_learns_ag_news(minilm_run: Path) -> None:
+    """The real MiniLM, trained with the default preset for one epoch on 3,000 AG News rows (`minilm_run`), reaches
+    >= 0.85 accuracy on the first 1,000 test rows."""
+    m = json.loads((minilm_run / "metrics.json").read_text())
     assert m["test_accuracy"] >= 0.85, m
 
 
