@@ -764,18 +764,19 @@ def test_cli_reports_an_onnx_adapter_that_cannot_be_exported_in_one_line(trained
 
 
 # ---------------------------------------------------------------------------------------------
-# Compiled serving on CPU (model.compile auto): a base serving one adapter is merged, frozen and compiled
+# Compiled serving on CPU: a base serving one adapter is merged, frozen and compiled (auto: in bf16)
 
 
 @pytest.mark.compiled_serving
 def test_a_lone_adapter_is_merged_compiled_at_start_up_and_answers_like_eager(runs: dict[str, Path]) -> None:
-    """With --compile auto on a CPU, a run that has its base to itself is served merged and compiled: every length
-    forward pass compiles before the first request, requests of 1 to 9 texts then compile nothing more, and the answers
-    match the unmerged eager Classifier's. Two runs sharing a base stay unmerged and eager."""
+    """A run that has its base to itself is served merged and, with --compile true, compiled: the forward pass
+    compiles before the first request, requests of 1 to 9 texts then compile nothing more, and the answers match
+    the unmerged eager Classifier's. With --compile auto in fp32 it is merged and eager (a compiled fp32 server
+    answered fewer requests/s on an AVX2-only CPU); two runs sharing a base stay unmerged and eager."""
     import torch._dynamo
 
     torch._dynamo.reset()
-    settings = ServeSettings(device="cpu", precision="fp32", max_batch_wait_ms=0)
+    settings = ServeSettings(device="cpu", precision="fp32", compile="true", max_batch_wait_ms=0)
     texts = [r[1] + " " + r[2] for r in read_ag_rows("test.csv", 9, stride=300)]
     texts[3] = texts[3] * 8  # one long text: a batch with it pads to max_length
     with LiveServer(create_app([runs["news"]], settings)) as srv:
@@ -795,7 +796,11 @@ def test_a_lone_adapter_is_merged_compiled_at_start_up_and_answers_like_eager(ru
         probs = np.array([[p["probabilities"][name] for name in eager.label_names] for p in got])
         np.testing.assert_allclose(probs, want, atol=1e-4)
 
-    shared = create_app([runs["news"], runs["sport"]], settings)
+    auto = ServeSettings(device="cpu", precision="fp32", max_batch_wait_ms=0)
+    with LiveServer(create_app([runs["news"]], auto)) as srv:
+        listed = httpx.get(srv.url + "/v1/adapters").json()["adapters"]
+        assert [(a["merged"], a["compiled"]) for a in listed] == [(True, False)]
+    shared = create_app([runs["news"], runs["sport"]], auto)
     with LiveServer(shared) as srv:
         adapters = srv.app.state.adapters
         assert not any(a.classifier.run.merged or a.classifier.compiled_for() for a in adapters.values())

@@ -68,8 +68,10 @@ CUDA_AUTO_TRAIN_EXECUTION = "compiled"
 # seconds for RoBERTa-base: more than a predict of a few thousand texts takes in all.
 CUDA_AUTO_COMPILE_INFERENCE = False
 
-# On CPU, `auto` compiles a server's frozen adapters (~15 s of start-up on 2 cores; bench/serve_load.py
-# measured more requests/s than the unmerged eager path at concurrency 16, see bench/FINDINGS_cpu.md).
+# On CPU, `auto` compiles a server's frozen adapters in bf16 (~12 s of start-up on 2 cores): on a Xeon with AMX,
+# bench/serve_load.py at concurrency 16 measured 181.5-183.5 req/s compiled vs 153.1-158.2 merged eager. fp32
+# stays eager: on an AVX2-only AMD EPYC the compiled fp32 server answered 61.0-61.1 req/s vs 64.1-68.6 eager and
+# took 29-32 s to start instead of 7.5-8.3 (bench/FINDINGS_cpu.md, "A real AVX2-only CPU").
 CPU_AUTO_COMPILE_SERVING = True
 
 # torch.compile modes: CUDA graphs for the launch-bound training step; inference batches are big enough
@@ -144,8 +146,9 @@ def train_execution(setting: bool | str, device: torch.device, precision: str, t
 def inference_compile_enabled(setting: bool | str, device: torch.device, frozen: bool, rows: int | None = None,
                               serving: bool = False, precision: str = "bf16") -> bool:
     """What --compile means for inference: true/false as given; auto compiles on CUDA only if
-    CUDA_AUTO_COMPILE_INFERENCE (not: it did not pay), and on CPU a frozen (merged, inference-only) model when
-    serving, or in bf16 when scoring at least CPU_AUTO_COMPILE_MIN_ROWS texts at once.
+    CUDA_AUTO_COMPILE_INFERENCE (not: it did not pay), and on CPU a frozen (merged, inference-only) model in bf16
+    when serving, or when scoring at least CPU_AUTO_COMPILE_MIN_ROWS texts at once. fp32 stays eager on CPU: the
+    compile paid neither for predict nor for a server there.
 
     On CPU only a frozen model compiles on `auto`: at 16 texts per batch the unfrozen compile gained ~1.35x
     against ~1.7x frozen (MiniLM, bf16, fixed 96-token batches, 2-core Xeon)."""
@@ -153,11 +156,11 @@ def inference_compile_enabled(setting: bool | str, device: torch.device, frozen:
         return setting
     if device.type == "cuda":
         return CUDA_AUTO_COMPILE_INFERENCE
-    if not frozen:
+    if not frozen or precision != "bf16":
         return False
     if serving:
         return CPU_AUTO_COMPILE_SERVING
-    return precision == "bf16" and rows is not None and rows >= CPU_AUTO_COMPILE_MIN_ROWS
+    return rows is not None and rows >= CPU_AUTO_COMPILE_MIN_ROWS
 
 
 def raise_recompile_limit(n_shapes: int) -> None:

@@ -82,7 +82,8 @@ class ServeSettings:
     int8: Bool = _opt(False, "With --backend onnx: run those adapters' int8 (dynamically quantized) model.")
     compile: Literal["auto", "true", "false"] = _opt(
         "auto", "Compile torch adapters' forward pass at start-up (torch.compile, one graph for every batch shape): auto "
-        "(on CPUs for a base serving one adapter, merged and frozen, for ~15 s of start-up on 2 cores; not on GPUs), true or false.")
+        "(on CPUs in bf16 for a base serving one adapter, merged and frozen, for ~15 s of start-up on 2 cores; not in fp32, "
+        "not on GPUs), true or false.")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = _opt(
         "info", "uvicorn log level: critical, error, warning, info, debug.")
     access_log: Bool = _opt(True, "Log one line per request.")
