@@ -44,8 +44,9 @@ SMALLEST_BUCKET = 32
 # dynamic-width graph, dropout masks from `train.cpu_dropout`; `bench/train_speed.py --compile both`, two runs):
 # compiled 128.2 / 119.6 vs eager 105.3 / 106.9 samples/s in steady state (1.22x / 1.12x) after a one-time compile
 # of 32.8 s cold / 14.1 s with inductor's cache warm: it pays back after 14,000-34,000 samples. A default run on the
-# 10,429 shared AG News rows (28,000 samples) stays eager; the study's 3 epochs of 97,200 rows compile. fp32 (1.07x
-# under AVX2 caps) and several processes (not measured compiled) stay eager (bench/FINDINGS_cpu.md).
+# 10,429 shared AG News rows (28,000 samples) stays eager; the study's 3 epochs of 97,200 rows compile. fp32 (0.90x
+# on an AVX2-only AMD EPYC, after 71 s of compile; 1.07x under AVX2 caps on the Xeon) and several processes (not
+# measured compiled) stay eager (bench/FINDINGS_cpu.md).
 CPU_AUTO_COMPILE_MIN_SAMPLES: int | None = 64_000
 
 # On CPU, `auto` compiles inference (a merged, frozen model; see `compiled_logits`) for a server, and in bf16
