@@ -49,8 +49,8 @@ SMALLEST_BUCKET = 32
 # measured compiled) stay eager (bench/FINDINGS_cpu.md).
 CPU_AUTO_COMPILE_MIN_SAMPLES: int | None = 64_000
 
-# On CPU, `auto` compiles inference (a merged, frozen model; see `compiled_logits`) for a server, and in bf16
-# for predict/evaluate of at least this many texts. Measured on a 2-core Xeon with AMX (MiniLM, all 7,600 AG News
+# On CPU, `auto` compiles inference (a merged, frozen model; see `compiled_logits`) in bf16 only: for a server,
+# and for predict/evaluate of at least this many texts. Measured on a 2-core Xeon with AMX (MiniLM, all 7,600 AG News
 # test rows scored in one call as predict does, bench/reports/cpu_inference_minilm_default_xeon_amx_budget8k_eager.json):
 # the one compile (rows and width dynamic, weights frozen) took 12.8 s, and compiled bf16 scored 841.3 vs 551.3
 # texts/s merged eager, so the compile pays back from ~20,500 texts. fp32 was not re-measured with one graph: it
