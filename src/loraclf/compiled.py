@@ -53,8 +53,8 @@ CPU_AUTO_COMPILE_MIN_SAMPLES: int | None = 64_000
 # and for predict/evaluate of at least this many texts. Measured on a 2-core Xeon with AMX (MiniLM, all 7,600 AG News
 # test rows scored in one call as predict does, bench/reports/cpu_inference_minilm_default_xeon_amx_budget8k_eager.json):
 # the one compile (rows and width dynamic, weights frozen) took 12.8 s, and compiled bf16 scored 841.3 vs 551.3
-# texts/s merged eager, so the compile pays back from ~20,500 texts. fp32 was not re-measured with one graph: it
-# gained nothing with a graph per bucket, so auto leaves it eager.
+# texts/s merged eager, so the compile pays back from ~20,500 texts. fp32 gains nothing: 0.97x eager on an AVX2-only
+# AMD EPYC (bench/reports/cpu_inference_minilm_default_epyc_avx2.json), so auto leaves it eager.
 CPU_AUTO_COMPILE_MIN_ROWS = 20_000
 
 # What `model.compile: auto` trains with on one GPU: "compiled" (torch.compile + CUDA graphs) or "cudagraphs" (the
