@@ -187,6 +187,53 @@ def test_first_call_that_compiles_says_so(monkeypatch: pytest.MonkeyPatch, capfd
     assert fn.first_call_seconds is not None
 
 
+def test_first_compile_tags_the_cache_key_with_the_cpu_instruction_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first call of a CompiledOrEager adds inductor's CPU instruction set to torch.compile's cache key, keeping
+    a tag the user set and replacing an earlier instruction-set tag of its own."""
+    import loraclf.compiled as C
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    monkeypatch.setattr(torch.compiler.config, "cache_key_tag", f"users-own;{C.CPU_ISA_TAG_PREFIX}sse9")
+    fn = CompiledOrEager(lambda x: x + 1, mode=None, what="inference forward pass")
+    assert float(fn(torch.zeros(()))) == 1.0
+    want = C.CPU_ISA_TAG_PREFIX + str(pick_vec_isa()).strip().replace(" ", "+")
+    assert torch.compiler.config.cache_key_tag == f"users-own;{want}"
+    assert C.tag_compile_caches_with_cpu_isa() == want and torch.compiler.config.cache_key_tag == f"users-own;{want}"
+
+
+_COMPILE_AND_COMPARE = """
+import torch
+from loraclf.compiled import CompiledOrEager
+fn = lambda x: torch.tanh(x) * 2.0 + 1.0
+x = torch.linspace(-3, 3, 3 * 1024).reshape(3, 1024)
+compiled = CompiledOrEager(fn, mode=None, what="test function")
+print(max(float((compiled(x) - fn(x)).abs().max()) for _ in range(20)))
+"""
+
+
+@pytest.mark.slow
+def test_a_graph_compiled_under_avx2_caps_is_not_served_to_a_wider_cpu(tmp_path: Path) -> None:
+    """Two processes share one inductor cache directory: the first runs with ATEN_CPU_CAPABILITY=avx2 (as the
+    benchmarks emulate an AVX2-only CPU), the second uncapped. Without the instruction set in the cache key the second
+    got the first's 8-float loops built for AVX-512 and aborted with a corrupted heap (torch 2.13, AVX-512 EPYC)."""
+    import os
+    import subprocess
+    import sys
+
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    if str(pick_vec_isa()).split()[0] in ("", "avx2"):
+        pytest.skip(f"this CPU's vector instruction set is {str(pick_vec_isa()) or 'none'}: capping it at AVX2 changes nothing")
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "TORCH_COMPILE_CACHE_KEY_TAG")}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
+    for caps in ({"ATEN_CPU_CAPABILITY": "avx2"}, {}):
+        run = subprocess.run([sys.executable, "-c", _COMPILE_AND_COMPARE], env={**env, **caps}, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, (caps, run.stderr[-2000:])
+        assert float(run.stdout.split()[-1]) < 1e-5, (caps, run.stdout)
+
+
 # ---------------------------------------------------------------------------------------------
 # The recipe: compiled (static shapes) against eager
 

@@ -177,6 +177,34 @@ def raise_recompile_limit(n_shapes: int) -> None:
         cfg.accumulated_recompile_limit = 4 * need
 
 
+# Why the tag: torch 2.13 keys its on-disk compile caches (inductor's FX graph cache and AOTAutograd's, shared by every
+# process of a user under TORCHINDUCTOR_CACHE_DIR, default /tmp/torchinductor_$USER) without the vector instruction
+# set inductor wrote the CPU kernels for, though it builds them with the flags of the instruction set it picks at load
+# time. On an AVX-512 EPYC, a graph compiled under ATEN_CPU_CAPABILITY=avx2 (the AVX2 caps the benchmarks use; loops
+# of 8 floats) was served from the cache to a later uncapped process and built for AVX-512, where each 8-float step
+# stores 16 floats: the last one wrote past its buffer and glibc aborted ("malloc(): unaligned tcache chunk
+# detected"). The other way round, 16-float steps built for AVX2 left outputs unwritten (compiled dropout's test
+# failed with 38% of the values wrong). The same holds for one cache directory shared by machines of different
+# CPUs. PyTorch's own fix for the thread count (pytorch/pytorch#184444) is of this kind: it adds the setting the code
+# was generated for to the key. torch.compiler.config.cache_key_tag is the key's public extension point.
+CPU_ISA_TAG_PREFIX = "loraclf-cpu-isa="
+
+
+def tag_compile_caches_with_cpu_isa() -> str | None:
+    """Add the CPU vector instruction set inductor generates code for (e.g. "avx512 avx512_vnni", or "avx2" under
+    ATEN_CPU_CAPABILITY=avx2) to torch.compile's cache key, keeping any tag the user set. Returns the tag, or None
+    when inductor has no instruction set to report (it then compiles no vectorized CPU code)."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    isa = str(pick_vec_isa()).strip()
+    if not isa:
+        return None
+    tag = CPU_ISA_TAG_PREFIX + isa.replace(" ", "+")
+    parts = [p for p in torch.compiler.config.cache_key_tag.split(";") if p and not p.startswith(CPU_ISA_TAG_PREFIX)]
+    torch.compiler.config.cache_key_tag = ";".join(parts + [tag])
+    return tag
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
@@ -212,6 +240,7 @@ class CompiledOrEager:
             try:
                 first = self.compiled is None
                 if first:
+                    tag_compile_caches_with_cpu_isa()
                     self.compiled = torch.compile(self.eager, mode=self.mode, options=self.options, dynamic=False)
                     started = time.perf_counter()
                 for arg, dim in self.dynamic_dims:
