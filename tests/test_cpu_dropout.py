@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from helpers import TINY_QUICK
+from loraclf.compiled import tag_compile_caches_with_cpu_isa
 from loraclf.train import cpu_dropout as CD
 
 
@@ -56,6 +57,7 @@ def test_compiled_dropout_draws_each_mask_once_as_eager_does(monkeypatch: pytest
         h = torch.tanh(layers[0](x) @ w)
         return layers[1](h), layers[2](h)  # two dropouts of one input
 
+    tag_compile_caches_with_cpu_isa()  # as loraclf's own compiles do: a graph cached under other CPU caps is not reused
     results = []
     for fn in (step, torch.compile(step)):
         x = torch.randn(64, 16, generator=torch.Generator().manual_seed(1)).requires_grad_()

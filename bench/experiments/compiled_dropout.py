@@ -26,6 +26,7 @@ import torch
 
 from loraclf import model as M
 from loraclf.batching import pad_batch
+from loraclf.compiled import tag_compile_caches_with_cpu_isa
 from loraclf.config import load_config
 from loraclf.train.cpu_dropout import use_cpu_dropout
 
@@ -67,6 +68,8 @@ def build(loraclf_masks: bool, compiled: bool):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         return torch.nn.functional.cross_entropy(logits.float(), targets)
 
+    if compiled:
+        tag_compile_caches_with_cpu_isa()  # runs under AVX2 caps must not share cached graphs with uncapped ones
     return model, optimizer, (torch.compile(loss_of, dynamic=False) if compiled else loss_of)
 
 
