@@ -193,14 +193,19 @@ CPU_ISA_TAG_PREFIX = "loraclf-cpu-isa="
 def tag_compile_caches_with_cpu_isa() -> str | None:
     """Add the CPU vector instruction set inductor generates code for (e.g. "avx512 avx512_vnni", or "avx2" under
     ATEN_CPU_CAPABILITY=avx2) to torch.compile's cache key, keeping any tag the user set. Returns the tag, or None
-    when inductor has no instruction set to report (it then compiles no vectorized CPU code)."""
-    from torch._inductor.cpu_vec_isa import pick_vec_isa
+    when inductor has no instruction set to report (it then compiles no vectorized CPU code) or this torch has no
+    cache key tag (before 2.6)."""
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
 
+        current = torch.compiler.config.cache_key_tag
+    except (ImportError, AttributeError):
+        return None
     isa = str(pick_vec_isa()).strip()
     if not isa:
         return None
     tag = CPU_ISA_TAG_PREFIX + isa.replace(" ", "+")
-    parts = [p for p in torch.compiler.config.cache_key_tag.split(";") if p and not p.startswith(CPU_ISA_TAG_PREFIX)]
+    parts = [p for p in current.split(";") if p and not p.startswith(CPU_ISA_TAG_PREFIX)]
     torch.compiler.config.cache_key_tag = ";".join(parts + [tag])
     return tag
 
