@@ -215,3 +215,22 @@ def test_one_process_trains_runs_of_different_precisions(tiny_model: Path, ag_sm
         cfg = config_from_dict({}, [f"model.name={tiny_model}", f"data.train_file={ag_small['train']}", "train.max_steps=2",
                                     f"model.precision={precision}", *TINY_QUICK])
         assert train(cfg, tmp_path / precision, overwrite=True, console=False)["precision"] == precision
+
+
+def test_progress_bar_in_a_log_file_refreshes_at_the_log_interval(tiny_model: Path, ag_small: dict[str, Path], tmp_path: Path,
+                                                                  capfd: pytest.CaptureFixture) -> None:
+    """When stderr is not a terminal (here pytest's capture, as a log file) the bar is drawn at its start, at most every
+    PROGRESS_LOG_SECONDS and at its end: not once per step or per logged loss, as tqdm's 0.1 s interval drew it."""
+    from loraclf.config import config_from_dict
+    from loraclf.train import train
+    from loraclf.train import recipe
+
+    assert recipe.PROGRESS_LOG_SECONDS >= 10
+    cfg = config_from_dict({}, [f"model.name={tiny_model}", f"data.train_file={ag_small['train']}", "train.max_steps=60",
+                                *TINY_QUICK, "train.progress=true", "train.log_every_steps=2"])
+    started = time.monotonic()
+    train(cfg, tmp_path / "run", overwrite=True, console=False)
+    seconds = time.monotonic() - started
+    bars = [part for part in capfd.readouterr().err.replace("\n", "\r").split("\r") if part.startswith("train:")]
+    assert bars and bars[-1].startswith("train: 100%") and "60/60" in bars[-1], bars[-3:]
+    assert len(bars) <= 3 + int(seconds // recipe.PROGRESS_LOG_SECONDS), (seconds, bars)
