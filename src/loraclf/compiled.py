@@ -43,7 +43,9 @@ SMALLEST_BUCKET = 32
 # many samples (micro-batch rows, all epochs); None: never. Measured on a 2-core Xeon with AMX (MiniLM, bf16, one
 # dynamic-width graph, dropout masks from `train.cpu_dropout`; `bench/train_speed.py --compile both`, two runs):
 # compiled 128.2 / 119.6 vs eager 105.3 / 106.9 samples/s in steady state (1.22x / 1.12x) after a one-time compile
-# of 32.8 s cold / 14.1 s with inductor's cache warm: it pays back after 14,000-34,000 samples. A default run on the
+# of 32.8 s cold / 14.1 s with inductor's cache warm: it pays back after 14,000-34,000 samples. On a 2-core AMD EPYC
+# with AVX-512-BF16 and no AMX: 149.0 vs 127.9 samples/s (1.16x) after 44.3 s cold, paying back after ~40,000
+# samples (bench/reports/train_speed_minilm_epyc_avx512bf16.json). A default run on the
 # 10,429 shared AG News rows (28,000 samples) stays eager; the study's 3 epochs of 97,200 rows compile. fp32 (0.90x
 # on an AVX2-only AMD EPYC, after 71 s of compile; 1.07x under AVX2 caps on the Xeon) and several processes (not
 # measured compiled) stay eager (bench/FINDINGS_cpu.md).
@@ -184,8 +186,8 @@ def raise_recompile_limit(n_shapes: int) -> None:
 # of 8 floats) was served from the cache to a later uncapped process and built for AVX-512, where each 8-float step
 # stores 16 floats: the last one wrote past its buffer and glibc aborted ("malloc(): unaligned tcache chunk
 # detected"). The other way round, 16-float steps built for AVX2 left outputs unwritten (compiled dropout's test
-# failed with 38% of the values wrong). The same holds for one cache directory shared by machines of different
-# CPUs. PyTorch's own fix for the thread count (pytorch/pytorch#184444) is of this kind: it adds the setting the code
+# failed with 38% of the values wrong). The same would happen with one cache directory shared by machines of
+# different CPUs. PyTorch's own fix for the thread count (pytorch/pytorch#184444) is of this kind: it adds the setting the code
 # was generated for to the key. torch.compiler.config.cache_key_tag is the key's public extension point.
 CPU_ISA_TAG_PREFIX = "loraclf-cpu-isa="
 
