@@ -236,8 +236,10 @@ class TrainRecipe:
         if self.is_main and cfg.train.progress:
             from tqdm.auto import tqdm
 
+            # maxinterval too: tqdm's monitor thread otherwise redraws a bar idle for its 10 s default
+            interval = {} if sys.stderr.isatty() else {"mininterval": PROGRESS_LOG_SECONDS, "maxinterval": PROGRESS_LOG_SECONDS}
             progress = tqdm(total=self.total_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True,
-                            file=sys.stderr, mininterval=0.1 if sys.stderr.isatty() else PROGRESS_LOG_SECONDS)
+                            file=sys.stderr, **interval)
         self.model.train()
         running_loss = torch.zeros((), device=acc.device)
         running_count = 0
