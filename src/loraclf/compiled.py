@@ -194,9 +194,8 @@ CPU_ISA_TAG_PREFIX = "loraclf-cpu-isa="
 
 def tag_compile_caches_with_cpu_isa() -> str | None:
     """Add the CPU vector instruction set inductor generates code for (e.g. "avx512 avx512_vnni", or "avx2" under
-    ATEN_CPU_CAPABILITY=avx2) to torch.compile's cache key, keeping any tag the user set. Returns the tag, or None
-    when inductor has no instruction set to report (it then compiles no vectorized CPU code) or this torch has no
-    cache key tag (before 2.6)."""
+    ATEN_CPU_CAPABILITY=avx2; "INVALID_VEC_ISA" where it vectorizes nothing) to torch.compile's cache key, keeping
+    any tag the user set. Returns the tag, or None where this torch has no cache key tag (before 2.6)."""
     try:
         from torch._inductor.cpu_vec_isa import pick_vec_isa
 
