@@ -202,10 +202,7 @@ def tag_compile_caches_with_cpu_isa() -> str | None:
         current = torch.compiler.config.cache_key_tag
     except (ImportError, AttributeError):
         return None
-    isa = str(pick_vec_isa()).strip()
-    if not isa:
-        return None
-    tag = CPU_ISA_TAG_PREFIX + isa.replace(" ", "+")
+    tag = CPU_ISA_TAG_PREFIX + str(pick_vec_isa()).replace(" ", "+")
     parts = [p for p in current.split(";") if p and not p.startswith(CPU_ISA_TAG_PREFIX)]
     torch.compiler.config.cache_key_tag = ";".join(parts + [tag])
     return tag
