@@ -68,6 +68,9 @@ def test_seed_preset_is_the_study() -> None:
     assert cfg.data.val_fraction == 0.1
     assert cfg.lora.modules_to_save == [] and cfg.train.early_stopping_patience == 0 and cfg.train.warmup_ratio == 0.0
     assert cfg.model.max_length == 512 and cfg.train.group_by_length is False
+    # plain LoRA: none of the levers the built-in defaults turn on
+    assert (cfg.lora.use_rslora, cfg.lora.use_dora, cfg.lora.init) == (False, False, "default")
+    assert (t.head_lr, t.lora_plus_ratio, t.label_smoothing) == (None, 1.0, 0.0)
     assert cfg.tune.space == {
         "lora.r": {"type": "categorical", "choices": [4, 8, 16]},
         "lora.alpha": {"type": "categorical", "choices": [8, 16, 32]},
