@@ -158,7 +158,7 @@ def optional_marks_dropped(argv: list[str]) -> list[str]:
 
 
 def parse_command(argv: list[str]) -> tuple[str, Any, dict[str, Any], list[str]]:
-    """(command path, click command, parsed options and arguments by name, placeholder args) for a loraclf argv.
+    """(command path, click command, parsed options and arguments by name, a placeholder left unparsed) for an argv.
 
     Raises:
         ValueError: an unknown command or option, an option without its value, or extra arguments.
@@ -252,12 +252,12 @@ def is_config_key(key: str) -> bool:
 
 
 def suggest(key: str) -> str:
-    import difflib
+    """` (did you mean ...?)`, as `loraclf config show` would suggest it."""
+    from loraclf.config.loader import did_you_mean
 
-    from loraclf.config.schema import describe_fields
-
-    close = difflib.get_close_matches(key, [r[0] for r in describe_fields()], n=1)
-    return f" (did you mean `{close[0]}`?)" if close else " (see `loraclf config show --fields`)"
+    section, _, field = key.rpartition(".")
+    close = did_you_mean(section if section in SECTIONS else "", field) if section in SECTIONS or not section else None
+    return f" (did you mean `{close}`?)" if close else " (see `loraclf config show --fields`)"
 
 
 def cited_names(root: Path) -> Iterator[tuple[str, int, str]]:
@@ -534,6 +534,8 @@ def claimed_preset(sentence: str) -> str | None:
 
 
 def check_space_claims(root: Path) -> list[str]:
+    from loraclf.config.schema import describe_fields
+
     problems = []
     for path in doc_files(root):
         for no, sentence in sentences(path.read_text(encoding="utf-8")):
@@ -542,7 +544,8 @@ def check_space_claims(root: Path) -> list[str]:
             if preset is None:
                 continue
             space = preset_space(preset)
-            for word, open_, values, close in claims:
+            fields = {r[0] for r in describe_fields()} | {r[0].rsplit(".", 1)[-1] for r in describe_fields()}
+            for word, open_, values, close in (c for c in claims if c[0] in fields):  # `lr [..]`, not `in [..]`
                 matches = [k for k in space if k == word or k.rsplit(".", 1)[-1] == word]
                 where = f"{rel(root, path)}:{no}: `{word} {open_}{values}{close}`"
                 if len(matches) != 1:

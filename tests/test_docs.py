@@ -67,6 +67,7 @@ def test_docs_match_the_code(check) -> None:
 
 def test_catches_levers_said_to_be_off(docs_copy: Path) -> None:
     """It fails on the old README's "LoRA levers (all off by default)": four of them are on in the schema."""
+    assert docs_check.check_default_claims(docs_copy) == []  # the tree as it is passes
     page = docs_copy / "docs" / "lora.md"
     page.write_text(page.read_text(encoding="utf-8") + (
         "\n**LoRA levers** (all off by default; `configs/quality.yaml` says which pay on the MiniLM protocol):\n"
@@ -83,6 +84,7 @@ def test_catches_levers_said_to_be_off(docs_copy: Path) -> None:
 
 def test_catches_the_old_default_search_space(docs_copy: Path) -> None:
     """It fails on the old description of the default space (lr [3e-4, 3e-3], alpha {16, 32})."""
+    assert docs_check.check_space_claims(docs_copy) == []
     page = docs_copy / "docs" / "tuning.md"
     edit(page, "## Sampling and pruning", (
         "Its default (`configs/default.yaml`, with the reasons in its comments) searches around the recommended\n"
@@ -96,6 +98,7 @@ def test_catches_the_old_default_search_space(docs_copy: Path) -> None:
 
 def test_catches_a_method_that_does_not_exist(docs_copy: Path) -> None:
     """It fails on `OnnxClassifier.from_dir` and names the method that exists."""
+    assert docs_check.check_python_names(docs_copy) == []
     page = docs_copy / "docs" / "inference.md"
     edit(page, "OnnxClassifier.from_export_dir(path)", "OnnxClassifier.from_dir(path)")
     line = next(i for i, t in enumerate(page.read_text(encoding="utf-8").splitlines(), 1) if "from_dir(path)" in t)
@@ -124,7 +127,8 @@ def test_catches_an_unknown_config_key(docs_copy: Path) -> None:
     """It fails on a backticked config key the schema lacks, with a suggestion."""
     (docs_copy / "docs" / "extra.md").write_text("# Extra\n\nSet `train.learning_rate=1e-3` for speed.\n", encoding="utf-8")
     problems = docs_check.check_config_keys(docs_copy)
-    assert len(problems) == 1 and problems[0].startswith("docs/extra.md:3: `train.learning_rate` is not a config field"), problems
+    assert problems == ["docs/extra.md:3: `train.learning_rate` is not a config field (did you mean `train.lr`?); "
+                        "a Python name is written in full, loraclf.train.learning_rate"], problems
 
 
 def test_catches_a_broken_readme_link(docs_copy: Path) -> None:
