@@ -219,6 +219,39 @@ def check_commands(root: Path) -> list[str]:
     return problems
 
 
+@cache
+def all_options() -> dict[str, list[str]]:
+    """Every option spelling (`--max-queue`, `--no-batching`, `-c`) -> the commands that take it."""
+    found: dict[str, list[str]] = {}
+
+    def walk(cmd: Any, path: str) -> None:
+        for p in cmd.params:
+            for flag in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]:
+                found.setdefault(flag, []).append(path)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(root_command(), "loraclf")
+    found.setdefault("--help", ["loraclf"])
+    return found
+
+
+def check_option_names(root: Path) -> list[str]:
+    """Every option written in backticks in the prose (`--max-queue`, `--compile auto|true|false`) is one a command takes."""
+    problems = []
+    for path in doc_files(root):
+        for no, line in prose_lines(path.read_text(encoding="utf-8")):
+            for span in spans(line):
+                flag = re.split(r"[\s=|\[]", span, maxsplit=1)[0]
+                if re.fullmatch(r"--?[a-z][\w-]*", flag) and flag not in all_options():
+                    import difflib
+
+                    close = difflib.get_close_matches(flag, list(all_options()), n=1)
+                    hint = f" (did you mean `{close[0]}`, of {', '.join(all_options()[close[0]])}?)" if close else ""
+                    problems.append(f"{rel(root, path)}:{no}: `{flag}` is no option of any loraclf command{hint}")
+    return problems
+
+
 def check_readme_links(root: Path) -> list[str]:
     """README.md's relative links (mkdocs checks the site's own; the README is read on its own, e.g. on GitHub)."""
     from markdown.extensions.toc import slugify
@@ -561,5 +594,5 @@ def check_space_claims(root: Path) -> list[str]:
     return problems
 
 
-ALL_CHECKS = (check_commands, check_readme_links, check_config_keys, check_python_names, check_library_names, check_default_claims, check_space_claims)
+ALL_CHECKS = (check_commands, check_option_names, check_readme_links, check_config_keys, check_python_names, check_library_names, check_default_claims, check_space_claims)
 

@@ -123,6 +123,14 @@ def test_catches_a_command_the_cli_refuses(docs_copy: Path, command: str, messag
     assert message.lower() in problems[0].lower(), problems
 
 
+def test_catches_an_option_no_command_takes(docs_copy: Path) -> None:
+    """It fails on a backticked option in the prose that no loraclf command has, naming the closest one."""
+    (docs_copy / "docs" / "extra.md").write_text("# Extra\n\nLimit requests with `--max-texts 64`.\n", encoding="utf-8")
+    problems = docs_check.check_option_names(docs_copy)
+    assert len(problems) == 1 and problems[0].startswith("docs/extra.md:3: `--max-texts` is no option of any loraclf command"), problems
+    assert "of loraclf serve?)" in problems[0], problems
+
+
 def test_catches_an_unknown_config_key(docs_copy: Path) -> None:
     """It fails on a backticked config key the schema lacks, with a suggestion."""
     (docs_copy / "docs" / "extra.md").write_text("# Extra\n\nSet `train.learning_rate=1e-3` for speed.\n", encoding="utf-8")
