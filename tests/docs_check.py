@@ -7,10 +7,12 @@ docs have to follow:
 - commands: every `loraclf ...` line in a code block (and every inline `loraclf ...` span) parses
   against the real CLI: known commands, known options, no extra arguments, KEY=VALUE overrides naming
   config fields, `-c NAME` naming a preset.
+- options: every backticked `--option` in the prose is one some loraclf command takes.
+- README links: every relative link of README.md (read on its own, outside the site) and its #anchor exist.
 - config keys: every `section.field` written in backticks (alone, or as `section.field=value`) is a
   field of loraclf.config.schema.
-- Python names: every backticked `loraclf.x.y`, `Class.method` of a loraclf class, or name in an
-  importable package (`torch.load`) exists.
+- Python names: every backticked `loraclf.x.y` or `Class.method` of a loraclf class exists (read from
+  the sources, no import), and every name in another installed package (`torch.load`) exists (imported).
 - default claims: a sentence saying fields are "on/off by default" cites only fields whose schema
   default is on/off.
 - space claims: `name [low, high]` or `name {a, b}` in a sentence naming a preset (or the default
