@@ -3,7 +3,7 @@
     python bench/bucket_padding.py [--rows 10000] [--max-length 128] [--tokenizer DIR]
 
 Counts the padded tokens of 3 epochs of loraclf's length-grouped global batches of 32: eager pads each batch
-to a multiple of 8 (`batching.pad_batch`), compiled pads it to its bucket (`compiled.length_buckets`) and a
+to a multiple of 8 (`batching.pad_batch`), compiled pads it to its bucket (`batching.length_buckets`) and a
 short batch to 32 rows. Prints a table and writes bench/reports/bucket_padding.json.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from loraclf.batching import PAD_MULTIPLE, epoch_batches
-from loraclf.compiled import bucket_width, length_buckets
+from loraclf.batching import bucket_width, length_buckets
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--rows", type=int, default=10000)

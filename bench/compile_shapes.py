@@ -45,7 +45,8 @@ def main() -> int:
     import gpu_step_check as G
     from benchenv import cpu_name
     from loraclf import model as M
-    from loraclf.compiled import CompiledOrEager, masked_cross_entropy
+    from loraclf.compiled import CompiledOrEager
+    from loraclf.train.step import TrainStep, CrossEntropy
     from loraclf.inference import autocast_context
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -61,8 +62,7 @@ def main() -> int:
         for p in model.parameters():
             p.requires_grad_(False)
 
-    def train_loss(ids, mask, targets, real):
-        return masked_cross_entropy(model(input_ids=ids, attention_mask=mask).logits, targets, real)
+    train_loss = TrainStep(model, CrossEntropy(), "eager", device=device, precision=precision).forward_loss
 
     def logits_of(ids, mask):
         return model(input_ids=ids, attention_mask=mask).logits.float()

@@ -6,8 +6,8 @@ inference pass, on the same batches, in one process.
     python bench/gpu_step_check.py --smoke                  # any device: tiny model, a few steps (checks the script runs)
     python bench/gpu_step_check.py --model DIR --device cpu --precision bf16 --steps 30   # e.g. MiniLM on this CPU
 
-It uses loraclf's own pieces (`loraclf.compiled`: the compiled training loss and logits, `masked_cross_entropy`,
-`fixed_rows`; `loraclf.cudagraphs.CapturedTrainStep`), so it checks what `train`/`evaluate` run with model.compile
+It uses loraclf's own pieces (`loraclf.train.step.TrainStep` with its loss, `CrossEntropy`, under each execution;
+`loraclf.compiled.compiled_logits`; `loraclf.batching.fixed_rows`), so it checks what `train`/`evaluate` run with model.compile
 true and cudagraphs (the captured side runs on CUDA only; on CPU an emulation stands in for torch.cuda's graphs, so
 that a dry run exercises the script, labelled "captured (emulated)"):
 - correctness: per-micro-batch losses of the first optimizer steps from the same start (gradient accumulation 2,
@@ -67,8 +67,9 @@ import torch  # noqa: E402
 
 from benchenv import cpu_name, random_roberta  # noqa: E402 - bench/ is on sys.path when this runs as a script
 from loraclf import model as M  # noqa: E402
-from loraclf.compiled import compiled_logits, compiled_train_loss, fixed_rows, masked_cross_entropy  # noqa: E402
-from loraclf.cudagraphs import CapturedTrainStep, CudaGraphs, EmulatedGraphs  # noqa: E402
+from loraclf.batching import fixed_rows  # noqa: E402
+from loraclf.compiled import compiled_logits  # noqa: E402
+from loraclf.train.step import CrossEntropy, TrainStep  # noqa: E402
 from loraclf.config import LoraConfig  # noqa: E402
 from loraclf.inference import autocast_context  # noqa: E402
 
@@ -113,31 +114,38 @@ def sync(device: torch.device) -> None:
 
 
 class Table:
-    """The batches as one table on the device, as `loraclf.compiled.DeviceTokens` holds a split: a micro-batch is
+    """The batches as one table on the device, as `loraclf.batching.DeviceTokens` holds a split: a micro-batch is
     gathered from it by row indices (what the captured step copies into its graph's input buffer)."""
 
     def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
         self.ids = torch.cat([b["input_ids"] for b in batches])
         self.mask = torch.cat([b["attention_mask"] for b in batches])
-        self.targets = torch.cat([b["targets"] for b in batches])
+        self.labels = torch.cat([b["targets"] for b in batches])
         self.rows_of = {id(b): torch.arange(i * len(b["targets"]), (i + 1) * len(b["targets"]), device=self.ids.device)
                         for i, b in enumerate(batches)}
 
+    def batch(self, rows: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[rows, :width], "attention_mask": self.mask[rows, :width]}
+
 
 class Trainer:
-    """One side of the comparison: the same optimizer, clipping and accumulation as TrainRecipe. side: eager,
-    compiled (`compiled_train_loss`) or captured (`CapturedTrainStep` over the eager step, as model.compile=cudagraphs)."""
+    """One side of the comparison: loraclf's `TrainStep` under one execution, with the same optimizer, clipping and
+    accumulation as TrainRecipe. side: eager, compiled or captured (model.compile=cudagraphs)."""
+
+    EXECUTION = {"eager": "eager", "compiled": "compiled", "captured": "cudagraphs"}
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str, side: str, accum: int,
-                 table: Table | None = None) -> None:
-        self.model, self.device, self.precision, self.accum, self.table = model, device, precision, accum, table
-        self.compiled_loss = compiled_train_loss(model, device) if side == "compiled" else None
-        self.captured = None
-        if side == "captured":
-            graphs = CudaGraphs(device) if device.type == "cuda" else EmulatedGraphs(device)
-            self.captured = CapturedTrainStep(self._body, graphs)
-        # CUDA graphs + accumulation keep .grad allocated (see compiled_train_loss and loraclf.cudagraphs)
-        self.keep_grads = (side == "compiled" and device.type == "cuda") or side == "captured"
+                 table: Table) -> None:
+        self.model, self.table = model, table
+        graphs = None
+        if side == "captured" and device.type != "cuda":
+            sys.path.insert(0, str(HERE.parent / "tests"))
+            from emulated_graphs import EmulatedGraphs  # a dry run on a CPU: the tests' stand-in for torch.cuda's graphs
+
+            graphs = EmulatedGraphs(device)
+        self.step = TrainStep(model, CrossEntropy(), self.EXECUTION[side], device=device, precision=precision,
+                              grad_accum=accum, tokens=table, graphs=graphs)
+        self.keep_grads = self.step.keep_grads
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-3, fused=device.type == "cuda" or None)
         self.grads: list[torch.Tensor] | None = None
@@ -156,26 +164,11 @@ class Trainer:
             g.zero_()
             p.grad = g
 
-    def _body(self, width: int, rows: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """What the captured side records: gather, forward, masked loss, backward (TrainRecipe._micro_step's shape)."""
-        with autocast_context(self.device, self.precision):
-            logits = self.model(input_ids=self.table.ids[rows, :width], attention_mask=self.table.mask[rows, :width]).logits
-            loss = masked_cross_entropy(logits, self.table.targets[rows], real)
-        (loss / self.accum).backward()
-        return loss.detach()
-
     def micro_step(self, batch: dict[str, torch.Tensor], real: torch.Tensor) -> torch.Tensor:
-        if self.captured is not None:
-            return self.captured(batch["input_ids"].shape[1], self.table.rows_of[id(batch)], real)
-        backward = lambda loss: (loss / self.accum).backward()  # noqa: E731
-        with autocast_context(self.device, self.precision):
-            if self.compiled_loss is not None:
-                loss = self.compiled_loss(batch["input_ids"], batch["attention_mask"], batch["targets"], real, then=backward)
-            else:
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                loss = torch.nn.functional.cross_entropy(logits.float(), batch["targets"])
-                backward(loss)
-        return loss.detach().clone()
+        if self.step.execution == "eager":
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+            return self.step.padded(inputs, batch["targets"]).clone()
+        return self.step.fixed(batch["input_ids"].shape[1], self.table.rows_of[id(batch)], real).clone()
 
     def optimizer_step(self) -> None:
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
@@ -297,8 +290,8 @@ def main() -> int:
         first_steps_s[side] = times
         print(f"{side}: first {args.compare_steps} optimizer steps took " + ", ".join(f"{t:.1f}" for t in times) + " s",
               file=sys.stderr, flush=True)
-    compiled_fell_back = trainers["compiled"].compiled_loss.failed  # type: ignore[union-attr]
-    captured_fell_back = trainers["captured"].captured.failed  # type: ignore[union-attr]
+    compiled_fell_back = trainers["compiled"].step.metrics()["compile_fell_back"]
+    captured_fell_back = trainers["captured"].step.metrics()["cuda_graph_capture_fell_back"]
 
     # A short batch: filler rows (copies of the first row, masked) leave the loss of the real rows unchanged.
     b0, n_real = batches[0], args.batch // 2 + 1
@@ -308,8 +301,8 @@ def main() -> int:
     with torch.no_grad(), autocast_context(device, precision):
         exact = torch.nn.functional.cross_entropy(
             model(input_ids=b0["input_ids"][:n_real], attention_mask=b0["attention_mask"][:n_real]).logits.float(), b0["targets"][:n_real])
-        masked = masked_cross_entropy(model(input_ids=filled["input_ids"], attention_mask=filled["attention_mask"]).logits,
-                                      filled["targets"], real)
+        masked = CrossEntropy()(model(input_ids=filled["input_ids"], attention_mask=filled["attention_mask"]).logits,
+                                filled["targets"], real)
     filler_diff = abs(float(exact) - float(masked))
 
     # ---- speed: alternating rounds of steady-state micro-steps (optimizer step every `accum`)

@@ -40,11 +40,11 @@ def _train_passes(token_ids: list[list[int]], batches: list[list[int]], pad_id: 
                   max_length: int, device: str, batch_size: int) -> list[tuple[int, int, list[int]]]:
     """(rows fed, width, positions) of each training micro-batch, as the recipe shapes it: eager pads like
     `pad_batch`; a compiled or captured step runs `batch_size` rows (filler rows included) at its bucket's width
-    (`compiled.training_widths`, `bucket_width`)."""
+    (`batching.training_widths`, `bucket_width`)."""
     import torch
 
     from loraclf.batching import pad_batch
-    from loraclf.compiled import bucket_width, training_widths
+    from loraclf.batching import bucket_width, training_widths
 
     if execution in ("compiled", "cudagraphs"):
         widths = training_widths(max_length, torch.device(device))
@@ -166,7 +166,7 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
                    for width, pos in inference_passes([len(x) for x in eval_ids], clf.batch_size, clf.run.device.type,
                                                       clf.run.precision, max_width=clf.max_length, on_device=on_device)]
     score = lambda: run_inference(clf.run.model, eval_ids, clf.batch_size, clf.run.device, clf.run.precision,  # noqa: E731
-                                  clf.pad_id, compiled=compiled, max_length=clf.max_length, frozen=clf.run.merged)
+                                  clf.pad_id, compiled=compiled, max_length=clf.max_length, merged=clf.run.merged)
     if args.inference_warmup:  # untimed first pass: capture of the inference path, kernel selection
         score()
     with meter.phase("evaluate"):  # token ids prepared outside, as the baseline's evaluate gets a tokenized dataset

@@ -9,11 +9,18 @@ import pytest
 import torch
 
 from helpers import TINY_QUICK, stopped_and_resumed, train_losses as _train_losses
-from loraclf.batching import inference_passes, pad_batch
-from loraclf.compiled import (CPU_AUTO_COMPILE_MIN_SAMPLES, CompiledOrEager, DeviceTokens, StaticEpoch, bucket_width,
-                              compile_enabled, compiled_train_loss, fixed_rows, length_buckets, training_widths,
-                              masked_cross_entropy)
+from loraclf.batching import (DeviceTokens, StaticEpoch, bucket_width, fixed_rows, inference_passes, length_buckets,
+                              pad_batch, training_widths)
+from loraclf.compiled import AUTO_EXECUTION, CompiledOrEager, train_execution
 from loraclf.config import config_from_dict
+from loraclf.train.step import CrossEntropy, TrainStep
+
+
+def compiled_train_loss(model: torch.nn.Module, device: torch.device) -> CompiledOrEager:
+    """The compiled training step's forward and loss (`TrainStep.forward_loss` under `CompiledOrEager`)."""
+    step = TrainStep(model, CrossEntropy(), "compiled", device=device, precision="fp32")
+    assert step.compiled is not None
+    return step.compiled
 
 
 @pytest.fixture(autouse=True)
@@ -103,41 +110,44 @@ def test_filler_rows_do_not_count_in_the_loss() -> None:
     targets = torch.tensor([0, 1, 0, 1])
     real = torch.tensor([True, True, False, False])
     want = torch.nn.functional.cross_entropy(logits[:2], targets[:2])
-    assert torch.allclose(masked_cross_entropy(logits, targets, real), want)
+    assert torch.allclose(CrossEntropy()(logits, targets, real), want)
 
 
 def test_inference_compile_setting_resolves_per_device_and_use() -> None:
-    """auto: never on CUDA (large eager batches keep a GPU busy: compiling did not pay, issue 10's H100 table); on CPU
-    only a frozen (merged) model in bf16, and then for a server or a large enough set of texts."""
-    from loraclf.compiled import CPU_AUTO_COMPILE_MIN_ROWS, inference_compile_enabled
+    """auto: never on CUDA (large eager batches keep a GPU busy: compiling did not pay, bench/FINDINGS_gpu.md); on
+    CPU only a merged model in bf16, and then for a server or a large enough set of texts."""
+    from loraclf.compiled import inference_compile_enabled
+
+    CPU_AUTO_COMPILE_MIN_ROWS = AUTO_EXECUTION[("predict", "cpu", "bf16")][1]
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert inference_compile_enabled("auto", cuda, frozen=True, rows=100_000) is False
-    assert inference_compile_enabled("auto", cuda, frozen=True, serving=True) is False
-    assert inference_compile_enabled(True, cuda, frozen=False) is True
-    assert inference_compile_enabled("auto", cpu, frozen=True, serving=True) is True
-    assert inference_compile_enabled("auto", cpu, frozen=False, serving=True) is False  # shared, unmerged base
-    assert inference_compile_enabled("auto", cpu, frozen=True, rows=7600) is False  # a compile would not pay back
-    assert inference_compile_enabled("auto", cpu, frozen=True, rows=CPU_AUTO_COMPILE_MIN_ROWS, precision="bf16") is True
-    assert inference_compile_enabled("auto", cpu, frozen=True, rows=CPU_AUTO_COMPILE_MIN_ROWS, precision="fp32") is False
-    # fp32 on CPU stays eager, for a server too: compiled it answered fewer requests/s on an AVX2-only EPYC
-    assert inference_compile_enabled("auto", cpu, frozen=True, serving=True, precision="fp32") is False
-    assert inference_compile_enabled(True, cpu, frozen=True, serving=True, precision="fp32") is True
-    assert inference_compile_enabled(False, cuda, frozen=True, serving=True) is False
-    assert inference_compile_enabled(True, cpu, frozen=False, rows=1) is True
+    assert inference_compile_enabled("auto", cuda, merged=True, rows=100_000) is False
+    assert inference_compile_enabled("auto", cuda, merged=True, serving=True) is False
+    assert inference_compile_enabled(True, cuda, merged=False) is True
+    assert inference_compile_enabled("auto", cpu, merged=True, serving=True) is True
+    assert inference_compile_enabled("auto", cpu, merged=False, serving=True) is False  # shared, unmerged base
+    assert inference_compile_enabled("auto", cpu, merged=True, rows=7600) is False  # a compile would not pay back
+    assert inference_compile_enabled("auto", cpu, merged=True, rows=CPU_AUTO_COMPILE_MIN_ROWS, precision="bf16") is True
+    assert inference_compile_enabled("auto", cpu, merged=True, rows=CPU_AUTO_COMPILE_MIN_ROWS, precision="fp32") is False
+    # fp32 on CPU stays eager, for a server too: compiled it answered fewer requests/s (bench/FINDINGS_cpu.md)
+    assert inference_compile_enabled("auto", cpu, merged=True, serving=True, precision="fp32") is False
+    assert inference_compile_enabled(True, cpu, merged=True, serving=True, precision="fp32") is True
+    assert inference_compile_enabled(False, cuda, merged=True, serving=True) is False
+    assert inference_compile_enabled(True, cpu, merged=False, rows=1) is True
 
 
 def test_compile_setting_resolves_per_device() -> None:
+    """It follows AUTO_EXECUTION on auto: CUDA compiles; on CPU a long bf16 run in one process compiles (its one
+    compile pays back), a short one, fp32 or DDP stays eager. true/false are taken as given."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert compile_enabled(True, cpu, "fp32") is True and compile_enabled(False, cuda, "bf16") is False
-    assert compile_enabled("auto", cuda, "bf16") is True
-    # CPU: a long bf16 run in one process compiles (its one compile pays back); a short one, fp32 or DDP stays eager.
-    enough = CPU_AUTO_COMPILE_MIN_SAMPLES
-    assert compile_enabled("auto", cpu, "bf16", train_samples=enough) is True
-    assert compile_enabled("auto", cpu, "bf16", train_samples=enough - 1) is False
-    assert compile_enabled("auto", cpu, "fp32", train_samples=enough) is False
-    assert compile_enabled("auto", cpu, "bf16", train_samples=enough, processes=2) is False
-    assert compile_enabled("auto", cpu, "bf16") is False
+    assert train_execution(True, cpu, "fp32") == ("compiled", None) and train_execution(False, cuda, "bf16") == ("eager", None)
+    assert train_execution("auto", cuda, "bf16") == ("compiled", None)
+    enough = AUTO_EXECUTION[("train", "cpu", "bf16")][1]
+    assert train_execution("auto", cpu, "bf16", train_samples=enough) == ("compiled", None)
+    assert train_execution("auto", cpu, "bf16", train_samples=enough - 1) == ("eager", None)
+    assert train_execution("auto", cpu, "fp32", train_samples=enough) == ("eager", None)
+    assert train_execution("auto", cpu, "bf16", train_samples=enough, processes=2) == ("eager", None)
+    assert train_execution("auto", cpu, "bf16") == ("eager", None)
 
 
 @pytest.mark.parametrize("override, ok", [("model.compile=auto", "auto"), ("model.compile=true", True),
@@ -393,4 +403,4 @@ def test_filler_rows_do_not_count_with_label_smoothing() -> None:
     targets = torch.tensor([0, 2, 1])
     real = torch.tensor([True, True, False])
     want = torch.nn.functional.cross_entropy(logits[:2], targets[:2], label_smoothing=0.2)
-    assert torch.allclose(masked_cross_entropy(logits, targets, real, 0.2), want)
+    assert torch.allclose(CrossEntropy(0.2)(logits, targets, real), want)

@@ -1,4 +1,4 @@
-"""model.compile=cudagraphs: the eager training step captured per length bucket (`loraclf.cudagraphs`).
+"""model.compile=cudagraphs: the eager training step captured per length bucket (`loraclf.train.cudagraphs`).
 
 This machine has no GPU, so torch.cuda's graph API is stood in for by `EmulatedGraphs`, which keeps its contract:
 a capture records the step and runs nothing; a replay runs what was recorded, reading the graph's own input
@@ -17,7 +17,8 @@ from helpers import TINY_QUICK, stopped_and_resumed, train_losses
 import loraclf.compiled
 from loraclf.compiled import train_execution
 from loraclf.config import config_from_dict
-from loraclf.cudagraphs import CapturedTrainStep, EmulatedGraphs
+from emulated_graphs import EmulatedGraphs
+from loraclf.train.cudagraphs import CapturedTrainStep
 
 
 class TrackedGraphs(EmulatedGraphs):
@@ -95,8 +96,8 @@ def test_execution_per_setting_device_and_processes(monkeypatch: pytest.MonkeyPa
     assert train_execution("cudagraphs", cuda, "bf16", processes=2) == (
         "eager", "warning: model.compile=cudagraphs runs in one process; training eager on 2 processes")
     assert train_execution(True, cpu, "fp32") == ("compiled", None)
-    assert train_execution("auto", cuda, "bf16") == ("compiled", None)  # CUDA_AUTO_TRAIN_EXECUTION
-    monkeypatch.setattr(loraclf.compiled, "CUDA_AUTO_TRAIN_EXECUTION", "cudagraphs")
+    assert train_execution("auto", cuda, "bf16") == ("compiled", None)  # AUTO_EXECUTION
+    monkeypatch.setitem(loraclf.compiled.AUTO_EXECUTION, ("train", "cuda", "*"), ("cudagraphs", 0))
     assert train_execution("auto", cuda, "bf16") == ("cudagraphs", None)
     assert train_execution("auto", cuda, "bf16", processes=2) == ("compiled", None)  # DDP: compiled, without graphs
     assert train_execution("auto", cpu, "bf16") == ("eager", None)
@@ -117,14 +118,14 @@ def test_cudagraphs_on_cpu_trains_eager_with_one_warning(tiny_model_without_drop
 @pytest.fixture
 def emulated_cudagraphs(monkeypatch: pytest.MonkeyPatch) -> list[TrackedGraphs]:
     """The recipe on CPU takes the cudagraphs path, with `EmulatedGraphs` (tracked) for torch.cuda's graph API."""
-    import loraclf.cudagraphs
+    import loraclf.train.cudagraphs
     import loraclf.train.recipe
 
     def execution(setting, *args, **kwargs):  # noqa: ANN001, ANN202
         return ("cudagraphs", None) if setting == "cudagraphs" else train_execution(setting, *args, **kwargs)
 
     monkeypatch.setattr(loraclf.train.recipe, "train_execution", execution)
-    monkeypatch.setattr(loraclf.cudagraphs, "CudaGraphs", TrackedGraphs)
+    monkeypatch.setattr(loraclf.train.cudagraphs, "CudaGraphs", TrackedGraphs)
     TrackedGraphs.instances = []
     return TrackedGraphs.instances
 

@@ -46,7 +46,7 @@ def _eager_serving(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     # Compiling every bucket at each in-process server's start-up would add minutes to this file; the compiled
     # server has its own tests (marked `compiled_serving`), and subprocess servers pass --compile false.
     if "compiled_serving" not in request.keywords:
-        monkeypatch.setattr(loraclf.compiled, "CPU_AUTO_COMPILE_SERVING", False)
+        monkeypatch.delitem(loraclf.compiled.AUTO_EXECUTION, ("serve", "cpu", "bf16"))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ size and, optionally, a token budget. Nothing here touches a model.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import OrderedDict
 from typing import Any, Sequence
@@ -214,6 +215,91 @@ def process_slice(global_batch: Sequence[int], batch_size: int, rank: int, world
         local = batch_size // world
         return list(global_batch[rank * local : (rank + 1) * local])
     return list(global_batch[rank::world])
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed-shape training batches (model.compile): few shapes, gathered on the device
+
+# Bucket widths are 2^k and 1.5 * 2^k from 32 up: neighbours differ by at most 1.5x, so a batch pads by under
+# 50 %, while the number of shapes (a CUDA graph each) grows only with log(max_length); below 32 tokens a step
+# is too cheap for padding to matter (bench/FINDINGS_gpu.md, bench/bucket_padding.py).
+SMALLEST_BUCKET = 32
+
+
+def length_buckets(max_length: int) -> list[int]:
+    """The padded widths a compiled run uses, ascending; the last is `max_length` itself (ids never exceed it)."""
+    widths: list[int] = []
+    base = SMALLEST_BUCKET
+    while True:
+        for width in (base, base * 3 // 2):
+            if width >= max_length:
+                return widths + [max_length]
+            widths.append(width)
+        base *= 2
+
+
+def training_widths(max_length: int, device: torch.device) -> list[int]:
+    """The padded widths of a compiled training step, ascending. CUDA: the length buckets, since each width is a
+    CUDA graph to record and keep. CPU: every multiple of 8 up to max_length, as eager pads, since one
+    dynamic-width graph serves them all and the buckets' extra padding made the step slower (bench/FINDINGS_cpu.md)."""
+    if device.type == "cuda":
+        return length_buckets(max_length)
+    return sorted({*range(PAD_MULTIPLE, max_length, PAD_MULTIPLE), max_length})
+
+
+def bucket_width(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds `length` tokens."""
+    k = bisect.bisect_left(buckets, length)
+    if k == len(buckets):
+        raise ValueError(f"a sequence of {length} tokens is longer than the largest bucket ({buckets[-1]})")
+    return buckets[k]
+
+
+class DeviceTokens:
+    """Token ids of one split as a single [n, width] table on the device (right-padded with `pad_id`), their
+    lengths and labels: a batch is gathered from it by index, with no host-to-device copy.
+
+    `width` is the largest bucket (model.max_length): every bucket then slices the table. Ids are kept as
+    int32 (half the memory) and widened per batch."""
+
+    def __init__(self, seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, width: int,
+                 labels: Sequence[int] | None = None) -> None:
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.int32)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.as_tensor(s[:width], dtype=torch.int32)
+        self.device = device
+        self.ids = ids.to(device)
+        self.lengths = torch.as_tensor([min(len(s), width) for s in seqs], dtype=torch.long).to(device)
+        self.labels = torch.as_tensor(list(labels), dtype=torch.long).to(device) if labels is not None else None
+        self._positions: dict[int, torch.Tensor] = {}
+
+    def batch(self, rows: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+        """input_ids and attention_mask [len(rows), width] of the table rows at `rows` (a device tensor)."""
+        if width not in self._positions:
+            self._positions[width] = torch.arange(width, device=self.device)
+        ids = self.ids[rows, :width].long()
+        mask = (self._positions[width] < self.lengths[rows, None]).long()
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+def fixed_rows(rows: Sequence[int], n_rows: int) -> list[int]:
+    """`rows` filled up to `n_rows` by repeating its first row (real rows first)."""
+    if not rows or len(rows) > n_rows:
+        raise ValueError(f"a batch of {len(rows)} rows does not fit a fixed batch of {n_rows}")
+    return list(rows) + [rows[0]] * (n_rows - len(rows))
+
+
+class StaticEpoch:
+    """One epoch of this process's micro-batches in fixed shapes, uploaded once: row indices [n_batches, n_rows]
+    (short batches filled by `fixed_rows`), each batch's real-row count, and its bucket width (on the host,
+    where the shape is chosen)."""
+
+    def __init__(self, local_batches: Sequence[Sequence[int]], n_rows: int, lengths: Sequence[int],
+                 buckets: Sequence[int], device: torch.device) -> None:
+        self.widths = [bucket_width(max(lengths[i] for i in b), buckets) for b in local_batches]
+        self.rows = torch.as_tensor([fixed_rows(b, n_rows) for b in local_batches], dtype=torch.long).to(device)
+        self.real = (torch.arange(n_rows).unsqueeze(0)
+                     < torch.as_tensor([len(b) for b in local_batches]).unsqueeze(1)).to(device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,3 +26,9 @@ class CheckpointError(LoraclfError):
 
 class RunDirError(LoraclfError):
     """A run directory cannot be created, overwritten or read."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one short line for a warning: its type and the first line of its message."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__

@@ -28,8 +28,8 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from .batching import inference_passes, pad_batch, pad_id_of, tokenize
-from .compiled import DeviceTokens, compiled_logits, fixed_rows, inference_compile_enabled
+from .batching import DeviceTokens, fixed_rows, inference_passes, pad_batch, pad_id_of, tokenize
+from .compiled import compiled_logits, inference_compile_enabled
 from .errors import ConfigError
 from .metrics import ScoresFromLogits
 from .model import DTYPES, stored_in
@@ -119,7 +119,7 @@ def run_inference(
     *,
     compiled: bool = False,
     max_length: int | None = None,
-    frozen: bool = False,
+    merged: bool = False,
 ) -> np.ndarray:
     """Logits (float32, shape [n, num_labels]) for `token_ids`, in input order.
 
@@ -132,14 +132,14 @@ def run_inference(
             and precision).
         compiled: run the forward pass compiled (`run_inference_on_device`, as every pass on a GPU runs).
         max_length: the run's model.max_length, the widest compiled pass (and its token budget).
-        frozen: the model is merged for inference only (`LoadedRun.merged`): a CPU compile may freeze its weights.
+        merged: the model is merged for inference only (`LoadedRun.merged`): a CPU compile may freeze its weights.
     """
     rows = list(range(len(token_ids))) if indices is None else list(indices)
     if not rows:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     if compiled or device.type == "cuda":
         return run_inference_on_device(model, [token_ids[i] for i in rows], batch_size, device, precision, pad_id,
-                                       max_tokens=max_tokens, max_length=max_length, frozen=frozen, compiled=compiled)
+                                       max_tokens=max_tokens, max_length=max_length, merged=merged, compiled=compiled)
     out: np.ndarray | None = None
     passes = inference_passes([len(token_ids[i]) for i in rows], batch_size, device.type, precision,
                               max_tokens=max_tokens, max_width=max_length)
@@ -165,26 +165,25 @@ def run_inference_on_device(
     *,
     max_tokens: int | None = None,
     max_length: int | None = None,
-    frozen: bool = False,
+    merged: bool = False,
     compiled: bool = True,
 ) -> np.ndarray:
-    """`run_inference` with ids on the device (`compiled.DeviceTokens`), length-sorted batches up to a token budget
+    """`run_inference` with ids on the device (`batching.DeviceTokens`), length-sorted batches up to a token budget
     (default: `batch_size` rows of `max_length` tokens, on CPU at most `batching.CPU_INFERENCE_MAX_TOKENS`; short
     texts go in up to 8x more rows) and the forward pass compiled (`compiled.compiled_logits`) or eager. Logits stay
     on the device until the end: one copy back, no host sync per batch. Every pass on a GPU runs this way, eager
-    too: a GPU is only busy with large batches queued back to back (on an H100, issue 10: 15,759 samples/s at 256
-    rows of 64 tokens, 2,733 at 32 rows).
+    too, because a GPU is only busy with large batches queued back to back (bench/FINDINGS_gpu.md).
 
     Rows and width are dynamic sizes (one graph for every batch): batches pad to their longest row
-    (`batching.inference_passes` with on_device). A one-row batch gets one masked copy, since a dimension of size 1 would compile a
-    graph of its own."""
+    (`batching.inference_passes` with on_device). A one-row batch gets one masked copy, since a dimension of size 1
+    would compile a graph of its own."""
     lengths = [len(s) for s in token_ids]
     max_width = max_length or max(lengths)
     batches = inference_passes(lengths, batch_size, device.type, precision, max_tokens=max_tokens,
                                max_width=max_width, on_device=True)
     tokens = DeviceTokens(token_ids, pad_id, device, width=max_width)
     if compiled:
-        logits_of = compiled_logits(model, device, frozen=frozen)
+        logits_of = compiled_logits(model, device, merged=merged)
     else:
         def logits_of(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
@@ -303,7 +302,7 @@ class Classifier(ScoresFromLogits):
 
     def _scores(self, ids: Sequence[Sequence[int]], compiled: bool) -> np.ndarray:
         return run_inference(self.run.model, ids, self.batch_size, self.run.device, self.run.precision, self.pad_id,
-                             compiled=compiled, max_length=self.max_length, frozen=self.run.merged)
+                             compiled=compiled, max_length=self.max_length, merged=self.run.merged)
 
 
 def _check_texts(texts: Sequence[str]) -> None:

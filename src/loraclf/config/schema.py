@@ -214,6 +214,8 @@ class TrainConfig:
     lora_plus_ratio: Annotated[Float, Field(ge=1)] = _f(
         4.0, "LoRA+: the adapters' B matrices learn this many times faster than train.lr (A matrices at train.lr); "
         "1 turns it off. The LoRA+ paper suggests ~16 with a smaller train.lr.")
+    loss: Text = _f("cross_entropy", "Training loss: cross_entropy (with train.label_smoothing; filler rows of a "
+                    "fixed-shape batch never count). Validation and test losses are plain cross-entropy.")
     label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = _f(
         0.2, "Label smoothing of the training loss (validation and test losses are not smoothed).")
     max_grad_norm: Annotated[Float, Field(ge=0)] = _f(1.0, "Clip the gradient norm to this (0 turns clipping off).")

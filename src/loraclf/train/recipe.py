@@ -13,32 +13,33 @@ steps on 1 or N processes and a checkpoint resumes with any process count.
 """
 from __future__ import annotations
 
-import contextlib
 import resource
 import shutil
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from .. import model as M
-from ..batching import TokenCache, epoch_batches, pad_batch, pad_id_of, process_slice, steps_per_epoch
-from ..compiled import (DeviceTokens, StaticEpoch, compiled_train_loss, inference_compile_enabled, length_buckets,
-                        masked_cross_entropy, raise_recompile_limit, train_execution, training_widths)
+from ..batching import (DeviceTokens, StaticEpoch, TokenCache, epoch_batches, length_buckets, pad_batch, pad_id_of,
+                        process_slice, steps_per_epoch, training_widths)
+from ..compiled import inference_compile_enabled, raise_recompile_limit, train_execution
 from ..config import Config, config_from_dict
 from ..data import Splits, load_splits
 from ..errors import RunDirError
 from ..io import check_output_dir, replace_dir
-from ..inference import autocast_context, run_inference
+from ..inference import run_inference
 from ..metrics import compute_metrics
 from ..rundir import RunDir, check_replaceable
 from .cpu_dropout import restore_dropout, use_cpu_dropout
 from .checkpoint import LoopState, load_checkpoint, save_checkpoint, set_rng_state
 from .console import describe_run
 from .optim import make_optimizer
+from .step import TrainStep, make_loss, no_sync_unless
 
 # Called after every evaluation with (global_step, metrics); tune uses it to report and prune.
 EvalCallback = Callable[[int, dict[str, Any]], None]
@@ -61,6 +62,16 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class _Stretch:
+    """The loop's running sums between two logged steps, and its clocks."""
+
+    loss: torch.Tensor  # summed micro-batch losses, on the device: read back only when logged
+    count: int
+    started: float  # the run's start (a resumed run's earlier seconds counted in)
+    steps_from: float  # start of the current stretch of training steps
+
+
 class TrainRecipe:
     """One training run: build with a config and a run directory, then setup -> [resume] -> fit -> finish."""
 
@@ -77,6 +88,7 @@ class TrainRecipe:
         self.state = LoopState()
         self.checkpoint: dict[str, Any] | None = None
         self.replaces: RunDir | None = None  # the finished run an --overwrite run replaces at the end
+        self.train_step: TrainStep | None = None  # built by fit, around the model accelerate prepared
 
     # -----------------------------------------------------------------------------------------
     # setup
@@ -97,11 +109,10 @@ class TrainRecipe:
     def setup(self) -> None:
         """Everything before the first step. Inputs come first: a bad file, column or model fails
         before the run directory exists."""
-        from accelerate import Accelerator
-        from accelerate.state import AcceleratorState
         from accelerate.utils import set_seed
 
         cfg, resuming = self.cfg, self.checkpoint is not None
+        self.loss = make_loss(cfg.train)
         if not resuming:
             self._plan_run_dir()
         M.silence_fork_warning()
@@ -116,10 +127,42 @@ class TrainRecipe:
         M.check_max_length(base, cfg.model, self.tokenizer)
         model = M.apply_lora(base, cfg.lora)
         self.trainable_params, self.total_params = M.count_parameters(model)
-
-        device = M.resolve_device()
-        self.precision = M.resolve_precision(cfg.model.precision, device)
+        self._start_accelerator(M.resolve_device())
         M.store_frozen_linears(model, self.precision)  # the base's frozen Linears in bf16/fp16: same results, no casts
+        self._create_run_dir(resuming)
+
+        # Tokenize once; the loop only pads.
+        self.train_ids = self._tokenize(self.splits.train.texts)
+        self.train_labels = list(self.splits.train.labels or [])
+        self.val_ids = self._tokenize(self.splits.validation.texts)
+        self.lengths = [len(s) for s in self.train_ids]
+
+        # The schedule's length is known once the steps per epoch are.
+        self.steps_per_epoch = steps_per_epoch(len(self.train_ids), cfg.train.batch_size, cfg.train.grad_accum)
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        if cfg.train.max_steps:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps)
+        self.model = model
+        self._choose_execution()
+        device = self.accelerator.device
+        # CPU steps spent a third of their time drawing dropout masks: draw them four at a time instead (compiled
+        # steps too, where inductor's own random numbers made the step slower than eager).
+        self.cpu_dropout = cfg.train.cpu_dropout and device.type == "cpu"
+        if self.cpu_dropout:
+            use_cpu_dropout(model)
+        if device.type == "cuda":
+            model.to(device)  # fused AdamW wants its parameters on the GPU when it is built
+        self.optimizer, self.scheduler = make_optimizer(model, cfg.train, self.total_steps, fused=device.type == "cuda")
+        if self.is_main and self.console:
+            self._say(describe_run(self))
+
+    def _start_accelerator(self, device: torch.device) -> None:
+        """The run's precision and accelerate's Accelerator (processes, mixed precision, tracker)."""
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+
+        cfg = self.cfg
+        self.precision = M.resolve_precision(cfg.model.precision, device)
         # One process may train several runs (tune's in-process trials, the Python API, a test session), and
         # accelerate keeps one mixed-precision setting per process: drop the previous run's so this run's
         # precision applies. The process group (PartialState) stays.
@@ -136,53 +179,33 @@ class TrainRecipe:
             raise RunDirError(f"train.batch_size={cfg.train.batch_size} does not split over {self.world} processes; "
                               f"use a multiple of {self.world}")
 
-        # Run directory: only rank 0 writes; the others wait until it exists.
+    def _create_run_dir(self, resuming: bool) -> None:
+        """Only rank 0 writes the run directory; the others wait until it exists."""
         if self.is_main and not resuming:
             if self.replaces is not None and self.run.path.exists():
                 shutil.rmtree(self.run.path)  # a replacement left behind by an interrupted --overwrite
             self.run.path.mkdir(parents=True, exist_ok=True)
-            self.run.write_config(cfg)
+            self.run.write_config(self.cfg)
             self.run.write_labels(self.label_names)
         self.accelerator.wait_for_everyone()
 
-        # Tokenize once; the loop only pads.
-        self.train_ids = self._tokenize(self.splits.train.texts)
-        self.train_labels = list(self.splits.train.labels or [])
-        self.val_ids = self._tokenize(self.splits.validation.texts)
-        self.lengths = [len(s) for s in self.train_ids]
-
-        # The schedule's length is known once the steps per epoch are.
-        self.steps_per_epoch = steps_per_epoch(len(self.train_ids), cfg.train.batch_size, cfg.train.grad_accum)
-        self.total_steps = self.steps_per_epoch * cfg.train.epochs
-        if cfg.train.max_steps:
-            self.total_steps = min(self.total_steps, cfg.train.max_steps)
-        self.model = model
-        # model.compile: fixed-shape batches gathered from ids on the device, then either torch.compile (one graph,
-        # the width dynamic; CUDA graphs on GPUs) or, with `cudagraphs`, the eager step captured per length bucket.
+    def _choose_execution(self) -> None:
+        """model.compile: eager, compiled or captured (`compiled.train_execution`), the widths a fixed-shape step
+        pads to, and whether evaluation compiles too (only alongside a compiled step, where inference compiling
+        pays: `compiled.inference_compile_enabled`)."""
+        cfg, device = self.cfg, self.accelerator.device
         samples_per_process = self.total_steps * cfg.train.batch_size * cfg.train.grad_accum // self.world
-        self.execution, warning = train_execution(cfg.model.compile, self.accelerator.device, self.precision,
-                                                  samples_per_process, self.world)
+        self.execution, warning = train_execution(cfg.model.compile, device, self.precision, samples_per_process,
+                                                  self.world)
         if warning and self.is_main:
             print(warning, file=sys.stderr, flush=True)
         compiled = self.execution == "compiled"
-        # Evaluation compiles where inference compiling pays (`inference_compile_enabled`: on CUDA only when forced
-        # with model.compile=true), and only alongside a compiled step.
-        self.compile_eval = compiled and inference_compile_enabled(cfg.model.compile, self.accelerator.device, frozen=False)
+        self.compile_eval = compiled and inference_compile_enabled(cfg.model.compile, device, merged=False)
+        self.buckets: list[int] = []  # eager pads each batch to its own longest row
         if self.execution == "cudagraphs":
             self.buckets = length_buckets(cfg.model.max_length)  # a graph per width: the few buckets
         elif compiled:
-            self.buckets = training_widths(cfg.model.max_length, self.accelerator.device)
-        on_gpu = self.accelerator.device.type == "cuda"
-        # CPU steps spent a third of their time drawing dropout masks: draw them four at a time instead (compiled
-        # steps too, where inductor's own random numbers made the step slower than eager).
-        self.cpu_dropout = cfg.train.cpu_dropout and self.accelerator.device.type == "cpu"
-        if self.cpu_dropout:
-            use_cpu_dropout(model)
-        if on_gpu:
-            model.to(self.accelerator.device)  # fused AdamW wants its parameters on the GPU when it is built
-        self.optimizer, self.scheduler = make_optimizer(model, cfg.train, self.total_steps, fused=on_gpu)
-        if self.is_main and self.console:
-            self._say(describe_run(self))
+            self.buckets = training_widths(cfg.model.max_length, device)
 
     @property
     def static_shapes(self) -> bool:
@@ -225,70 +248,27 @@ class TrainRecipe:
         """Train until the last step, the last epoch or early stopping."""
         cfg, state, acc = self.cfg, self.state, self.accelerator
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
-        self.compiled_loss = None
-        self.captured_step = None
-        self.keep_grads = False  # CUDA graphs: .grad stays allocated between steps (see compiled_train_loss)
-        if self.static_shapes:
-            self._setup_static_step()
+        self.train_step = self._make_step()
         if cfg.train.tracker != "none" and self.is_main:
             acc.init_trackers(cfg.name, config={"lr": cfg.train.lr, "r": cfg.lora.r, "alpha": cfg.lora.alpha})
-        progress = None
-        if self.is_main and cfg.train.progress:
-            from tqdm.auto import tqdm
-
-            # maxinterval too: tqdm's monitor thread otherwise redraws a bar idle for its 10 s default
-            interval = {} if sys.stderr.isatty() else {"mininterval": PROGRESS_LOG_SECONDS, "maxinterval": PROGRESS_LOG_SECONDS}
-            progress = tqdm(total=self.total_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True,
-                            file=sys.stderr, **interval)
+        progress = self._progress_bar()
         self.model.train()
-        running_loss = torch.zeros((), device=acc.device)
-        running_count = 0
+        now = time.perf_counter()
+        stretch = _Stretch(torch.zeros((), device=acc.device), 0, now - state.train_seconds, now)
         stop = state.global_step >= self.total_steps or state.stopped_early
-        t_start = time.perf_counter() - state.train_seconds
-        t_step = time.perf_counter()  # start of the current stretch of training steps
         while not stop and state.epoch < cfg.train.epochs:
             batches = epoch_batches(self.lengths, cfg.train.batch_size, cfg.train.seed, state.epoch, cfg.train.group_by_length)
             batches = [b for b in batches if len(b) >= self.world]  # every process needs at least one example
+            static = None
             if self.static_shapes:  # this epoch's row indices go to the device once
-                self.static_epoch = StaticEpoch([process_slice(b, cfg.train.batch_size, self.rank, self.world) for b in batches],
-                                                cfg.train.batch_size // self.world, self.lengths, self.buckets, acc.device)
+                static = StaticEpoch([process_slice(b, cfg.train.batch_size, self.rank, self.world) for b in batches],
+                                     cfg.train.batch_size // self.world, self.lengths, self.buckets, acc.device)
             for b_idx in range(state.batch_in_epoch, len(batches)):
                 boundary = b_idx % cfg.train.grad_accum == cfg.train.grad_accum - 1 or b_idx == len(batches) - 1
-                running_loss += self.step(batches[b_idx], b_idx, boundary)
-                running_count += 1
+                stretch.loss += self.step(batches[b_idx], b_idx, boundary, static)
+                stretch.count += 1
                 state.batch_in_epoch = b_idx + 1
-                if not boundary:
-                    continue
-                self.optimizer_step()
-                epoch_float = state.epoch + state.batch_in_epoch / len(batches)
-                if progress is not None:
-                    progress.update(1)
-                log_now = state.global_step % cfg.train.log_every_steps == 0 or state.global_step == self.total_steps
-                end_of_epoch = state.batch_in_epoch == len(batches)
-                last_step = state.global_step >= self.total_steps
-                eval_now = end_of_epoch or last_step or (cfg.train.eval_every_steps and state.global_step % cfg.train.eval_every_steps == 0)
-                checkpoint_now = not eval_now and state.global_step % cfg.train.checkpoint_every_steps == 0
-                if log_now or eval_now or checkpoint_now:  # leaving the hot loop: count the steps' time so far
-                    _synchronize(acc.device)
-                    now = time.perf_counter()
-                    state.step_seconds += now - t_step
-                    t_step = now
-                if log_now:
-                    mean_loss = (running_loss / max(1, running_count)).item()  # the only host sync, every n steps
-                    running_loss.zero_()
-                    running_count = 0
-                    self._log_train(mean_loss, epoch_float, progress)
-                state.train_seconds = time.perf_counter() - t_start
-                if end_of_epoch:
-                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                if eval_now and self.evaluate(epoch_float):
-                    state.stopped_early, stop = True, True
-                elif checkpoint_now:
-                    self.save_checkpoint()
-                state.train_seconds = time.perf_counter() - t_start  # again: evaluations count in wall time
-                if log_now or eval_now or checkpoint_now:
-                    t_step = time.perf_counter()  # back in the hot loop: steps count again from here
-                if last_step or stop:
+                if boundary and self._after_micro_batches(len(batches), stretch, progress):
                     stop = True
                     break
             if not batches:  # fewer examples than processes: nothing to do this epoch
@@ -296,79 +276,94 @@ class TrainRecipe:
         if progress is not None:
             progress.close()
 
-    def _setup_static_step(self) -> None:
-        """The fixed-shape training step: token ids and labels on the device, then the compiled loss or the
-        captured step (`loraclf.cudagraphs`)."""
-        acc = self.accelerator
-        self.train_tokens = DeviceTokens(self.train_ids, self.pad_id, acc.device, self.buckets[-1], labels=self.train_labels)
-        if self.execution == "cudagraphs":
-            from ..cudagraphs import CapturedTrainStep, CudaGraphs
+    def _progress_bar(self) -> Any:
+        if not (self.is_main and self.cfg.train.progress):
+            return None
+        from tqdm.auto import tqdm
 
-            self.captured_step = CapturedTrainStep(self._micro_step, CudaGraphs(acc.device))
-            self.keep_grads = True  # a captured backward adds into the .grad buffers it saw at capture
-        else:
+        # maxinterval too: tqdm's monitor thread otherwise redraws a bar idle for its 10 s default
+        interval = {} if sys.stderr.isatty() else {"mininterval": PROGRESS_LOG_SECONDS, "maxinterval": PROGRESS_LOG_SECONDS}
+        return tqdm(total=self.total_steps, initial=self.state.global_step, desc="train", unit="step", dynamic_ncols=True,
+                    file=sys.stderr, **interval)
+
+    def _after_micro_batches(self, n_batches: int, stretch: _Stretch, progress: Any) -> bool:
+        """The optimizer step at an accumulation boundary, then logging, evaluation and checkpoints as they fall
+        due; returns True when the run is over (last step or early stop)."""
+        cfg, state = self.cfg, self.state
+        self.optimizer_step()
+        epoch_float = state.epoch + state.batch_in_epoch / n_batches
+        if progress is not None:
+            progress.update(1)
+        log_now = state.global_step % cfg.train.log_every_steps == 0 or state.global_step == self.total_steps
+        end_of_epoch = state.batch_in_epoch == n_batches
+        last_step = state.global_step >= self.total_steps
+        eval_now = end_of_epoch or last_step or (cfg.train.eval_every_steps and state.global_step % cfg.train.eval_every_steps == 0)
+        checkpoint_now = not eval_now and state.global_step % cfg.train.checkpoint_every_steps == 0
+        leaving = log_now or eval_now or checkpoint_now
+        if leaving:  # leaving the hot loop: count the steps' time so far
+            _synchronize(self.accelerator.device)
+            now = time.perf_counter()
+            state.step_seconds += now - stretch.steps_from
+            stretch.steps_from = now
+        if log_now:
+            mean_loss = (stretch.loss / max(1, stretch.count)).item()  # the only host sync, every n steps
+            stretch.loss.zero_()
+            stretch.count = 0
+            self._log_train(mean_loss, epoch_float, progress)
+        state.train_seconds = time.perf_counter() - stretch.started
+        if end_of_epoch:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        stop = False
+        if eval_now and self.evaluate(epoch_float):
+            state.stopped_early, stop = True, True
+        elif checkpoint_now:
+            self.save_checkpoint()
+        state.train_seconds = time.perf_counter() - stretch.started  # again: evaluations count in wall time
+        if leaving:
+            stretch.steps_from = time.perf_counter()  # back in the hot loop: steps count again from here
+        return last_step or stop
+
+    def _make_step(self) -> TrainStep:
+        """The training step under this run's execution; a fixed-shape one gathers its batches from the token ids
+        and labels put on the device once."""
+        acc = self.accelerator
+        tokens = None
+        if self.static_shapes:
+            tokens = DeviceTokens(self.train_ids, self.pad_id, acc.device, self.buckets[-1], labels=self.train_labels)
+        if self.execution == "compiled":
             # Graphs compiled for an earlier run's model in this process (tune's previous trial) can never run
-            # again; drop them so they do not count against dynamo's recompile limit. Inductor's on-disk cache
-            # stays, so the same shapes compile much faster the second time.
+            # again; drop them so they do not count against dynamo's recompile limit.
             torch._dynamo.reset()
             raise_recompile_limit(len(self.buckets))
-            cuda_graphs = acc.device.type == "cuda" and self.world == 1
-            self.compiled_loss = compiled_train_loss(self.model, acc.device, cuda_graphs=cuda_graphs,
-                                                     label_smoothing=self.cfg.train.label_smoothing)
-            self.keep_grads = cuda_graphs
-        if self.keep_grads:
-            for p in self.model.parameters():
-                if p.requires_grad and p.grad is None:
-                    p.grad = torch.zeros_like(p)
+        return TrainStep(self.model, self.loss, self.execution, device=acc.device, precision=self.precision,
+                         grad_accum=self.cfg.train.grad_accum, backward=acc.backward, tokens=tokens,
+                         cuda_graphs=self.world == 1)
 
-    def step(self, global_batch: list[int], b_idx: int, boundary: bool) -> torch.Tensor:
-        """Forward and backward on this process's slice of global micro-batch `b_idx`; returns its loss (on device)."""
-        cfg, acc, state = self.cfg, self.accelerator, self.state
-        if self.captured_step is not None:  # one process: no DDP sync to skip; the body has its autocast
-            loss = self.captured_step(self.static_epoch.widths[b_idx], self.static_epoch.rows[b_idx],
-                                      self.static_epoch.real[b_idx])
-        else:
-            backward = lambda loss: acc.backward(loss / cfg.train.grad_accum)  # noqa: E731
-            # In-step micro-batches skip DDP's gradient all-reduce; the boundary one syncs them all.
-            sync_ctx = acc.no_sync(self.model) if not boundary else contextlib.nullcontext()
-            with sync_ctx, autocast_context(acc.device, self.precision):
-                if self.compiled_loss is not None:
-                    # Few shapes: the rows are gathered on the device, padded to their length bucket and to a
-                    # fixed row count (filler rows are masked out of the loss).
-                    rows, real = self.static_epoch.rows[b_idx], self.static_epoch.real[b_idx]
-                    inputs = self.train_tokens.batch(rows, self.static_epoch.widths[b_idx])
-                    loss = self.compiled_loss(inputs["input_ids"], inputs["attention_mask"], self.train_tokens.labels[rows],
-                                              real, then=backward)
-                else:
-                    mine = process_slice(global_batch, cfg.train.batch_size, self.rank, self.world)
-                    inputs = pad_batch([self.train_ids[i] for i in mine], self.pad_id)
-                    inputs = {k: v.to(acc.device, non_blocking=True) for k, v in inputs.items()}
-                    targets = torch.as_tensor([self.train_labels[i] for i in mine], device=acc.device)
-                    logits = self.model(**inputs).logits
-                    loss = torch.nn.functional.cross_entropy(logits.float(), targets, label_smoothing=cfg.train.label_smoothing)
-                    backward(loss)
+    def step(self, global_batch: list[int], b_idx: int, boundary: bool, static: StaticEpoch | None = None) -> torch.Tensor:
+        """Forward and backward on this process's slice of global micro-batch `b_idx` (its fixed-shape rows in
+        `static` for a compiled or captured step); returns its loss (on device)."""
+        cfg, acc, state, train_step = self.cfg, self.accelerator, self.state, self.train_step
+        assert train_step is not None, "fit() builds the step"
+        with no_sync_unless(boundary, acc, self.model):
+            if static is not None:
+                loss = train_step.fixed(static.widths[b_idx], static.rows[b_idx], static.real[b_idx])
+            else:
+                mine = process_slice(global_batch, cfg.train.batch_size, self.rank, self.world)
+                inputs = pad_batch([self.train_ids[i] for i in mine], self.pad_id)
+                inputs = {k: v.to(acc.device, non_blocking=True) for k, v in inputs.items()}
+                targets = torch.as_tensor([self.train_labels[i] for i in mine], device=acc.device)
+                loss = train_step.padded(inputs, targets)
         state.samples_seen += len(global_batch)
         state.tokens_seen += sum(len(self.train_ids[i]) for i in global_batch)
-        return loss.detach()
-
-    def _micro_step(self, width: int, rows: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """Forward and backward of the fixed-shape micro-batch `rows` (table rows on the device; `real` masks the
-        filler rows) padded to `width`: what `model.compile=cudagraphs` captures. Returns the loss, detached.
-        Everything stays on the device (a host sync cannot be captured), and autocast is entered inside, so that
-        its cache of cast weights never outlives one micro-batch (a captured cast must redo itself every replay)."""
-        inputs = self.train_tokens.batch(rows, width)
-        with autocast_context(self.accelerator.device, self.precision):
-            logits = self.model(**inputs).logits
-            loss = masked_cross_entropy(logits, self.train_tokens.labels[rows], real, self.cfg.train.label_smoothing)
-        self.accelerator.backward(loss / self.cfg.train.grad_accum)
-        return loss.detach()
+        return loss
 
     def optimizer_step(self) -> None:
         if self.cfg.train.max_grad_norm > 0:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=not self.keep_grads)
+        keep_grads = self.train_step is not None and self.train_step.keep_grads
+        self.optimizer.zero_grad(set_to_none=not keep_grads)
         self.state.global_step += 1
 
     def _log_train(self, mean_loss: float, epoch_float: float, progress: Any) -> None:
@@ -449,16 +444,8 @@ class TrainRecipe:
     # finish
 
     def _execution_metrics(self) -> dict[str, Any]:
-        """How the training step ran (`model.compile`): eager, compiled or cudagraphs, and what compiling or
-        capturing cost, or whether it fell back to eager."""
-        out: dict[str, Any] = {"step_execution": self.execution}
-        compiled, captured = getattr(self, "compiled_loss", None), getattr(self, "captured_step", None)
-        if compiled is not None:
-            out.update(compile_fell_back=compiled.failed, compile_first_call_seconds=compiled.first_call_seconds)
-        if captured is not None:
-            out.update(cuda_graphs_captured=len(captured.captured), cuda_graph_capture_seconds=captured.capture_seconds,
-                       cuda_graph_capture_fell_back=captured.failed)
-        return out
+        """How the training step ran (`model.compile`; `TrainStep.metrics`)."""
+        return self.train_step.metrics() if self.train_step is not None else {"step_execution": self.execution}
 
     def finish(self) -> dict[str, Any]:
         """Best weights back in, test score, then the adapter, tokenizer and metrics (metrics.json last)."""

@@ -1,13 +1,12 @@
 """`model.compile: cudagraphs`: the eager training step captured as CUDA graphs, with no torch.compile.
 
-A micro-batch of 32 short texts through RoBERTa-base is launch-bound on an H100: its forward and backward are
-~1,000 kernels of a few microseconds each, queued one by one from Python (issue 10: 796 samples/s eager, 6,295
-with the step under CUDA graphs). torch.compile's "reduce-overhead" mode removes that overhead, but compiles first
-(~35 s per shape for RoBERTa-base). Capturing the eager kernels with `torch.cuda.graph` compiles nothing: a capture
-should take milliseconds (issue 10's estimate; `bench/gpu_check.sh` times it) and the graph runs eager's kernels.
+A micro-batch of short texts through a base-sized encoder is launch-bound on a GPU: its forward and backward are
+about a thousand kernels of a few microseconds each, queued one by one from Python. torch.compile's
+"reduce-overhead" mode removes that overhead but compiles first; capturing the eager kernels with
+`torch.cuda.graph` compiles nothing, and the graph runs eager's kernels (figures: bench/FINDINGS_gpu.md).
 
-One micro-batch's step (the recipe's `body(width, rows, real)`: gather the rows from `compiled.DeviceTokens`,
-forward, masked cross-entropy, backward of loss / grad_accum into the kept .grad buffers; it returns the loss) is
+One micro-batch's step (`train.step.TrainStep`'s `body(width, rows, real)`: gather the rows from `batching.DeviceTokens`,
+forward, the loss, backward of loss / grad_accum into the kept .grad buffers; it returns the loss) is
 captured once per length bucket:
 - its first WARMUP_CALLS use(s) run eager on a side stream, as torch.cuda.graph asks (lazy initialisation:
   cuBLAS workspaces, autograd's device threads, must not happen inside a capture);
@@ -35,7 +34,8 @@ from typing import Callable
 
 import torch
 
-from .compiled import COMPILE_NOTICE_SECONDS, _one_line
+from ..compiled import COMPILE_NOTICE_SECONDS
+from ..errors import one_line
 
 # Eager uses of a bucket before it is captured. One is enough: what must not happen during a capture is lazy
 # initialisation (cuBLAS handles and workspaces, the autograd engine's threads, fused AdamW's state is not involved),
@@ -49,7 +49,7 @@ StepBody = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 class CudaGraphs:
     """torch.cuda's graph API as `CapturedTrainStep` uses it: eager warm-up on a side stream, capture into a shared
-    memory pool. (Tests stand in an emulation of these two methods on CPU.)"""
+    memory pool. (Tests stand in an emulation of these two methods on CPU: tests/emulated_graphs.py.)"""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -70,30 +70,6 @@ class CudaGraphs:
         with torch.cuda.graph(graph, pool=self.pool):
             out = fn()
         return graph.replay, out
-
-
-class EmulatedGraphs:
-    """`CudaGraphs`' contract without CUDA, for dry runs on a CPU (`bench/gpu_step_check.py`) and tests: a capture
-    records the function and runs nothing; a replay runs it and rewrites the captured output tensor, as a graph's
-    replay rewrites its output buffer. It counts its warm-ups, captures and replays."""
-
-    def __init__(self, device: torch.device | None = None) -> None:
-        self.device = device
-        self.warmups = self.captures = self.replays = 0
-
-    def warmup(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
-        self.warmups += 1
-        return fn()
-
-    def capture(self, fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
-        self.captures += 1
-        out = torch.full((), float("nan"), device=self.device)  # a capture computes nothing
-
-        def replay() -> None:
-            self.replays += 1
-            out.copy_(fn())
-
-        return replay, out
 
 
 @dataclass
@@ -143,7 +119,7 @@ class CapturedTrainStep:
             replay, loss = self.graphs.capture(lambda: self.body(width, rows_buffer, real_buffer))
         except Exception as err:  # an op that syncs with the host, an unsupported kernel...: run eager
             self.failed = True
-            print(f"warning: model.compile=cudagraphs: the {self.what} could not be captured ({_one_line(err)}); "
+            print(f"warning: model.compile=cudagraphs: the {self.what} could not be captured ({one_line(err)}); "
                   f"running it eager", file=sys.stderr, flush=True)
             return None
         seconds = time.perf_counter() - started
