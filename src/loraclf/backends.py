@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config.inference import InferenceSettings
 from .errors import CheckpointError
-from .inference import Classifier, TextClassifier, check_inference_options
+from .inference import Classifier, TextClassifier
 from .onnx_backend import OnnxClassifier, check_onnx_source, default_batch_size, read_export_info
 from .onnx_export import ensure_onnx_cache
 from .rundir import RunDir
@@ -32,29 +33,17 @@ def open_model_dir(path: str | Path, backend: str = "torch", int8: bool = False)
     return rd.check_loadable()
 
 
-def load_classifier(
-    path: str | Path | RunDir,
-    backend: str = "torch",
-    *,
-    device: str | None = None,
-    precision: str = "auto",
-    batch_size: int | None = None,
-    int8: bool = False,
-    compile_setting: str | bool = "auto",
-) -> TextClassifier:
-    """A `Classifier` (backend "torch") or an `OnnxClassifier` (backend "onnx", CPU, fp32 or int8).
-
-    compile_setting: --compile auto|true|false for the torch backend (`compiled.inference_compile_enabled`).
+def load_classifier(path: str | Path | RunDir, settings: InferenceSettings | None = None) -> TextClassifier:
+    """A `Classifier` (backend "torch") or an `OnnxClassifier` (backend "onnx", CPU, fp32 or int8), as `settings`
+    (already checked when built; default: InferenceSettings()) say.
 
     Raises:
-        ConfigError, CheckpointError, ModelError: see `check_inference_options`, `Classifier.from_run_dir`
-            and `onnx_classifier`.
+        CheckpointError, ModelError: see `Classifier.from_run_dir` and `onnx_classifier`.
     """
-    check_inference_options(device, precision, backend, int8, compile_setting)
-    if backend == "onnx":
-        return onnx_classifier(path, int8=int8, batch_size=batch_size)
-    return Classifier.from_run_dir(path, device=device, precision=precision, batch_size=batch_size,
-                                   compile_setting=compile_setting)
+    s = settings or InferenceSettings()
+    if s.backend == "onnx":
+        return onnx_classifier(path, int8=s.int8, batch_size=s.batch_size)
+    return Classifier.from_run_dir(path, settings=s)
 
 
 def onnx_classifier(path: str | Path | RunDir, int8: bool = False, batch_size: int | None = None,

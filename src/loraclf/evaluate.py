@@ -15,7 +15,8 @@ import numpy as np
 from .data import TextLabels, data_config_for, read_labeled
 from .errors import DataError
 from .backends import load_classifier, open_model_dir
-from .inference import TextClassifier, check_inference_options
+from .config.inference import InferenceSettings
+from .inference import TextClassifier
 from .io import atomic_write, os_error_reason, write_json
 from .metrics import compute_metrics, softmax
 from .rundir import METRICS_FILE
@@ -118,12 +119,7 @@ def evaluate_run(
     format: str | None = None,
     text_columns: Sequence[str] | str | None = None,
     label_column: str | None = None,
-    device: str | None = None,
-    precision: str = "auto",
-    batch_size: int | None = None,
-    backend: str = "torch",
-    int8: bool = False,
-    compile_setting: str = "auto",
+    settings: InferenceSettings | None = None,
 ) -> tuple[Evaluation, dict[str, Path]]:
     """Evaluate a trained run on a labelled file and write the results.
 
@@ -134,30 +130,27 @@ def evaluate_run(
         data_path: labelled CSV/TSV/JSONL/Parquet/AG News file ("-": stdin with an explicit format).
         out_dir: where to write (default RUN_DIR/eval/<data file stem>).
         format, text_columns, label_column: override the run's data settings for this file.
-        device, precision, batch_size: inference settings.
-        backend, int8: "torch", or "onnx" (ONNX Runtime on CPU, int8 optional); see `predict.predict_file`.
-        compile_setting: --compile auto|true|false (torch backend; `compiled.inference_compile_enabled`).
+        settings: how the model runs (device, precision, batch size, backend, int8, compile; default:
+            InferenceSettings()).
 
     Returns:
         (the Evaluation, the paths written).
 
     Raises:
-        ConfigError: unknown device, precision or backend.
         CheckpointError: `run_dir` is not a finished run (or, for onnx, an ONNX export).
         ModelError: onnx only: onnxruntime missing or a model that does not load.
         DataError: the file is missing, unreadable, empty, not UTF-8, lacks a column or has unknown labels;
             `out_dir` is a file, lies under a file or cannot be written.
     """
-    check_inference_options(device, precision, backend, int8, compile_setting)
-    run = open_model_dir(run_dir, backend, int8)
+    settings = settings or InferenceSettings()
+    run = open_model_dir(run_dir, settings.backend, settings.int8)
     out = Path(out_dir) if out_dir is not None else run.eval_dir(data_path)
     _check_out_dir(out, given=out_dir is not None)
     data_cfg = data_config_for(run.read_config().data, format, text_columns, label_column)
     data = read_labeled(data_path, data_cfg, run.label_names())
-    clf = load_classifier(run, backend, device=device, precision=precision, batch_size=batch_size, int8=int8,
-                          compile_setting=compile_setting)
+    clf = load_classifier(run, settings)
     ev = evaluate_data(clf, data, data_path)
-    extra = {"run_dir": str(run.path), "backend": backend, "precision": clf.precision, "device": str(clf.device)}
+    extra = {"run_dir": str(run.path), "backend": settings.backend, "precision": clf.precision, "device": str(clf.device)}
     try:
         return ev, write_evaluation(ev, out, extra)
     except OSError as e:

@@ -16,12 +16,13 @@ than the run's model.max_length are truncated, never dropped; empty strings are 
 other text, so outputs always line up with inputs.
 
 `Classifier.from_run_dir` merges LoRA into the base for inference (`model.merge_for_inference`), and
-`compile_setting` (--compile) decides when the forward pass runs compiled (`compiled.inference_compile_enabled`):
+`compile` (--compile) decides when the forward pass runs compiled (`compiled.inference_compile_enabled`):
 one graph for every batch shape, and on CPU a merged model compiles with frozen weights.
 """
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -30,13 +31,10 @@ import torch
 
 from .batching import DeviceTokens, fixed_rows, inference_passes, pad_batch, pad_id_of, tokenize
 from .compiled import compiled_logits, inference_compile_enabled
-from .errors import ConfigError
+from .config.inference import InferenceSettings, compile_choice
 from .metrics import ScoresFromLogits
 from .model import DTYPES, stored_in
 from .rundir import LoadedRun, RunDir
-
-BACKENDS = ("torch", "onnx")
-
 
 def autocast_context(device: torch.device, precision: str, model: torch.nn.Module | None = None) -> Any:
     """Autocast to `precision`'s dtype (fp32: none); none either for a `model` stored wholly in that dtype
@@ -45,53 +43,6 @@ def autocast_context(device: torch.device, precision: str, model: torch.nn.Modul
     if dtype is None or (model is not None and stored_in(model, dtype)):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-COMPILE_CHOICES = {"auto": "auto", "true": True, "false": False}
-
-
-def compile_choice(text: str | bool) -> bool | str:
-    """--compile auto|true|false as `inference_compile_enabled` takes it: "auto", True or False."""
-    if isinstance(text, bool):
-        return text
-    if text not in COMPILE_CHOICES:
-        raise ConfigError(f"--compile {text!r} is not a choice; use auto, true or false")
-    return COMPILE_CHOICES[text]
-
-
-def check_inference_options(device: str | None, precision: str, backend: str = "torch", int8: bool = False,
-                            compile_setting: str | bool = "auto") -> None:
-    """Raise ConfigError for a device, precision, backend or --compile that inference cannot use (one line, before
-    any loading)."""
-    from .config import PRECISIONS
-
-    if compile_choice(compile_setting) != "auto" and backend == "onnx":
-        raise ConfigError(f"--compile {compile_setting}: it applies to the torch backend (ONNX Runtime optimises its own "
-                          "graph); drop --compile")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision {precision!r} is not a precision; use one of {', '.join(PRECISIONS)}")
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend {backend!r} is not a backend; use {' or '.join(BACKENDS)}")
-    if int8 and backend != "onnx":
-        raise ConfigError("--int8 needs --backend onnx (the PyTorch backend has no int8 model); add --backend onnx")
-    if backend == "onnx" and precision not in ("auto", "fp32"):
-        raise ConfigError(f"--precision {precision!r}: the ONNX backend runs fp32 (or int8 with --int8); drop --precision or use --backend torch")
-    if backend == "onnx" and device not in (None, "auto", "cpu"):
-        raise ConfigError(f"--device {device!r}: the ONNX backend runs on the CPU only; drop --device or use --backend torch")
-    if device is None or device == "auto":
-        return
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device!r}: loraclf runs on cpu or cuda; use --device cpu, cuda or cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device!r}: no CUDA GPU is available here; use --device cpu")
-    n = torch.cuda.device_count() if dev.type == "cuda" else 0
-    if dev.type == "cuda" and dev.index is not None and dev.index >= n:
-        raise ConfigError(f"--device {device!r}: this machine has {n} CUDA GPU{'' if n == 1 else 's'} "
-                          f"(cuda:0 to cuda:{n - 1}); pick one of them or use --device cuda")
 
 
 @contextlib.contextmanager
@@ -220,19 +171,20 @@ class Classifier(ScoresFromLogits):
     """A trained run ready to classify text; texts longer than model.max_length are truncated, not dropped."""
 
     def __init__(self, run: LoadedRun, batch_size: int | None = None, *, serving: bool = False,
-                 compile_setting: bool | str = "auto") -> None:
-        """`serving`: a long-lived server (on CPU, `auto` compiles then). `compile_setting`: true, false or auto
-        (`compiled.inference_compile_enabled`); not the run's model.compile, which chose for its training."""
+                 compile: bool | str = "auto", compile_setting: bool | str | None = None) -> None:
+        """`serving`: a long-lived server (on CPU, `auto` compiles then). `compile`: --compile true, false or auto
+        (`compiled.inference_compile_enabled`); not the run's model.compile, which chose for its training.
+        `compile_setting`: compile's old name."""
         self.run = run
         self.batch_size = batch_size or max(run.config.train.eval_batch_size, 64)
         self.max_length = run.config.model.max_length
         self.pad_id = pad_id_of(run.tokenizer)
-        self.compile_setting = compile_choice(compile_setting)
+        self.compile = compile_choice(_renamed(compile_setting, compile))
         self.serving = serving
 
     def compiled_for(self, rows: int | None = None) -> bool:
         """Whether scoring `rows` texts at once runs compiled (`compiled.inference_compile_enabled`)."""
-        return inference_compile_enabled(self.compile_setting, self.run.device, self.run.merged, rows, self.serving,
+        return inference_compile_enabled(self.compile, self.run.device, self.run.merged, rows, self.serving,
                                          self.run.precision)
 
     def warm_up(self) -> None:
@@ -252,7 +204,10 @@ class Classifier(ScoresFromLogits):
         batch_size: int | None = None,
         base_model: torch.nn.Module | None = None,
         merge: bool = True,
-        compile_setting: bool | str = "auto",
+        compile: bool | str = "auto",
+        *,
+        settings: InferenceSettings | None = None,
+        compile_setting: bool | str | None = None,
     ) -> "Classifier":
         """Load a trained run once for repeated predictions.
 
@@ -264,17 +219,21 @@ class Classifier(ScoresFromLogits):
             base_model: an already loaded base model to attach the adapter to.
             merge: merge the adapter into the base, weights in the compute dtype (`model.merge_for_inference`):
                 faster; False keeps the PeftModel (to switch or add adapters on `clf.run.model`).
-            compile_setting: --compile auto|true|false (see `Classifier`).
+            compile: --compile auto|true|false (see `Classifier`); `compile_setting` is its old name.
+            settings: device, precision, batch_size and compile in one (as the CLI builds them); the keyword
+                arguments above are then ignored.
 
         Raises:
             ConfigError: unknown device or precision, or a GPU asked for where there is none.
             CheckpointError: the directory is not a finished run.
             ModelError: the base model or tokenizer cannot be loaded.
         """
-        check_inference_options(device, precision)
+        if settings is None:  # the Python API's keywords, checked as the CLI's options are
+            settings = InferenceSettings(device=device, precision=precision, batch_size=batch_size,
+                                         compile=_renamed(compile_setting, compile))
         rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-        return cls(rd.load(device=device, precision=precision, base_model=base_model, merge=merge), batch_size,
-                   compile_setting=compile_setting)
+        loaded = rd.load(device=settings.device, precision=settings.precision, base_model=base_model, merge=merge)
+        return cls(loaded, settings.batch_size, compile=settings.compile)
 
     @property
     def label_names(self) -> list[str]:
@@ -309,3 +268,11 @@ def _check_texts(texts: Sequence[str]) -> None:
     # A bare string is a Sequence[str] too: it would be classified one character at a time.
     if isinstance(texts, (str, bytes)):
         raise TypeError("pass a list of texts, e.g. clf.predict([text]), not a single string")
+
+
+def _renamed(old: bool | str | None, new: bool | str) -> bool | str:
+    """`compile_setting=` still works, with a one-line notice: the knob is `compile` everywhere now."""
+    if old is None:
+        return new
+    warnings.warn("Classifier: compile_setting= is now compile=; the old name will go", DeprecationWarning, stacklevel=3)
+    return old

@@ -18,7 +18,7 @@ import pandas as pd
 from .data import data_config_for, read_table
 from .errors import ConfigError, DataError
 from .backends import load_classifier, open_model_dir
-from .inference import check_inference_options
+from .config.inference import InferenceSettings
 from .io import atomic_write, os_error_reason
 
 
@@ -67,12 +67,7 @@ def predict_file(
     keep_columns: Sequence[str] | str | None = None,
     format: str | None = None,
     text_columns: Sequence[str] | str | None = None,
-    device: str | None = None,
-    precision: str = "auto",
-    batch_size: int | None = None,
-    backend: str = "torch",
-    int8: bool = False,
-    compile_setting: str = "auto",
+    settings: InferenceSettings | None = None,
 ) -> int:
     """Classify every row of a file (or stdin) and write the predictions in input order.
 
@@ -90,34 +85,29 @@ def predict_file(
             output, before ID; a table input only.
         format: the input format (default "auto": detected from the name and content).
         text_columns: the text column(s) (default: the run's data.text_columns).
-        device, precision, batch_size: inference settings.
-        backend: "torch", or "onnx" (ONNX Runtime on CPU; `run_dir` may then be an ONNX export,
-            and a run is exported once into RUN/onnx).
-        int8: the ONNX backend's quantized model.
-        compile_setting: --compile auto|true|false (torch backend; `compiled.inference_compile_enabled`).
+        settings: how the model runs (device, precision, batch size; backend "torch", or "onnx": ONNX Runtime on
+            CPU, `run_dir` may then be an ONNX export and a run is exported once into RUN/onnx; int8; compile).
 
     Returns:
         The number of rows predicted.
 
     Raises:
-        ConfigError: unknown device, precision or backend; `keep_columns` names no column or clashes with
-            an output column.
+        ConfigError: `keep_columns` names no column or clashes with an output column.
         CheckpointError: `run_dir` is not a finished run (or, for onnx, an ONNX export).
         ModelError: onnx only: onnxruntime missing or a model that does not load.
         DataError: the input is missing, empty, not UTF-8, lacks a text or kept column, or is
             plain text with `keep_columns`; the output is a directory, the input itself, lies in a
             directory that is missing or not writable, or cannot be written.
     """
-    check_inference_options(device, precision, backend, int8, compile_setting)
-    run = open_model_dir(run_dir, backend, int8)
+    settings = settings or InferenceSettings()
+    run = open_model_dir(run_dir, settings.backend, settings.int8)
     keep = _keep_columns(keep_columns, ["ID", "Label"] + ([f"p_{n}" for n in run.label_names()] if probabilities else []))
     _check_output(output_path, input_path)
     # The format is detected from the input unless given: new text rarely comes in the training
     # file's format (stdin is plain text); the text columns are the run's unless given.
     texts, table = read_table(input_path, data_config_for(run.read_config().data, format or "auto", text_columns))
     leading = _kept_cells(table, keep, input_path) if keep else None
-    clf = load_classifier(run, backend, device=device, precision=precision, batch_size=batch_size, int8=int8,
-                          compile_setting=compile_setting)
+    clf = load_classifier(run, settings)
     csv_text = predictions_csv(clf.predict_proba(texts), clf.label_names, not ids, probabilities, leading=leading)
     try:
         write_predictions(output_path, csv_text)

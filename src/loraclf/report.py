@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from .config.inference import InferenceSettings
 from .errors import RunDirError
 from .io import atomic_write
 from .rundir import REPORT_FILE, RunDir
@@ -144,11 +145,11 @@ def _evaluation_section(ev: Any) -> str:
 
 
 def _evaluate(run_dir: Path, cfg: Any, label_names: list[str], data: str | None, overrides: dict[str, Any],
-              device: str | None, precision: str, notes: list[str]) -> Any:
+              settings: InferenceSettings, notes: list[str]) -> Any:
     """Score `data` (or the run's test file); None with a note when there is nothing to score."""
     from .data import data_config_for, read_labeled
+    from .backends import load_classifier
     from .evaluate import evaluate_data
-    from .inference import Classifier
 
     path = data
     if path is None:
@@ -161,7 +162,7 @@ def _evaluate(run_dir: Path, cfg: Any, label_names: list[str], data: str | None,
             return None
     data_cfg = data_config_for(cfg.data, overrides.get("format"), overrides.get("text_columns"), overrides.get("label_column"))
     labeled = read_labeled(path, data_cfg, label_names)  # before the model: bad data fails fast
-    clf = Classifier.from_run_dir(run_dir, device=device, precision=precision)
+    clf = load_classifier(run_dir, settings)
     return evaluate_data(clf, labeled, path)
 
 
@@ -173,8 +174,7 @@ def build_report(
     format: str | None = None,
     text_columns: Sequence[str] | str | None = None,
     label_column: str | None = None,
-    device: str | None = None,
-    precision: str = "auto",
+    settings: InferenceSettings | None = None,
 ) -> ReportResult:
     """Write one self-contained HTML page about a trained run.
 
@@ -184,20 +184,16 @@ def build_report(
             when the config has none or it is not found).
         out: the HTML file (default RUN_DIR/report.html).
         format, text_columns, label_column: override the run's data settings for `data`.
-        device, precision: inference settings for the evaluation.
+        settings: how the evaluation runs the model (device, precision, backend, ...; default: InferenceSettings()).
 
     Returns:
         The ReportResult: path written, notes on skipped sections, the Evaluation if any.
 
     Raises:
-        ConfigError: unknown device or precision.
         CheckpointError: `run_dir` is not a finished run.
         DataError: `data` (or the run's test file) cannot be read or scored.
         RunDirError: `out` is a directory.
     """
-    from .inference import check_inference_options
-
-    check_inference_options(device, precision)
     run = RunDir(run_dir).check_loadable()
     run_dir = run.path
     path = Path(out) if out is not None else run_dir / REPORT_FILE
@@ -208,7 +204,7 @@ def build_report(
     notes: list[str] = []
     metrics = run.read_metrics()
     overrides = {"format": format, "text_columns": text_columns, "label_column": label_column}
-    ev = _evaluate(run_dir, cfg, label_names, data, overrides, device, precision, notes)
+    ev = _evaluate(run_dir, cfg, label_names, data, overrides, settings or InferenceSettings(), notes)
     eval_html = _evaluation_section(ev) if ev is not None else _note(notes[-1])
 
     # Render the whole page in memory, then write it in one atomic step.

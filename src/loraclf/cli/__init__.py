@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
+from ..config.inference import InferenceSettings  # light (no torch): the inference options are built from it
 from ..errors import LoraclfError
 from ..serve.settings import RUN_SPEC_HELP as SERVE_RUN_SPEC_HELP, ServeSettings  # light (no torch): the serve options are built from it
 from .options import from_options, options_from
@@ -270,18 +271,13 @@ def tune(
 # evaluate, predict, export, plot, report
 
 
-DEVICE_HELP = "Device for inference: cpu, cuda, cuda:1 ... (default: a GPU when present)."
-PRECISION_HELP = "Inference precision: auto, fp32, bf16 or fp16."
 FORMAT_HELP = "Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default: the run's data.format)."
 TEXT_COLUMNS_HELP = "Text column(s), comma-separated, joined with a space (default: the run's data.text_columns)."
-BACKEND_HELP = "Inference backend: torch, or onnx (ONNX Runtime on CPU; RUN_DIR may be an `export --onnx` directory, a run is exported once into RUN_DIR/onnx)."
-COMPILE_HELP = ("Compile the torch forward pass (one graph for every batch shape): auto (on CPUs in bf16 from 20,000 "
-                "texts, where the ~13 s compile pays back; not on GPUs, where large eager batches do as well), true or false.")
-INT8_HELP = "With --backend onnx: the dynamically quantized int8 model (smaller, faster, labels may differ slightly)."
 
 
 @app.command()
 @guarded
+@options_from(InferenceSettings)
 def evaluate(
     run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train`."),
     data: str = typer.Option(..., "--data", help="Labelled file to score (CSV/TSV/JSONL/Parquet/AG News CSV)."),
@@ -289,20 +285,14 @@ def evaluate(
     format: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
     text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (default: the run's data.label_column)."),
-    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
-    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
-    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
-    compile: str = typer.Option("auto", "--compile", help=COMPILE_HELP),
+    **options: Any,  # one per InferenceSettings field, added by options_from
 ) -> None:
     """Score a trained run on a labelled file: metrics table, metrics.json, confusion matrix, errors CSV."""
     from ..evaluate import evaluate_run
     from ..metrics import format_metrics
 
     ev, paths = evaluate_run(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
-                             device=device, precision=precision, batch_size=batch_size, backend=backend, int8=int8,
-                             compile_setting=compile)
+                             settings=from_options(InferenceSettings, options))
     typer.echo(format_metrics(ev.metrics))
     typer.echo("")
     typer.echo(f"wrote {paths['metrics']}")
@@ -312,6 +302,7 @@ def evaluate(
 
 @app.command()
 @guarded
+@options_from(InferenceSettings)
 def predict(
     run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train` (or an adapter export)."),
     input: str = typer.Option(..., "--input", "-i", help="Texts to classify: CSV/TSV/JSONL/Parquet/AG News CSV, .txt (one per line), or - for stdin."),
@@ -322,12 +313,7 @@ def predict(
     keep_columns: Optional[str] = typer.Option(None, "--keep-columns", help="Input columns to copy into the output before ID, comma-separated, e.g. id,review (table inputs only)."),
     format: Optional[str] = typer.Option(None, "--format", help="Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default auto: from the file name and content; stdin is txt)."),
     text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
-    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per forward pass."),
-    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
-    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
-    compile: str = typer.Option("auto", "--compile", help=COMPILE_HELP),
+    **options: Any,  # one per InferenceSettings field, added by options_from
 ) -> None:
     """Classify texts with a trained run; predictions (class names, or ids with --ids) in input order, written atomically."""
     from ..errors import ConfigError
@@ -335,9 +321,9 @@ def predict(
 
     if ids and label_names:
         raise ConfigError("--ids and --label-names ask for opposite Label columns; drop --label-names (class names are the default)")
+    settings = from_options(InferenceSettings, options)
     n = predict_file(run_dir, input, output, ids=ids, probabilities=probabilities, keep_columns=keep_columns, format=format,
-                     text_columns=text_columns, device=device, precision=precision, batch_size=batch_size, backend=backend, int8=int8,
-                     compile_setting=compile)
+                     text_columns=text_columns, settings=settings)
     if output != "-":
         typer.echo(f"wrote {n} predictions to {output}", err=True)
 
@@ -389,6 +375,7 @@ def plot(
 
 @app.command()
 @guarded
+@options_from(InferenceSettings)
 def report(
     run_dir: Path = typer.Argument(..., help="Run directory written by `loraclf train`."),
     data: Optional[str] = typer.Option(None, "--data", help="Labelled file to evaluate (default: the run's data.test_file, if any)."),
@@ -396,14 +383,13 @@ def report(
     format: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
     text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (default: the run's data.label_column)."),
-    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    **options: Any,  # one per InferenceSettings field, added by options_from
 ) -> None:
     """Write one self-contained HTML page about a run: config, metrics, curves, confusion matrix, errors."""
     from ..report import build_report
 
     res = build_report(run_dir, data, out, format=format, text_columns=text_columns, label_column=label_column,
-                       device=device, precision=precision)
+                       settings=from_options(InferenceSettings, options))
     for note in res.notes:
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {res.path}")

@@ -7,6 +7,7 @@
 - loader.py: YAML files, `key=value` overrides, and every problem gathered into one ConfigError line.
 """
 from .loader import config_from_dict, get_dotted, load_config, preset_summary, presets, read_yaml, resolve_config, set_dotted
+from .inference import InferenceSettings, check_inference_options, compile_choice
 from .schema import (FORMATS, LORA_BIAS, PRECISIONS, PRUNERS, SCHEDULERS, TRACKERS, Config, DataConfig, LoraConfig,
                      ModelConfig, TrainConfig, TuneConfig, describe_fields, is_config_field)
 from .space import SEARCH_TYPES, SearchParam, parse_search_param

@@ -199,7 +199,8 @@ def load_adapters(specs: Sequence[RunSpec | tuple[str, Path]], settings: ServeSe
         else:
             key = f"adapter{i}"
             loaded = _attach(groups[share][1], run, key)
-        classifier = Classifier(loaded, settings.inference_batch_size, serving=True, compile_setting=settings.compile)
+        torch_settings = settings.inference
+        classifier = Classifier(loaded, torch_settings.batch_size, serving=True, compile=torch_settings.compile)
         adapters[name] = Adapter(name, key, classifier, groups[share][0], "torch", cfg.model.name)
     for group, first in groups.values():
         group.model.to(first.device)  # adapters attached after the first

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Sequence
 
 from pydantic import Field, Strict, TypeAdapter, ValidationError
 
+from ..config.inference import InferenceSettings, check_inference_options
 from ..config.schema import PYDANTIC_CONFIG, AtLeast1, Bool, Float, Int, NotNegative
 from ..errors import CheckpointError, ConfigError
 
@@ -102,10 +103,8 @@ class ServeSettings:
                     problems.append("the auth token is shorter than 8 characters; use a long random token")
                 else:
                     problems.append(f"{f.name}={value!r} (--{f.name.replace('_', '-')}): {rule[0].lower() + rule[1:]}")
-        # The same device and precision rules as every other inference command (imported here: it needs torch).
-        # --device and --precision apply to torch adapters; --backend/--int8 are checked on their own.
-        from ..inference import check_inference_options
-
+        # The same rules as every other inference command (`InferenceSettings`): --device and --precision apply
+        # to torch adapters; --backend/--int8 are checked on their own, since a run spec may pick its own backend.
         for args in ((self.device, self.precision), (None, "auto", self.backend, self.int8)):
             try:
                 check_inference_options(*args)
@@ -113,6 +112,12 @@ class ServeSettings:
                 problems.append(str(e) + (" (or pick ONNX per adapter with RUN_DIR@onnx-int8)" if "--int8" in str(e) else ""))
         if problems:
             raise ConfigError("serve: " + "; ".join(problems))
+
+    @property
+    def inference(self) -> InferenceSettings:
+        """What the torch adapters run with (an ONNX adapter takes its backend from --backend/--int8 or its spec)."""
+        return InferenceSettings(device=self.device, precision=self.precision, batch_size=self.inference_batch_size,
+                                 compile=self.compile)
 
 
 @functools.cache
