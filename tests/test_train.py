@@ -223,7 +223,7 @@ def test_progress_bar_in_a_log_file_refreshes_at_the_log_interval(tiny_model: Pa
     PROGRESS_LOG_SECONDS and at its end: not once per step or per logged loss, as tqdm's 0.1 s interval drew it."""
     from loraclf.config import config_from_dict
     from loraclf.train import train
-    from loraclf.train import recipe
+    from loraclf.train import console as recipe  # where the progress bar is made
 
     assert recipe.PROGRESS_LOG_SECONDS >= 10
     cfg = config_from_dict({}, [f"model.name={tiny_model}", f"data.train_file={ag_small['train']}", "train.max_steps=60",

@@ -13,7 +13,6 @@ steps on 1 or N processes and a checkpoint resumes with any process count.
 """
 from __future__ import annotations
 
-import resource
 import shutil
 import sys
 import time
@@ -37,24 +36,12 @@ from ..metrics import compute_metrics
 from ..rundir import RunDir, check_replaceable
 from .cpu_dropout import restore_dropout, use_cpu_dropout
 from .checkpoint import LoopState, load_checkpoint, save_checkpoint, set_rng_state
-from .console import describe_run
+from .console import describe_run, progress_bar, run_summary, say
 from .optim import make_optimizer
 from .step import TrainStep, make_loss, no_sync_unless
 
 # Called after every evaluation with (global_step, metrics); tune uses it to report and prune.
 EvalCallback = Callable[[int, dict[str, Any]], None]
-
-# Seconds between progress-bar refreshes when stderr is not a terminal (a log file, nohup, CI): tqdm's 0.1 s wrote
-# ~110 bytes a step there (98 KB for the README's 882-step run, on one line of carriage returns).
-PROGRESS_LOG_SECONDS = 30.0
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # ru_maxrss is in KiB on Linux: the process's peak resident memory, base model included.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
 
 def _synchronize(device: torch.device) -> None:
     # Kernels run asynchronously on a GPU: wait for them before reading the clock.
@@ -154,7 +141,7 @@ class TrainRecipe:
             model.to(device)  # fused AdamW wants its parameters on the GPU when it is built
         self.optimizer, self.scheduler = make_optimizer(model, cfg.train, self.total_steps, fused=device.type == "cuda")
         if self.is_main and self.console:
-            self._say(describe_run(self))
+            say(describe_run(self))
 
     def _start_accelerator(self, device: torch.device) -> None:
         """The run's precision and accelerate's Accelerator (processes, mixed precision, tracker)."""
@@ -251,7 +238,7 @@ class TrainRecipe:
         self.train_step = self._make_step()
         if cfg.train.tracker != "none" and self.is_main:
             acc.init_trackers(cfg.name, config={"lr": cfg.train.lr, "r": cfg.lora.r, "alpha": cfg.lora.alpha})
-        progress = self._progress_bar()
+        progress = progress_bar(self.total_steps, self.state.global_step) if self.is_main and cfg.train.progress else None
         self.model.train()
         now = time.perf_counter()
         stretch = _Stretch(torch.zeros((), device=acc.device), 0, now - state.train_seconds, now)
@@ -275,16 +262,6 @@ class TrainRecipe:
                 state.epoch += 1
         if progress is not None:
             progress.close()
-
-    def _progress_bar(self) -> Any:
-        if not (self.is_main and self.cfg.train.progress):
-            return None
-        from tqdm.auto import tqdm
-
-        # maxinterval too: tqdm's monitor thread otherwise redraws a bar idle for its 10 s default
-        interval = {} if sys.stderr.isatty() else {"mininterval": PROGRESS_LOG_SECONDS, "maxinterval": PROGRESS_LOG_SECONDS}
-        return tqdm(total=self.total_steps, initial=self.state.global_step, desc="train", unit="step", dynamic_ncols=True,
-                    file=sys.stderr, **interval)
 
     def _after_micro_batches(self, n_batches: int, stretch: _Stretch, progress: Any) -> bool:
         """The optimizer step at an accumulation boundary, then logging, evaluation and checkpoints as they fall
@@ -415,9 +392,9 @@ class TrainRecipe:
         else:
             state.evals_since_best += 1
         if self.is_main and self.console:
-            self._say(f"eval  step {state.global_step}/{self.total_steps} (epoch {epoch_float:.2f}): "
-                      f"val_accuracy {m['accuracy']:.4f}  val_loss {m['loss']:.4f}  val_macro_f1 {m['macro_f1']:.4f}"
-                      + ("  (best so far)" if better else f"  (best {state.best_val_accuracy:.4f} at step {state.best_step})"))
+            say(f"eval  step {state.global_step}/{self.total_steps} (epoch {epoch_float:.2f}): "
+                f"val_accuracy {m['accuracy']:.4f}  val_loss {m['loss']:.4f}  val_macro_f1 {m['macro_f1']:.4f}"
+                + ("  (best so far)" if better else f"  (best {state.best_val_accuracy:.4f} at step {state.best_step})"))
         self.save_checkpoint()
         if self.on_eval is not None:
             self.on_eval(state.global_step, dict(val, step=state.global_step, epoch=epoch_float))
@@ -429,12 +406,6 @@ class TrainRecipe:
             save_checkpoint(self.run, self._inner_model(), self.optimizer, self.scheduler, self.state, self.cfg)
         self.accelerator.wait_for_everyone()
 
-    def _say(self, text: str) -> None:
-        from tqdm.auto import tqdm
-
-        for line in text.splitlines():
-            tqdm.write(line, file=sys.stderr)  # above a progress bar, not through it
-
     def _inner_model(self) -> torch.nn.Module:
         """The PeftModel itself: DDP and torch.compile wrappers removed."""
         inner = self.accelerator.unwrap_model(self.model)
@@ -442,10 +413,6 @@ class TrainRecipe:
 
     # -----------------------------------------------------------------------------------------
     # finish
-
-    def _execution_metrics(self) -> dict[str, Any]:
-        """How the training step ran (`model.compile`; `TrainStep.metrics`)."""
-        return self.train_step.metrics() if self.train_step is not None else {"step_execution": self.execution}
 
     def finish(self) -> dict[str, Any]:
         """Best weights back in, test score, then the adapter, tokenizer and metrics (metrics.json last)."""
@@ -460,31 +427,7 @@ class TrainRecipe:
         if test is not None and test.labels is not None:
             tm = self.score(self._tokenize(test.texts), list(test.labels))
             metrics.update(test_accuracy=tm["accuracy"], test_loss=tm["loss"], test_macro_f1=tm["macro_f1"], test_per_class=tm["per_class"])
-        step_seconds = max(state.step_seconds, 1e-9)
-        n_batches = -(-len(self.train_ids) // cfg.train.batch_size)
-        metrics.update(
-            best_step=state.best_step,
-            global_step=state.global_step,
-            epochs_run=round(state.epoch + state.batch_in_epoch / max(1, n_batches), 4),
-            stopped_early=state.stopped_early,
-            trainable_params=self.trainable_params,
-            total_params=self.total_params,
-            trainable_share=self.trainable_params / self.total_params,
-            train_seconds=state.train_seconds,
-            step_seconds=state.step_seconds,
-            train_samples=state.samples_seen,
-            eval_seconds=state.eval_seconds,
-            train_samples_per_s=state.samples_seen / step_seconds,
-            train_tokens_per_s=state.tokens_seen / step_seconds,
-            peak_memory_mb=peak_memory_mb(acc.device),
-            precision=self.precision,
-            device=str(acc.device),
-            **self._execution_metrics(),
-            processes=self.world,
-            n_train=len(self.train_ids),
-            n_validation=len(self.val_ids),
-            label_names=self.label_names,
-        )
+        metrics.update(run_summary(self))
         if self.is_main:
             self.run.save_model_files(inner, self.tokenizer)
             self.run.write_metrics(metrics)
