@@ -17,23 +17,16 @@ import torch
 PAD_MULTIPLE = 8  # pad lengths to a multiple of 8: fewer distinct shapes, aligned matrix tiles
 
 # The fixed cost of one inference forward pass, in tokens' worth of compute (`inference_batches`): a few long texts
-# among short ones then get a pass of their own only where that saves more padding than the pass costs. CPU: on a
-# 2-core Xeon with AMX (MiniLM, bf16, compiled and frozen) a pass of r rows x w tokens took 3.3 ms + 0.0174 ms per
-# token (+ an attention term growing with w), fitted over r 2-64 and w 16-128: 3.3 / 0.0174 = ~190 tokens. A
-# bigger model costs more per token, so fewer tokens per pass: 192 only errs towards merging. CUDA: launch-bound,
-# a batch of 256 rows x 64 tokens took 1.4x the time of 32 rows on an H100 (issue 10): splits never pay there.
+# among short ones then get a pass of their own only where that saves more padding than the pass costs. A GPU is
+# launch-bound, so splitting a batch never pays there (fits and figures: bench/FINDINGS_cpu.md, FINDINGS_gpu.md).
 PASS_COST_TOKENS = {"cpu": 192, "cuda": 16_384}
 
-# Eager fp32 on a CPU (MKL's sgemm: an AVX2-only CPU's path; ONNX Runtime's too) pays per token what bf16 pays per
-# ~3, so a pass costs fewer tokens' worth, and the multiple-of-8 widths buy nothing: there a pass pads to its longest
-# row and costs 64 tokens. Measured on the Xeon (MiniLM default run, 1,000 AG News test rows, the variants
-# alternating in one process; bench/experiments/inference_padding.py): with the instruction sets capped at AVX2 1.09x and 1.16x the texts/s of pad-to-8 with
-# 192, uncapped fp32 1.12x, ONNX Runtime fp32 1.06-1.08x; in bf16 (AMX) the variants were level (298.6 vs 293.3).
+# Eager fp32 on a CPU pays several times more per token than bf16, so a pass costs fewer tokens' worth and the
+# multiple-of-8 widths buy nothing: there a pass pads to its longest row (bench/experiments/inference_padding.py).
 CPU_FP32_PASS_COST_TOKENS = 64
 
-# On CPU an inference pass holds at most this many padded tokens: past ~10,000 its activations outgrow the caches.
-# Measured on a 2-core Xeon with AMX (MiniLM, bf16, compiled and frozen): 19-22 us per token from ~1,500 to ~9,000
-# tokens a pass, 23-28 us at 12,000-25,000 (widths 40, 56 and 96); compiled inference used to fill 128 x 128.
+# On CPU an inference pass holds at most this many padded tokens: past ~10,000 its activations outgrow the caches
+# and each token costs more (bench/FINDINGS_cpu.md).
 CPU_INFERENCE_MAX_TOKENS = 8192
 
 

@@ -58,8 +58,8 @@ def _proc_cpuinfo() -> str:
 
 
 def cpu_supports_bf16(cpuinfo: str | None = None, env: Mapping[str, str] | None = None) -> bool:
-    """True on CPUs with native bf16 matrix instructions (AMX or AVX-512-BF16), unless the process caps the
-    instruction sets below them (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA, ATEN_CPU_CAPABILITY).
+    """True on CPUs with native bf16 matrix instructions (amx_bf16 or avx512_bf16 in /proc/cpuinfo), unless the
+    process caps the instruction sets below them (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA, ATEN_CPU_CAPABILITY).
 
     Without them bf16 is emulated and measured ~28x slower than fp32 for a LoRA step.
     cpuinfo, env: /proc/cpuinfo's text and os.environ (arguments for tests).
@@ -214,14 +214,11 @@ def merge_for_inference(model: Any, precision: str, device: torch.device | None 
     weight stored in that dtype; on a CPU in bf16 the whole model (`stored_in`, then scored without autocast).
 
     Why: unmerged, each adapted layer runs two extra small matmuls, and autocast casts every fp32 weight to
-    bf16 again at each forward pass (it caches casts only for weights that require grad). Merged and
-    pre-cast, a MiniLM forward pass of 16 texts on a 2-core Xeon (AMX) took 1.3-1.5x less time
-    (bench/cpu_inference.py). On a CPU in bf16 autocast still cast activations: it runs LayerNorm, softmax and
-    the residual adds of fp32 embeddings in fp32, and every Linear casts its input down again (17% of an eager
-    pass in `copy_`). The whole model in bf16, without autocast, scored the 7,600 AG News test rows 1.22x
-    faster on the same Xeon (618.1 vs 506.0 texts/s, MiniLM default run, `bench/cpu_inference.py --whole-set 3
-    --before-src`), accuracy 90.53% vs 90.51%. GPUs keep fp32 LayerNorm and embeddings under autocast (not measured there). The result cannot
-    train or take another adapter (serve keeps shared bases unmerged). A BERT-family classifier computes its last
+    bf16 again at each forward pass (it caches casts only for weights that require grad). On a CPU in bf16
+    autocast still casts activations (LayerNorm, softmax and the residual adds run in fp32, every Linear casts its
+    input down again), so there the whole model is stored in bf16 and runs without autocast, at the same accuracy
+    (figures: bench/FINDINGS_cpu.md, `bench/cpu_inference.py`). GPUs keep fp32 LayerNorm and embeddings under
+    autocast. The result cannot train or take another adapter (serve keeps shared bases unmerged). A BERT-family classifier computes its last
     layer for the first position only (`first_token_last_layer`).
     """
     merged = model.merge_and_unload()
@@ -248,11 +245,8 @@ class FirstTokenLayer(torch.nn.Module):
     feed-forward run on one row per text, its keys and values on all of them. The output is [batch, 1, hidden],
     all a first-token head reads.
 
-    Why: the last layer's other positions feed nothing. Dropping them saves ~10/12 of one layer's matmuls (~14% of
-    MiniLM's 6 layers). Measured on a 2-core Xeon (MiniLM default run, `bench/cpu_inference.py --whole-set 3
-    --before-src`, one call over the test rows as predict makes it): fp32 with AVX2 caps 137.5 -> 151.8 texts/s
-    (1.10x, 2,000 rows), native bf16 583.1 -> 634.8 (1.09x, 7,600 rows), the same accuracy; fp32 logits agree to
-    ~1e-6."""
+    Why: the last layer's other positions feed nothing. Dropping them saves ~10/12 of one layer's matmuls, at the
+    same accuracy (fp32 logits agree to ~1e-6; figures: bench/FINDINGS_cpu.md)."""
 
     def __init__(self, layer: torch.nn.Module) -> None:
         super().__init__()
@@ -312,8 +306,7 @@ def store_frozen_linears(model: torch.nn.Module, precision: str) -> int:
 
     Autocast runs a Linear layer's matmul on its weight cast to that dtype anyway, and re-casts a weight that
     does not require grad at every call: stored cast, the results are bit-identical and the casts are gone.
-    Measured on a 2-core Xeon with AMX (MiniLM, bf16): the unmerged PeftModel scored 16-text batches 1.13x
-    faster with identical probabilities, and a training step ran 1.03x faster with identical losses. Layers
+    That made unmerged inference and a training step faster with identical results (bench/FINDINGS_cpu.md). Layers
     with a trained weight or bias (LoRA's A/B, the head, `lora.bias` != none) keep fp32. A DoRA model is left
     as it is: its weight norm reads the base weight in full precision."""
     dtype = DTYPES.get(precision)

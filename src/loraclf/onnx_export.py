@@ -43,8 +43,8 @@ UNFUSED_FILE = "model.unfused.onnx"  # the exporter's graph, deleted once fused 
 # weights there) 95.2% (-1.6), so Attention (the QKV projection) stays fp32. All 7,600 rows:
 # MatMuls with the FFN output projections (fed by GELU, the widest activations) in fp32 99.47%
 # (-0.01); that plus the first layer in fp32 99.50% (-0.06); plus the last layer in fp32 99.51%
-# (+0.06), the recipe below (37 of 7,600 labels differ; the bar is 38). Speed (Xeon with AMX, 2 cores,
-# bench/cpu_inference.py, interleaved, quiet): 1.19x ONNX fp32, 0.44x torch bf16 (AMX bf16 wins there).
+# (+0.06), the recipe below (37 of 7,600 labels differ; the bar is 38). Its speed against fp32 ONNX and
+# torch bf16 is in bench/FINDINGS_cpu.md.
 # "op_types" get int8 weights; "fp32_roles" name nodes kept in fp32 (`int8_fp32_nodes`).
 QUANTIZATION: dict[str, Any] = {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul"],
                                 "fp32_roles": ["ffn_down", "last_layer"]}
@@ -153,9 +153,8 @@ def fuse_for_onnxruntime(src: Path, dst: Path) -> dict[str, int]:
     """Write `src` to `dst` with its subgraphs replaced by onnxruntime's fused CPU kernels; returns fusion counts.
 
     Self-attention becomes one com.microsoft Attention op (QKV projection, masked softmax, context),
-    the residual add + LayerNorm SkipLayerNormalization, the FFN bias + GELU BiasGelu. Measured on the
-    MiniLM default run (Xeon with AMX, 2 threads, interleaved): 1.3x the unfused graph's samples/s on a
-    loaded machine; quiet, ONNX fp32 went from 0.92x to 1.02x torch fp32 (bench/reports/onnx_fusion_xeon_amx.md).
+    the residual add + LayerNorm SkipLayerNormalization, the FFN bias + GELU BiasGelu. The fused graph ran
+    faster than the unfused one (bench/reports/onnx_fusion_xeon_amx.md).
     onnxscript's `optimize_for_ort` is used rather than `onnxruntime.transformers.optimizer`: the latter
     matches the TorchScript exporter's attention pattern, and on this dynamo export it fused only
     SkipLayerNormalization and BiasGelu (no Attention, ~1.06x). The export's self-check then holds

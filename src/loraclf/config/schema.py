@@ -158,7 +158,7 @@ class ModelConfig:
     max_length: Annotated[Int, Field(ge=8)] = _f(
         128, "Longest token sequence; longer texts are truncated (AG News texts are ~50 tokens).", hint="128 suits news text")
     precision: Precision = _f(
-        "auto", "auto: bf16 on GPUs and on CPUs with AMX/AVX-512-BF16, fp16 on older GPUs, fp32 otherwise; or fp32/bf16/fp16.")
+        "auto", "auto: bf16 on GPUs and on CPUs with native bf16 matrix instructions, fp16 on older GPUs, fp32 otherwise; or fp32/bf16/fp16.")
     compile: CompileSetting = _f(
         "auto", "torch.compile, one graph for the whole run (on GPUs a CUDA graph per length bucket): auto = on CUDA, and on CPU "
         "only where it pays (see loraclf.compiled); true/false force it; cudagraphs = on a GPU, the eager step captured as a "

@@ -219,7 +219,7 @@ def create_app(run_dirs: Sequence[str | Path | tuple[str, str | Path]], settings
         warm_up(app.state.adapters.values())
         # What is loaded now (models, tokenizers, compiled graphs: ~600,000 objects) lives as long as the server.
         # Frozen out of the cycle collector's reach, it no longer makes a full collection stall the requests in
-        # flight: 230-310 ms with a compiled MiniLM on a 2-core Xeon, 1.6% of the requests at concurrency 16.
+        # flight (a pause of a few hundred ms with a compiled model; bench/FINDINGS_cpu.md).
         gc.collect()
         gc.freeze()
         app.state.batcher = MicroBatcher(settings)

@@ -126,12 +126,8 @@ def _field_adapter(name: str) -> TypeAdapter:
     return TypeAdapter(typing.get_type_hints(ServeSettings, include_extras=True)[name], config=PYDANTIC_CONFIG)
 
 
-# Serve --workers auto on a CPU: two workers, the cores split between them. Measured on a 2-core Xeon with AMX
-# (MiniLM default run, compiled, bench/serve_load.py --concurrency 16, one text per request, client on the same
-# machine; bench/reports/serve_load_minilm_default_xeon_amx_workers.json): --workers 2 --threads 1 answered
-# 252.9 / 262.9 req/s against 182.2 / 194.2 for one worker with both cores (1.35-1.39x), p99 124-134 vs
-# 132-155 ms. One MiniLM pass of 8-32 texts on one thread took only 1.2-1.4x its time on two, so two passes side
-# by side get more done. More workers were not measured.
+# Serve --workers auto on a CPU: two workers, the cores split between them, since one pass on one thread took only a
+# little longer than on two, so two passes side by side get more done (bench/FINDINGS_cpu.md, serve_load reports).
 CPU_AUTO_WORKERS = 2
 
 

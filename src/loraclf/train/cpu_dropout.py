@@ -1,9 +1,8 @@
 """Dropout for CPU training without its random-number cost.
 
 Why: on a CPU, `torch.nn.functional.dropout` draws one Bernoulli sample per element through the scalar
-Mersenne Twister (`aten::bernoulli_`). Profiled on a 2-core Xeon (MiniLM, batch 32, LoRA on query/value,
-bf16), those draws were 34% of a training step: 32 dropout calls per step (embeddings, attention
-probabilities, the two hidden dropouts of each layer, LoRA's dropout on each adapted layer's input, the head).
+Mersenne Twister (`aten::bernoulli_`), and profiled those draws were a third of a LoRA training step on 2 cores
+(32 dropout calls per step: embeddings, attention probabilities, the hidden dropouts, LoRA's and the head's).
 Here one 64-bit draw gives the masks of four elements (16 uniform bits each): a dropout call costs ~1/3 of
 F.dropout's time (32 x 64 x 384 bf16: 1.7 vs 5.1 ms forward, 2.3 vs 6.1 ms forward + backward).
 
@@ -13,9 +12,8 @@ Same semantics: each element is kept with probability 1 - p (p rounded to a mult
 
 Compiled CPU steps (`model.compile`) use it too: the draw is an opaque custom op (`random_int16_like`), and
 inductor fuses the comparison and the multiplications with the ops around them. With inductor's own random
-numbers the compiled MiniLM step ran at 0.64x the eager one (fixed 32 x 64 batches); with these draws at
-1.12-1.22x in `bench/train_speed.py`'s steady state (2-core Xeon with AMX, bf16; bench/FINDINGS_cpu.md, "Compiled
-CPU training with loraclf's dropout masks").
+numbers the compiled step ran slower than eager; with these draws faster (bench/FINDINGS_cpu.md, "Compiled CPU
+training with loraclf's dropout masks").
 """
 from __future__ import annotations
 
