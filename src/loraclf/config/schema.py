@@ -254,7 +254,7 @@ DEFAULT_SPACE: dict[str, Any] = {
 
 def _check_space(space: dict[Any, Any]) -> dict[Any, Any]:
     errs: list[str] = []
-    parse_space(space, errs)
+    parse_space(space, errs, is_config_field)
     if errs:
         raise problems(errs)
     return space
@@ -287,7 +287,7 @@ class TuneConfig:
 
     def search_params(self, errs: list[str] | None = None) -> dict[str, SearchParam]:
         """The space as checked SearchParams (problems go to `errs`; unusable entries are left out)."""
-        return parse_space(self.space, errs)
+        return parse_space(self.space, errs, is_config_field)
 
     @model_validator(mode="after")
     def _heartbeat_within_grace(self) -> TuneConfig:

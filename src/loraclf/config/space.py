@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 SEARCH_TYPES = ("categorical", "int", "float")
 
@@ -45,26 +45,25 @@ def _number(v: Any) -> Any:
     return v
 
 
-def parse_space(space: Any, errs: list[str] | None = None) -> dict[str, SearchParam]:
-    """`tune.space` as checked SearchParams (problems go to `errs`; unusable entries are left out)."""
+def parse_space(space: Any, errs: list[str] | None, is_field: Callable[[str], bool]) -> dict[str, SearchParam]:
+    """`tune.space` as checked SearchParams (problems go to `errs`; unusable entries are left out). `is_field`:
+    whether a dotted key names a config field (the schema's own check, passed in: the schema imports this module)."""
     errs = [] if errs is None else errs
     if not isinstance(space, dict) or not space:
         errs.append("tune.space: is empty; give at least one field, e.g. lora.r: {type: categorical, choices: [4, 8, 16]}")
         return {}
     out = {}
     for key, raw in space.items():
-        p = parse_search_param(str(key), raw, errs)
+        p = parse_search_param(str(key), raw, errs, is_field)
         if p is not None:
             out[str(key)] = p
     return out
 
 
-def parse_search_param(key: str, raw: Any, errs: list[str]) -> SearchParam | None:
+def parse_search_param(key: str, raw: Any, errs: list[str], is_field: Callable[[str], bool]) -> SearchParam | None:
     """Check one `tune.space` entry and return it as a SearchParam (None when it is unusable)."""
-    from .schema import is_config_field  # schema.py imports this module
-
     where = f"tune.space.{key}"
-    if not is_config_field(key):
+    if not is_field(key):
         errs.append(f"{where}: {key!r} is not a config field; use a dotted field such as lora.r or train.lr")
         return None
     # tune loads the data once per worker, and tune/name/out describe the study itself, not a trial.
