@@ -74,7 +74,7 @@ def load(backend: str, run_dir: Path, batch_size: int | None, threads: int):
     if backend.startswith("torch"):
         precision, variant = (backend.split("-") + [""])[1:3]
         clf = Classifier.from_run_dir(run_dir, device="cpu", precision=precision, batch_size=batch_size,
-                                      merge=variant != "unmerged", compile_setting=variant == "compiled")
+                                      merge=variant != "unmerged", compile=variant == "compiled")
         clf.warm_up()  # compiles a compiled variant now (load_s); nothing for the others
         return clf
     return onnx_classifier(run_dir, int8=backend == "onnx-int8", batch_size=batch_size, threads=threads)

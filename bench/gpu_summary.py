@@ -10,7 +10,7 @@ or none, and its lines say so) and prints what the issue asks, so nothing has to
 - evaluate/predict samples/s per side (target >= 20,000) and the inference sweep's best token budget;
 - the step check's loss differences (compiled and captured vs eager; dropout) and its verdict;
 - `tune` wall time and trials/hour per K;
-- the decision rule for `model.compile: auto` on CUDA (`loraclf.compiled.CUDA_AUTO_TRAIN_EXECUTION`).
+- the decision rule for `model.compile: auto` on CUDA (the `("train", "cuda", "*")` entry of `loraclf.compiled.AUTO_EXECUTION`).
 """
 from __future__ import annotations
 
@@ -81,10 +81,10 @@ def speed_lines(report: dict) -> list[str]:
     elif isinstance(graphs, (int, float)) and isinstance(compiled, (int, float)):
         pick = "cudagraphs" if graphs < compiled else "compiled"
         lines.append(f"  model.compile auto on CUDA: projected trial cudagraphs {graphs:.0f} s vs compiled {compiled:.0f} s -> "
-                     f"CUDA_AUTO_TRAIN_EXECUTION = \"{pick}\"")
+                     f"AUTO_EXECUTION[(\"train\", \"cuda\", \"*\")] = (\"{pick}\", 0)")
     elif isinstance(graphs, (int, float)):
         lines.append(f"  model.compile auto on CUDA: only cudagraphs finished ({graphs:.0f} s projected); the compiled side did "
-                     "not: CUDA_AUTO_TRAIN_EXECUTION = \"cudagraphs\" unless its compile is known to fit")
+                     "not: AUTO_EXECUTION[(\"train\", \"cuda\", \"*\")] = (\"cudagraphs\", 0) unless its compile is known to fit")
     return lines
 
 

@@ -152,7 +152,7 @@ def run_loraclf(args: Any, texts: list[str], labels: list[int], eval_texts: list
 
     # Inference as `loraclf evaluate/predict --compile X` runs it: merged, compiled where X (this side's
     # model.compile) says so; a compiled side compiles first, untimed, on its own line.
-    clf = Classifier.from_run_dir(run, device=device, compile_setting={"on": True, "off": False}.get(compile, "auto"))
+    clf = Classifier.from_run_dir(run, device=device, compile={"on": True, "off": False}.get(compile, "auto"))
     eval_ids = clf.tokenize(eval_texts)
     compiled = clf.compiled_for(len(eval_ids))
     inference_compile_s = None

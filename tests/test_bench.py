@@ -116,7 +116,7 @@ def test_gpu_summary_reads_the_parts_and_decides_auto(tmp_path: Path, monkeypatc
     (tmp_path / "train_speed_cuda.json").write_text(json.dumps({"env": {"gpu": "H100"}, "derived": derived, "sides": sides}))
     text = "\n".join(gpu_summary.summary(tmp_path))
     assert "loraclf_cudagraphs: train MEETS >= 5,400/s; training of a trial 59 s (<= 60); one-time 2.0 s (<= 60)" in text
-    assert 'CUDA_AUTO_TRAIN_EXECUTION = "cudagraphs"' in text  # 61 s against 146 s projected
+    assert 'AUTO_EXECUTION[("train", "cuda", "*")] = ("cudagraphs", 0)' in text  # 61 s against 146 s projected
     assert "step: no JSON" in text and "tune: no JSON" in text
     sides["loraclf_cudagraphs"]["settings"]["step_execution"] = "eager"  # e.g. a CPU dry run
     (tmp_path / "train_speed_cuda.json").write_text(json.dumps({"env": {}, "derived": derived, "sides": sides}))

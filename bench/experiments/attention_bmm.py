@@ -32,7 +32,7 @@ texts = [r[1] + " " + r[2] for r in rows]
 labels = np.array([int(r[0]) - 1 for r in rows])
 clfs = {}
 for name in ["sdpa", "bmm"]:
-    c = Classifier.from_run_dir(run, device="cpu", compile_setting=True)
+    c = Classifier.from_run_dir(run, device="cpu", compile=True)
     if name == "bmm":
         c.run.model.set_attn_implementation("bmm")
     t = time.perf_counter(); c.logits(texts[:64]); print(name, "warm", round(time.perf_counter() - t, 1), "s", flush=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 import loraclf.batching as batching
 from loraclf.backends import load_classifier
+from loraclf.config import InferenceSettings
 
 path, precision = sys.argv[1], sys.argv[2]
 rows = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
@@ -30,9 +31,9 @@ test = list(csv.reader(open(Path(__file__).resolve().parents[3] / "shared/data/a
 picked = test[:: max(1, len(test) // rows)][:rows]
 texts = [f"{title} {body}" for _, title, body in picked]
 if precision == "onnx":
-    clf = load_classifier(path, backend="onnx")
+    clf = load_classifier(path, InferenceSettings(backend="onnx"))
 else:
-    clf = load_classifier(path, backend="torch", precision=precision, compile_setting="false")
+    clf = load_classifier(path, InferenceSettings(precision=precision, compile="false"))
 real = sum(len(ids) for ids in clf.tokenize(texts))
 
 
