@@ -7,7 +7,7 @@
     clf.predict_proba(["..."])                             # -> array [n, num_labels], rows sum to 1
     clf.classify(["..."])                                  # -> [{"label": "Business", "id": 2, "score": 0.97}]
 
-`loraclf.backends.load_classifier(path, backend="onnx")` gives the same interface on ONNX Runtime (CPU; see
+`loraclf.backends.load_classifier(path, InferenceSettings(backend="onnx"))` gives the same interface on ONNX Runtime (CPU; see
 `loraclf.onnx_backend`); `TextClassifier` is that interface.
 
 Training's evaluation, `evaluate`, `predict`, `tune` and `serve` all score through `run_inference`:

@@ -50,11 +50,6 @@ class InferenceSettings:
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size < 1):
             raise ConfigError(f"--batch-size {self.batch_size}: give a number of texts per forward pass of at least 1")
 
-    @property
-    def compile_setting(self) -> bool | str:
-        """--compile as `compiled.inference_compile_enabled` takes it ("auto", True or False)."""
-        return compile_choice(self.compile)
-
 
 def check_inference_options(device: str | None, precision: str, backend: str = "torch", int8: bool = False,
                             compile: str | bool = "auto") -> None:
