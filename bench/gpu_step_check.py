@@ -373,7 +373,7 @@ def main() -> int:
         "filler_rows_loss_diff": filler_diff, "max_logits_diff": logits_diff, "tolerance": tolerance, "ok": ok,
         "train_samples_per_s": train_sps, "train_step_seconds": step_s, "train_micro_steps_timed": train_n,
         "compile_train_seconds": compile_train_s, "capture_train_seconds": capture_train_s,
-        "capture_seconds_inside": trainers["captured"].captured.capture_seconds,  # type: ignore[union-attr]
+        "capture_seconds_inside": trainers["captured"].step.metrics()["cuda_graph_capture_seconds"],
         "break_even_optimizer_steps": (compile_train_s / (step_s["eager"] - step_s["compiled"])
                                        if step_s["eager"] > step_s["compiled"] else None),
         "inference_fell_back_to_eager": logits_fn.failed,
