@@ -112,3 +112,48 @@ def test_attention_kernel_the_architecture_lacks_is_one_line_naming_the_setting(
     assert len(lines) == 1 and lines[0].startswith("error: model.attn_implementation=sdpa:"), r.stderr
     assert "model.attn_implementation=auto" in lines[0] and "saved Hugging Face model directory" not in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The resolution rules, on conftest's tiny RoBERTa
+
+
+@pytest.fixture(scope="module")
+def roberta(tiny_model: Path):  # noqa: ANN201 - a transformers model
+    from loraclf.config import ModelConfig
+    from loraclf.model import load_base_model
+
+    return load_base_model(ModelConfig(name=str(tiny_model)), ["a", "b", "c", "d"])
+
+
+@pytest.mark.parametrize("requested, names", [
+    (["auto"], ["query", "value"]),  # peft's table has roberta
+    (["all-linear"], ["query", "key", "value", "dense"]),  # the head's dense and out_proj train in full: no adapters
+    (["value", "key"], ["value", "key"]),  # explicit names as given
+])
+def test_target_modules_resolve(roberta, requested: list[str], names: list[str]) -> None:  # noqa: ANN001
+    from loraclf.architectures import resolve_target_modules, trained_modules
+
+    assert trained_modules(roberta, ["pooler"]) == ["classifier"]  # RoBERTa's head has its own dense layer, no pooler
+    assert resolve_target_modules(roberta, requested, ["classifier"]) == names
+
+
+def test_target_modules_detected_where_peft_has_no_entry(roberta, monkeypatch) -> None:  # noqa: ANN001
+    """Without peft's table the attention module's own query and value layers are found."""
+    import loraclf.architectures as A
+
+    monkeypatch.setattr(A, "_peft_table", dict)
+    assert A.resolve_target_modules(roberta, ["auto"], ["classifier"]) == ["query", "value"]
+
+
+@pytest.mark.parametrize("requested, message", [
+    (["q", "v"], r"lora\.target_modules: q, v not found in the model; its linear layers are named: dense, key, out_proj, "
+                 r"query, value \(or use lora\.target_modules=auto\)"),
+    (["auto", "query"], r"lora\.target_modules: auto stands alone, not in a list of names; use lora\.target_modules=auto or only names"),
+])
+def test_bad_target_modules_name_the_models_layers(roberta, requested: list[str], message: str) -> None:  # noqa: ANN001
+    from loraclf.architectures import resolve_target_modules
+    from loraclf.errors import ModelError
+
+    with pytest.raises(ModelError, match=message):
+        resolve_target_modules(roberta, requested, ["classifier"])

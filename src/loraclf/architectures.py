@@ -108,10 +108,12 @@ def resolve_target_modules(model: torch.nn.Module, requested: list[str], trained
         return names
     if requested == [ALL_LINEAR]:
         return _all_linear(model, trained)
+    special = [t for t in requested if t in (AUTO, ALL_LINEAR)]
+    if special:
+        raise ModelError(f"lora.target_modules: {special[0]} stands alone, not in a list of names; use "
+                         f"lora.target_modules={special[0]} or only names")
     missing = [t for t in requested if t not in _suffixes(model)]
-    if missing or AUTO in requested or ALL_LINEAR in requested:
-        bad = missing or [t for t in requested if t in (AUTO, ALL_LINEAR)]
-        why = "not found in the model" if missing else f"{AUTO} and {ALL_LINEAR} stand alone, not in a list of names"
-        raise ModelError(f"lora.target_modules: {', '.join(bad)} {why}; its linear layers are named: "
+    if missing:
+        raise ModelError(f"lora.target_modules: {', '.join(missing)} not found in the model; its linear layers are named: "
                          f"{', '.join(linear_names(model))} (or use lora.target_modules=auto)")
     return requested

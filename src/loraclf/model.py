@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .architectures import resolve_target_modules, trained_modules
-from .config import LoraConfig, ModelConfig
+from .config import Config, LoraConfig, ModelConfig
 from .errors import CheckpointError, ConfigError, ModelError
 
 
@@ -179,6 +179,15 @@ def check_max_length(model: torch.nn.Module, cfg: ModelConfig, tokenizer: Any) -
 def attention_kernel(model: torch.nn.Module) -> str:
     """The attention implementation the loaded model runs (sdpa, eager, ...)."""
     return str(getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager")
+
+
+def resolved_config(model: torch.nn.Module, cfg: Config) -> Config:
+    """`cfg` with its `auto` settings resolved for the loaded `model`: the attention kernel it runs and the
+    LoRA target modules (`resolved_lora`)."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, attn_implementation=attention_kernel(model)),
+                               lora=resolved_lora(model, cfg.lora))
 
 
 def resolved_lora(model: torch.nn.Module, cfg: LoraConfig) -> LoraConfig:

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..architectures import trained_modules
 from .optim import warmup_steps
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def describe_run(r: "TrainRecipe") -> str:
     rows.append(f"classes   {len(r.label_names)}: " + " | ".join(f"{n} {c:,}" for n, c in zip(r.label_names, counts)) + " (train)")
     rows.append(f"model     {cfg.model.name} | {r.total_params / 1e6:.1f}M params, {r.trainable_params:,} trainable "
                 f"({r.trainable_params / r.total_params:.1%}) | LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {','.join(cfg.lora.target_modules)}"
-                + (f" | trains {','.join(r.trained_modules)}" if getattr(r, "trained_modules", None) else ""))
+                + f" | trains {','.join(trained_modules(r.model.get_base_model(), cfg.lora.modules_to_save))}")
     execution = {"compiled": "compiled, CUDA graphs" if r.accelerator.device.type == "cuda" and r.world == 1 else "compiled",
                  "cudagraphs": "eager step captured as CUDA graphs", "eager": "eager"}[r.execution]
     rows.append(f"device    {r.accelerator.device} | {r.precision} | {r.world} process{'es' if r.world > 1 else ''} | "

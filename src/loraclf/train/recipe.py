@@ -14,7 +14,6 @@ steps on 1 or N processes and a checkpoint resumes with any process count.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import resource
 import shutil
 import sys
@@ -115,10 +114,7 @@ class TrainRecipe:
         set_seed(cfg.train.seed)  # before the model: the head's random init depends on it
         base = M.load_base_model(cfg.model, self.label_names)
         M.check_max_length(base, cfg.model, self.tokenizer)
-        # `auto` settings resolved for this architecture: config.yaml records the kernel and modules it trained.
-        cfg = self.cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, attn_implementation=M.attention_kernel(base)),
-                                             lora=M.resolved_lora(base, cfg.lora))
-        self.trained_modules = M.trained_modules(base, cfg.lora.modules_to_save)
+        cfg = self.cfg = M.resolved_config(base, cfg)  # `auto` resolved: config.yaml records the kernel and modules used
         model = M.apply_lora(base, cfg.lora)
         self.trainable_params, self.total_params = M.count_parameters(model)
 
