@@ -83,7 +83,7 @@ def main() -> None:
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     res = {"model": a.model, "config": a.config, "overrides": a.overrides, "cpu": cpu_name(),
-           "threads": os.cpu_count(), **run_protocol(a.model, a.config, a.out, a.overrides)}
+           "cores": len(os.sched_getaffinity(0)), **run_protocol(a.model, a.config, a.out, a.overrides)}
     tmp = a.out / "result.json.tmp"
     tmp.write_text(json.dumps(res, indent=2) + "\n")
     tmp.replace(a.out / "result.json")
