@@ -14,12 +14,10 @@ from typing import Any
 
 import torch
 
-from .config import LoraConfig, ModelConfig
+from .architectures import resolve_target_modules, trained_modules
+from .config import Config, LoraConfig, ModelConfig
 from .errors import CheckpointError, ConfigError, ModelError
 
-# Heads that AutoModelForSequenceClassification creates fresh: they must train and be saved with
-# the adapter (PEFT's `modules_to_save`), or a reloaded model would get a new random head.
-HEAD_MODULE_NAMES = ("classifier", "score", "pre_classifier", "out_proj", "logits_proj")
 
 
 def _quiet_transformers() -> None:
@@ -91,6 +89,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 def _load_error(kind: str, name: str, err: Exception) -> ModelError:
     local = Path(name).expanduser()
     reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    if local.is_dir() and (local / "config.json").is_file():  # a model directory: the reason is the news
+        return ModelError(f"cannot load {kind} from '{name}': {reason}")
     if local.exists():
         return ModelError(f"cannot load {kind} from '{name}': {reason}; check that it is a saved Hugging Face model directory")
     return ModelError(
@@ -130,9 +130,16 @@ def load_base_model(cfg: ModelConfig, label_names: list[str]) -> torch.nn.Module
             num_labels=len(label_names),
             id2label=id2label,
             label2id={n: i for i, n in id2label.items()},
-            attn_implementation=cfg.attn_implementation,
+            # auto: transformers' own choice, SDPA where the architecture has it, else eager
+            attn_implementation=None if cfg.attn_implementation == "auto" else cfg.attn_implementation,
             ignore_mismatched_sizes=True,  # a checkpoint with another head size gets a fresh head
         )
+    except ValueError as e:
+        if "does not support an attention implementation" in str(e):
+            raise ConfigError(f"model.attn_implementation={cfg.attn_implementation}: '{cfg.name}' "
+                              f"({str(e).split(' does not', 1)[0]}) does not support it in this transformers; "
+                              f"use model.attn_implementation=auto (its fastest) or eager") from None
+        raise _load_error("model", cfg.name, e) from None
     except Exception as e:
         raise _load_error("model", cfg.name, e) from None
     if model.config.pad_token_id is None:
@@ -169,27 +176,36 @@ def check_max_length(model: torch.nn.Module, cfg: ModelConfig, tokenizer: Any) -
                       f"position embeddings); set model.max_length={limit} or less")
 
 
-def head_modules(model: torch.nn.Module) -> list[str]:
-    """Names of the top-level head modules of a sequence-classification model present in `model`."""
-    names = {n.split(".")[0] for n, _ in model.named_children()}
-    return [h for h in HEAD_MODULE_NAMES if h in names]
+def attention_kernel(model: torch.nn.Module) -> str:
+    """The attention implementation the loaded model runs (sdpa, eager, ...)."""
+    return str(getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager")
+
+
+def resolved_config(model: torch.nn.Module, cfg: Config) -> Config:
+    """`cfg` with its `auto` settings resolved for the loaded `model`: the attention kernel it runs and the
+    LoRA target modules (`resolved_lora`)."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, attn_implementation=attention_kernel(model)),
+                               lora=resolved_lora(model, cfg.lora))
+
+
+def resolved_lora(model: torch.nn.Module, cfg: LoraConfig) -> LoraConfig:
+    """`cfg` with lora.target_modules resolved for `model` (auto / all-linear -> the names; explicit names
+    checked): what a run records in its config.yaml, so it resumes and reloads with the same adapters."""
+    import dataclasses
+
+    names = resolve_target_modules(model, cfg.target_modules, trained_modules(model, cfg.modules_to_save))
+    return dataclasses.replace(cfg, target_modules=names)
 
 
 def apply_lora(model: torch.nn.Module, cfg: LoraConfig) -> Any:
-    """Wrap `model` with LoRA adapters; only adapters and the head train."""
+    """Wrap `model` with LoRA adapters; only adapters and the head train (lora.target_modules auto and
+    all-linear resolved for the architecture: `resolved_lora`)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    # Module names by their last part: PEFT matches target_modules and modules_to_save by suffix.
-    # An extra module the model lacks (e.g. `pooler` in RoBERTa, whose head has its own dense layer) is skipped.
-    present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [t for t in cfg.target_modules if t not in present]
-    if missing:
-        linear_names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-        raise ModelError(
-            f"lora.target_modules: {', '.join(missing)} not found in the model; "
-            f"its linear layers are named: {', '.join(linear_names)}"
-        )
+    cfg = resolved_lora(model, cfg)
     peft_cfg = PeftLoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
@@ -200,7 +216,8 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig) -> Any:
         use_dora=cfg.use_dora,
         init_lora_weights=True if cfg.init == "default" else cfg.init,
         task_type="SEQ_CLS",
-        modules_to_save=head_modules(model) + [m for m in cfg.modules_to_save if m not in HEAD_MODULE_NAMES and m in present],
+        # Module names by their last part: PEFT matches target_modules and modules_to_save by suffix.
+        modules_to_save=trained_modules(model, cfg.modules_to_save),
     )
     return get_peft_model(model, peft_cfg)
 

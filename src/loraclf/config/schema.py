@@ -164,7 +164,9 @@ class ModelConfig:
         "only where it pays (see loraclf.compiled); true/false force it; cudagraphs = on a GPU, the eager step captured as a "
         "CUDA graph per length bucket with no torch.compile (milliseconds instead of a compile). A model that fails to "
         "compile or capture runs eager.")
-    attn_implementation: Literal["sdpa", "eager"] = _f("sdpa", "Attention kernel: sdpa (fused) or eager.")
+    attn_implementation: Literal["auto", "sdpa", "eager"] = _f(
+        "auto", "Attention kernel: auto = the fastest the architecture supports (sdpa where it has it, else eager); "
+        "sdpa (fused) or eager. A run records the kernel it used.")
 
 
 @section
@@ -173,8 +175,11 @@ class LoraConfig:
     alpha: Annotated[Int, Field(gt=0)] = _f(16, "Scaling numerator: the update is scaled by alpha/r (alpha = 2r is a common choice).")
     dropout: Annotated[Float, Field(ge=0, lt=1)] = _f(0.1, "Dropout on the adapter's input.")
     target_modules: Annotated[TextList, Field(min_length=1)] = _f(
-        ["query", "value"], "Module names that get adapters (RoBERTa/BERT: query, key, value, dense).",
-        empty="name at least one module (e.g. [query, value])")
+        ["auto"], "Module names that get adapters: auto = the attention's query and value projections of whatever "
+        "architecture is loaded (a fused QKV projection where it has one); all-linear = every linear layer outside the "
+        "head; or names (BERT/RoBERTa: query, key, value, dense; DistilBERT q_lin, v_lin; DeBERTa query_proj, value_proj; "
+        "MPNet q, v). A run records the resolved names.",
+        empty="name at least one module (e.g. [query, value]) or use auto")
     bias: LoraBias = _f("none", f"Which biases train: one of {', '.join(LORA_BIAS)}.")
     modules_to_save: TextList = _f(
         ["pooler"], "Extra modules trained in full and saved with the adapter (the head always is); "

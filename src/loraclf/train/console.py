@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..architectures import trained_modules
 from .optim import warmup_steps
 
 if TYPE_CHECKING:
@@ -37,12 +38,14 @@ def describe_run(r: "TrainRecipe") -> str:
     counts = np.bincount(np.asarray(sp.train.labels or [], dtype=np.int64), minlength=len(r.label_names))
     rows.append(f"classes   {len(r.label_names)}: " + " | ".join(f"{n} {c:,}" for n, c in zip(r.label_names, counts)) + " (train)")
     rows.append(f"model     {cfg.model.name} | {r.total_params / 1e6:.1f}M params, {r.trainable_params:,} trainable "
-                f"({r.trainable_params / r.total_params:.1%}) | LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {','.join(cfg.lora.target_modules)}")
+                f"({r.trainable_params / r.total_params:.1%}) | LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {','.join(cfg.lora.target_modules)}"
+                + f" | trains {','.join(trained_modules(r.model.get_base_model(), cfg.lora.modules_to_save))}")
     execution = {"compiled": "compiled, CUDA graphs" if r.accelerator.device.type == "cuda" and r.world == 1 else "compiled",
                  "cudagraphs": "eager step captured as CUDA graphs", "eager": "eager"}[r.execution]
     rows.append(f"device    {r.accelerator.device} | {r.precision} | {r.world} process{'es' if r.world > 1 else ''} | "
                 + (f"{execution} (model.compile={cfg.model.compile}; {_widths(r.buckets)})"
-                   if r.static_shapes else f"{execution} (model.compile={cfg.model.compile})"))
+                   if r.static_shapes else f"{execution} (model.compile={cfg.model.compile})")
+                + f" | attention {cfg.model.attn_implementation}")
     t = cfg.train
     rows.append(f"schedule  {t.epochs} epoch{'s' if t.epochs > 1 else ''} x {r.steps_per_epoch} steps"
                 + (f", capped at {t.max_steps}" if t.max_steps else "") + f" = {r.total_steps} steps | batch {t.batch_size} x accum {t.grad_accum} | "

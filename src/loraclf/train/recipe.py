@@ -112,6 +112,7 @@ class TrainRecipe:
         set_seed(cfg.train.seed)  # before the model: the head's random init depends on it
         base = M.load_base_model(cfg.model, self.label_names)
         M.check_max_length(base, cfg.model, self.tokenizer)
+        cfg = self.cfg = M.resolved_config(base, cfg)  # `auto` resolved: config.yaml records the kernel and modules used
         model = M.apply_lora(base, cfg.lora)
         self.trainable_params, self.total_params = M.count_parameters(model)
         self._start_accelerator(M.resolve_device())
