@@ -219,7 +219,7 @@ def config_list() -> None:
     width = max(len(n) for n in known)
     columns = max(60, shutil.get_terminal_size().columns)
     for name, path in known.items():  # whole sentences, wrapped under their own column
-        lines = textwrap.wrap(preset_summary(path), columns - width - 2) or [""]
+        lines = textwrap.wrap(preset_summary(path), columns - width - 2, break_on_hyphens=False, break_long_words=False) or [""]
         typer.echo("\n".join(f"{name if i == 0 else '':{width}s}  {line}" for i, line in enumerate(lines)))
 
 
