@@ -282,8 +282,7 @@ class TrainRecipe:
                 if end_of_epoch:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 if eval_now and self.evaluate(epoch_float):
-                    # Patience running out at the last step stops nothing: the run took all its steps.
-                    state.stopped_early, stop = not last_step, True
+                    state.stopped_early, stop = not last_step, True  # patience out at the last step: no early stop
                 elif checkpoint_now:
                     self.save_checkpoint()
                 state.train_seconds = time.perf_counter() - t_start  # again: evaluations count in wall time
