@@ -100,10 +100,18 @@ def test_export_int8_writes_a_quantized_model(onnx_export: tuple[Path, str], tor
 
     from loraclf.onnx_export import int8_fp32_nodes
 
-    out, _ = onnx_export
-    nodes = onnx.load(str(out / INT8_FILE)).graph.node
+    out, stdout = onnx_export
+    graph = onnx.load(str(out / INT8_FILE)).graph
+    nodes = graph.node
     ops = {n.op_type for n in nodes}
     assert {"MatMulInteger", "DynamicQuantizeLinear", "Attention"} <= ops and "QAttention" not in ops
+    # The word embeddings (the biggest table) are stored in 8 bits and looked up by a Gather on them.
+    vocab, hidden = torch_clf.run.model.config.vocab_size, torch_clf.run.model.config.hidden_size
+    big = [t for t in graph.initializer if list(t.dims) == [vocab, hidden]]
+    assert big and all(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in big)
+    check = json.loads((out / "loraclf_export.json").read_text())["check"]
+    assert check["int8_bytes"] == (out / INT8_FILE).stat().st_size < check["fp32_bytes"] == (out / ONNX_FILE).stat().st_size
+    assert "int8 " in stdout and "fp32 (" in stdout and "quantized: MatMul, Gather" in stdout
     kept = int8_fp32_nodes(out / ONNX_FILE, ["ffn_down", "last_layer"])
     assert {n.name for n in nodes if n.op_type == "MatMul"} == set(kept) != set()
     assert (out / INT8_FILE).stat().st_size < (out / ONNX_FILE).stat().st_size

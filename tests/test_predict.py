@@ -129,9 +129,11 @@ def test_predictions_csv_layouts() -> None:
     assert predictions_csv(probs, ["neg", "pos"], label_as_name=True, probabilities=True) == (
         "ID,Label,p_neg,p_pos\n0,neg,0.900000,0.100000\n1,pos,0.200000,0.800000\n"
     )
-    assert predictions_csv(probs, ["neg", "pos"], True, leading={"id": ["a7", "b8"], "review": ['say "hi", twice', "two\nlines"]}) == (
-        'id,review,ID,Label\na7,"say ""hi"", twice",0,neg\nb8,"two\nlines",1,pos\n'
+    assert predictions_csv(probs, ["neg", "pos"], True, leading={"key": ["a7", "b8"], "review": ['say "hi", twice', "two\nlines"]}) == (
+        'key,review,ID,Label\na7,"say ""hi"", twice",0,neg\nb8,"two\nlines",1,pos\n'
     )
+    # A kept `id` column (any case) is the ID: never both `id` and `ID`.
+    assert predictions_csv(probs, ["neg", "pos"], True, leading={"Id": ["a7", "b8"]}) == "Id,Label\na7,neg\nb8,pos\n"
 
 
 def test_device_path_gives_the_host_path_logits(clf: Classifier) -> None:
@@ -347,7 +349,8 @@ def _keep_input(tmp_path: Path, fmt: str, texts: list[str]) -> Path:
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
 def test_predict_keep_columns_carries_input_columns(fmt: str, trained_tiny_run: Path, clf: Classifier, tmp_path: Path) -> None:
-    """It copies --keep-columns from a CSV/TSV/JSONL/Parquet input, verbatim and in row order, before ID,Label."""
+    """It copies --keep-columns from a CSV/TSV/JSONL/Parquet input, verbatim and in row order, before Label; the kept
+    `id` column takes the place of the row-index ID."""
     texts = sample_texts(10)[:8] + ['a "quoted", comma text', "two\nlines"]
     src = _keep_input(tmp_path, fmt, texts)
     out = tmp_path / "out.csv"
@@ -356,13 +359,12 @@ def test_predict_keep_columns_carries_input_columns(fmt: str, trained_tiny_run: 
     assert r.exit_code == 0, r.output
     with open(out, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["id", "stars", "review", "ID", "Label"]
+    assert rows[0] == ["id", "stars", "review", "Label"]
     expected = texts if fmt != "tsv" else [t.replace("\t", " ").replace("\n", " ") for t in texts]
     assert [r[0] for r in rows[1:]] == [f"r{i:03d}" for i in range(len(texts))]
     assert [r[1] for r in rows[1:]] == [str(i % 5 + 1) for i in range(len(texts))]
     assert [r[2] for r in rows[1:]] == expected
-    assert [r[3] for r in rows[1:]] == [str(i) for i in range(len(texts))]
-    assert [r[4] for r in rows[1:]] == clf.predict(expected)
+    assert [r[3] for r in rows[1:]] == clf.predict(expected)
 
 
 @pytest.mark.parametrize("case", ["missing_column", "txt_file", "stdin_text", "clash", "empty"])

@@ -45,8 +45,10 @@ UNFUSED_FILE = "model.unfused.onnx"  # the exporter's graph, deleted once fused 
 # (-0.01); that plus the first layer in fp32 99.50% (-0.06); plus the last layer in fp32 99.51%
 # (+0.06), the recipe below (37 of 7,600 labels differ; the bar is 38). Its speed against fp32 ONNX and
 # torch bf16 is in bench/FINDINGS_cpu.md.
+# The embedding tables (Gather) are int8 too: they are half of a small model's bytes and cost no agreement worth
+# the name (bench/FINDINGS_cpu.md, "ONNX int8 embeddings"); the fused Attention stays fp32 (see above).
 # "op_types" get int8 weights; "fp32_roles" name nodes kept in fp32 (`int8_fp32_nodes`).
-QUANTIZATION: dict[str, Any] = {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul"],
+QUANTIZATION: dict[str, Any] = {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul", "Gather"],
                                 "fp32_roles": ["ffn_down", "last_layer"]}
 # What an export is made of beyond the run and the int8 recipe; a change makes every RUN/onnx cache stale.
 EXPORT_RECIPE = "dynamo export, fused for onnxruntime (2)"
@@ -248,6 +250,11 @@ def _quantize(src: Path, dst: Path) -> None:
                          nodes_to_exclude=int8_fp32_nodes(src, QUANTIZATION["fp32_roles"]), use_external_data_format=big)
 
 
+def _model_bytes(path: Path) -> int:
+    """An ONNX model's size on disk, its external data file included."""
+    return sum(p.stat().st_size for p in path.parent.glob(f"{path.name}*") if p.name in (path.name, f"{path.name}.data"))
+
+
 def _opset(path: Path) -> int:
     import onnx
 
@@ -313,6 +320,7 @@ def write_onnx_export(run: RunDir, out: Path, int8: bool = False, texts: Sequenc
         q_logits = q.logits(sample)
         check["int8_label_agreement"] = float(np.mean(q_logits.argmax(1) == logits.argmax(1)))
         check["int8_max_abs_logit_diff"] = float(np.abs(q_logits - logits).max())
+        check["fp32_bytes"], check["int8_bytes"] = _model_bytes(out / ONNX_FILE), _model_bytes(out / INT8_FILE)
         files["int8"] = INT8_FILE
         check["int8_quantization"] = {"method": "onnxruntime.quantization.quantize_dynamic", **QUANTIZATION}
     import onnxruntime

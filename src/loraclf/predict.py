@@ -41,16 +41,18 @@ def predictions_csv(
         label_names: the k class names.
         label_as_name: write the class name instead of its id in Label.
         probabilities: add one `p_<class name>` column per class.
-        leading: columns to write before ID (name -> n cell texts), e.g. input columns kept.
+        leading: columns to write before ID (name -> n cell texts), e.g. input columns kept. One named `id` in any
+            case is the ID column: it replaces the row index, so the output never holds both `id` and `ID`.
     """
     leading = dict(leading or {})
+    own_id = any(name.casefold() == "id" for name in leading)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(list(leading) + ["ID", "Label"] + ([f"p_{n}" for n in label_names] if probabilities else []))
+    writer.writerow(list(leading) + ([] if own_id else ["ID"]) + ["Label"] + ([f"p_{n}" for n in label_names] if probabilities else []))
     pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     kept = list(zip(*leading.values())) if leading else [()] * len(pred)
     for i, k in enumerate(pred):
-        row: list[Any] = [*kept[i], i, label_names[k] if label_as_name else int(k)]
+        row: list[Any] = [*kept[i], *([] if own_id else [i]), label_names[k] if label_as_name else int(k)]
         if probabilities:
             row.extend(f"{p:.6f}" for p in probs[i])
         writer.writerow(row)
@@ -101,7 +103,7 @@ def predict_file(
     """
     settings = settings or InferenceSettings()
     run = open_model_dir(run_dir, settings.backend, settings.int8)
-    keep = _keep_columns(keep_columns, ["ID", "Label"] + ([f"p_{n}" for n in run.label_names()] if probabilities else []))
+    keep = _keep_columns(keep_columns, ["Label"] + ([f"p_{n}" for n in run.label_names()] if probabilities else []))
     _check_output(output_path, input_path)
     # The format is detected from the input unless given: new text rarely comes in the training
     # file's format (stdin is plain text); the text columns are the run's unless given.

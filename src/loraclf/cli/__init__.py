@@ -5,7 +5,6 @@ and exit status 2; anything else is a bug and keeps its traceback. `--debug` re-
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -14,8 +13,10 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from ..config.inference import InferenceSettings  # light (no torch): the inference options are built from it
+from ..config import presets
 from ..errors import LoraclfError
 from ..serve.settings import RUN_SPEC_HELP as SERVE_RUN_SPEC_HELP, ServeSettings  # light (no torch): the serve options are built from it
+from .checks import check_inputs, data_shortcuts, named_after_out, shortcut_items
 from .options import from_options, options_from
 
 app = typer.Typer(
@@ -104,9 +105,13 @@ def build_config(config: Optional[Path], overrides: list[str], shortcuts: dict[s
     """YAML file (or defaults) + option shortcuts + `key=value` overrides (these win), validated."""
     from ..config import load_config
 
-    items = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in shortcuts.items() if v is not None]
-    return load_config(config, items + list(overrides or []))
+    return load_config(config, shortcut_items(shortcuts) + list(overrides or []))
 
+
+PRESETS_HELP = ", ".join(presets())
+DATA_FORMAT_HELP = "File format: auto, ag_news, csv, tsv, jsonl, parquet (data.format)."
+DATA_TEXT_COLUMNS_HELP = "Text column(s), comma-separated, joined with a space (data.text_columns)."
+DATA_LABEL_COLUMN_HELP = "Label column: integer ids or string names (data.label_column)."
 
 # ---------------------------------------------------------------------------------------------
 
@@ -115,27 +120,30 @@ def build_config(config: Optional[Path], overrides: list[str], shortcuts: dict[s
 @guarded
 def train(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", help="Override any config field by its dotted path, e.g. lora.r=16 train.lr=5e-4."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file, or a preset name: default, seed, tune-wide (`loraclf config list`)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=f"YAML config file, or a preset name: {PRESETS_HELP} (`loraclf config list`)."),
     model: Optional[str] = typer.Option(None, "--model", help="Pretrained encoder: hub id or local directory (model.name)."),
     train_file: Optional[str] = typer.Option(None, "--train-file", help="Local training file (data.train_file)."),
     validation_file: Optional[str] = typer.Option(None, "--validation-file", help="Local validation file (data.validation_file)."),
     test_file: Optional[str] = typer.Option(None, "--test-file", help="Local test file (data.test_file)."),
+    format: Optional[str] = typer.Option(None, "--format", help=DATA_FORMAT_HELP),
+    text_columns: Optional[str] = typer.Option(None, "--text-columns", help=DATA_TEXT_COLUMNS_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help=DATA_LABEL_COLUMN_HELP),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training data (train.epochs)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<name>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<name>); also names the run, unless name=... is given."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs)."),
 ) -> None:
     """Fine-tune a LoRA text classifier and write a run directory."""
-    from ..train import resume as resume_run
-    from ..train import train as run_train
-
     shortcuts = {"model.name": model, "data.train_file": train_file, "data.validation_file": validation_file,
-                 "data.test_file": test_file, "train.epochs": epochs, "out": str(out) if out else None}
+                 "data.test_file": test_file, **data_shortcuts(format, text_columns, label_column), "train.epochs": epochs,
+                 "out": str(out) if out else None, "name": named_after_out(out, overrides or [], "name")}
     if resume is not None:
         # A resumed run keeps its saved config: an option that would change it is refused, not ignored.
         ignored = [name for name, given in (("--config", config), ("--model", model), ("--train-file", train_file),
                                             ("--validation-file", validation_file), ("--test-file", test_file),
+                                            ("--format", format), ("--text-columns", text_columns),
+                                            ("--label-column", label_column),
                                             ("--epochs", epochs), ("--out", out), ("--overwrite", overwrite)) if given]
         ignored += list(overrides or [])
         if ignored:
@@ -148,14 +156,20 @@ def train(
             cfg = build_config(config, overrides or [], shortcuts)
             if cfg.train.batch_size % nproc:
                 fail(f"train.batch_size={cfg.train.batch_size} does not split over {nproc} processes; use a multiple of {nproc}")
+            check_inputs(cfg)
         raise typer.Exit(relaunch(nproc, sys.argv[1:]))
     if resume is not None:
+        from ..train import resume as resume_run
+
         metrics = resume_run(resume)  # the checkpoint's config: same data, model and schedule
         run_dir = resume
     else:
         cfg = build_config(config, overrides or [], shortcuts)
+        splits = check_inputs(cfg)  # before torch loads: a bad file, column or model fails in a second
+        from ..train import train as run_train
+
         run_dir = cfg.run_dir()
-        metrics = run_train(cfg, run_dir, overwrite=overwrite)
+        metrics = run_train(cfg, run_dir, overwrite=overwrite, splits=splits)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_metrics(metrics, run_dir)
 
@@ -199,10 +213,15 @@ def config_list() -> None:
     """List the presets shipped with loraclf: `--config NAME` (or `-c NAME`) uses one."""
     from ..config import preset_summary, presets
 
+    import shutil
+    import textwrap
+
     known = presets()
     width = max(len(n) for n in known)
-    for name, path in known.items():
-        typer.echo(f"{name:{width}s}  {preset_summary(path)}")
+    columns = max(60, shutil.get_terminal_size().columns)
+    for name, path in known.items():  # whole sentences, wrapped under their own column
+        lines = textwrap.wrap(preset_summary(path), columns - width - 2, break_on_hyphens=False, break_long_words=False) or [""]
+        typer.echo("\n".join(f"{name if i == 0 else '':{width}s}  {line}" for i, line in enumerate(lines)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,26 +253,34 @@ def tune(
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Finished trials the whole study should hold, all workers together (tune.trials)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds (tune.timeout)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Database URL shared by workers/machines, e.g. postgresql://user:pass@host/db (default: STUDY_DIR/study.db)."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Trial processes side by side on this machine: with CUDA they take the visible GPUs in turn (several on one GPU share it); on CPU the cores are split. Default 1 until GPU figures (bench/tune_workers.py) show more pays."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Trial processes side by side on this machine: with CUDA they take the visible GPUs in turn (several on one GPU share it); on CPU the cores are split."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name; the same name resumes it or joins it from another machine (tune.study_name)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study directory (default studies/<study_name>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study directory (default studies/<study_name>); also names the study, unless --study-name or tune.study_name=... is given."),
     train_best: bool = typer.Option(False, "--train-best", help="Retrain the best config into STUDY_DIR/best, score the test split, write submission.csv."),
     model: Optional[str] = typer.Option(None, "--model", help="Pretrained encoder: hub id or local directory (model.name)."),
     train_file: Optional[str] = typer.Option(None, "--train-file", help="Local training file (data.train_file)."),
     validation_file: Optional[str] = typer.Option(None, "--validation-file", help="Local validation file (data.validation_file)."),
     test_file: Optional[str] = typer.Option(None, "--test-file", help="Local test file, used only by --train-best (data.test_file)."),
+    format: Optional[str] = typer.Option(None, "--format", help=DATA_FORMAT_HELP),
+    text_columns: Optional[str] = typer.Option(None, "--text-columns", help=DATA_TEXT_COLUMNS_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help=DATA_LABEL_COLUMN_HELP),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training data when the space does not choose it (train.epochs)."),
 ) -> None:
     """Search hyperparameters with Optuna (pruning, parallel workers, shared studies) and write the study directory."""
-    from ..tune import run_study
-
     cfg = build_config(
         config,
         overrides or [],
         {"model.name": model, "data.train_file": train_file, "data.validation_file": validation_file, "data.test_file": test_file,
-         "train.epochs": epochs, "tune.trials": trials, "tune.timeout": timeout, "tune.storage": storage, "tune.study_name": study_name},
+         **data_shortcuts(format, text_columns, label_column), "train.epochs": epochs, "tune.trials": trials,
+         "tune.timeout": timeout, "tune.storage": storage,
+         "tune.study_name": study_name or named_after_out(out, overrides or [], "tune.study_name")},
     )
-    s = run_study(cfg, out, workers=workers, retrain_best=train_best)
+    splits = check_inputs(cfg)  # before torch loads: a bad file, column or model fails in a second
+    for warning in splits.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    from ..tune import run_study
+
+    s = run_study(cfg, out, workers=workers, retrain_best=train_best, splits=splits)
     typer.echo(f"study: {s['study_name']}  storage: {s['storage']}  dir: {s['study_dir']}  wall: {s['wall_seconds']}s")
     typer.echo("trials: " + ", ".join(f"{k} {v}" for k, v in s["trials"].items()))
     best = s["best"]
@@ -310,7 +337,7 @@ def predict(
     ids: bool = typer.Option(False, "--ids", help="Write class ids instead of class names in Label (the study's submission layout)."),
     label_names: bool = typer.Option(False, "--label-names", hidden=True, help="Class names in Label: the default now; kept so old scripts run."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Add one p_<class> probability column per class."),
-    keep_columns: Optional[str] = typer.Option(None, "--keep-columns", help="Input columns to copy into the output before ID, comma-separated, e.g. id,review (table inputs only)."),
+    keep_columns: Optional[str] = typer.Option(None, "--keep-columns", help="Input columns to copy into the output before ID, comma-separated, e.g. id,review (table inputs only); a column named id (any case) takes the place of the row-index ID."),
     format: Optional[str] = typer.Option(None, "--format", help="Input format: auto, ag_news, csv, tsv, jsonl, parquet or txt (default auto: from the file name and content; stdin is txt)."),
     text_columns: Optional[str] = typer.Option(None, "--text-columns", help=TEXT_COLUMNS_HELP),
     **options: Any,  # one per InferenceSettings field, added by options_from
@@ -336,7 +363,7 @@ def export(
     merged: bool = typer.Option(False, "--merged", help="Merge LoRA into the base model: a standalone transformers model (pipeline-ready)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR."),
     onnx: bool = typer.Option(False, "--onnx", help="The merged model as ONNX (model.onnx) for ONNX Runtime, checked against PyTorch."),
-    int8: bool = typer.Option(False, "--int8", help="With --onnx: add a dynamically quantized model.int8.onnx."),
+    int8: bool = typer.Option(False, "--int8", help="With --onnx: add model.int8.onnx, dynamically quantized (int8 embeddings and the MatMuls but the FFN output projections and the last layer; attention stays fp32): about half the size, its size and label agreement with fp32 printed."),
 ) -> None:
     """Export a run: the adapter alone (default), a merged standalone model (--merged) or ONNX (--onnx [--int8])."""
     from ..export import export_run, human_size
@@ -353,6 +380,9 @@ def export(
         typer.echo(f"  graph    {fusions}")
         if "int8_label_agreement" in c:
             typer.echo(f"  check    int8 labels agree with fp32 on {c['int8_label_agreement']:.1%} of the sample (max |logit diff| {c['int8_max_abs_logit_diff']:.2g})")
+        if "int8_bytes" in c:
+            typer.echo(f"  int8     {human_size(c['int8_bytes'])} against {human_size(c['fp32_bytes'])} fp32 "
+                       f"({c['int8_bytes'] / c['fp32_bytes']:.0%}); quantized: {', '.join(c['int8_quantization']['op_types'])}")
     typer.echo(f"  weights  {human_size(res.weights_bytes)}")
     typer.echo(f"  total    {human_size(res.size_bytes)} on disk")
     if res.onnx:

@@ -39,8 +39,8 @@ class InferenceSettings:
     batch_size: int | None = _opt(None, "Texts per forward pass.")
     backend: str = _opt("torch", "Inference backend: torch, or onnx (ONNX Runtime on CPU; RUN_DIR may be an `export "
                                  "--onnx` directory, a run is exported once into RUN_DIR/onnx).")
-    int8: bool = _opt(False, "With --backend onnx: the dynamically quantized int8 model (smaller, faster, labels may "
-                             "differ slightly).")
+    int8: bool = _opt(False, "With --backend onnx: the dynamically quantized int8 model (about half the size; labels "
+                             "may differ slightly).")
     compile: str = _opt("auto", "Compile the torch forward pass (one graph for every batch shape): auto (on CPUs in "
                                 "bf16 from 20,000 texts, where the compile pays back; not on GPUs, where large eager "
                                 "batches do as well), true or false.")

@@ -188,11 +188,17 @@ def presets() -> dict[str, Path]:
 
 
 def preset_summary(path: Path) -> str:
-    """A preset's first comment line: what it is for."""
+    """A preset's first sentence, from its opening comment (which may wrap over several lines): what it is for."""
+    words: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#") and line.strip("# ").strip():
-            return line.strip("# ").strip()
-    return ""
+        text = line.lstrip("#").strip() if line.startswith("#") else None
+        if not text:  # the paragraph ends at a blank comment line or the first setting
+            if words or text is None:
+                break
+            continue
+        words.append(text)
+    paragraph = " ".join(words)
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z(])", paragraph, maxsplit=1)[0]
 
 
 def resolve_config(name_or_path: str | Path) -> Path:

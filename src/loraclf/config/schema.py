@@ -131,7 +131,7 @@ def section(cls: type) -> type:
 
 @section
 class DataConfig:
-    dataset: Text = _f("ag_news", "Hub dataset id, used when `train_file` is not set.")
+    dataset: Text | None = _f("ag_news", "Hub dataset id, used when `train_file` is not set (a file run's resolved config shows null).")
     dataset_config: Text | None = _f(None, "Hub dataset config name, if the dataset has several.")
     train_file: Text | None = _f(None, "Local training file (CSV/TSV/JSONL/Parquet, or the original AG News CSV).")
     validation_file: Text | None = _f(None, "Local validation file; otherwise a seeded stratified split of the training data.")
@@ -149,6 +149,12 @@ class DataConfig:
     max_train_rows: AtLeast1 | None = _f(
         None, "Use a seeded stratified subsample of this many training rows (quick runs).", hint="or null for all rows")
     max_eval_rows: AtLeast1 | None = _f(None, "Cap validation and test rows at this many (quick runs).", hint="or null for all rows")
+
+    @model_validator(mode="after")
+    def _file_run_has_no_hub_dataset(self) -> DataConfig:
+        if self.train_file is not None:
+            self.dataset = None  # not read: a saved config must not say the run trained on it
+        return self
 
 
 @section

@@ -14,7 +14,7 @@ option involved and says what to do. The public names stay importable from `lora
 """
 from ..config import DataConfig
 from .formats import detect_format, read_table, read_texts
-from .labels import AG_NEWS_LABELS, TextLabels, read_labeled
+from .labels import AG_NEWS_LABELS, TextLabels, label_warnings, read_labeled
 from .settings import data_config_for
 from .splits import Splits, load_splits
 
@@ -25,6 +25,7 @@ __all__ = [
     "TextLabels",
     "data_config_for",
     "detect_format",
+    "label_warnings",
     "load_splits",
     "read_labeled",
     "read_table",

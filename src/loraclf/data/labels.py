@@ -8,6 +8,7 @@ cells onto a label set, and `read_labeled`, which reads a file for evaluation ag
 from __future__ import annotations
 
 import collections
+import difflib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -19,6 +20,9 @@ from ._util import _ROLES, _as_id, _cell, _listing, _missing, _setting
 from .formats import _Raw, _read_raw
 
 AG_NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+MIN_ROWS_PER_CLASS = 10  # below this a class can hardly be learned, and the validation split may hold none of it
+TYPO_SIMILARITY = 0.8  # difflib ratio from which a much smaller label reads as a misspelling of a bigger one
+TYPO_SIZE_RATIO = 5  # ... when the bigger class has at least this many times its rows (label_1/label_2 are not typos)
 
 
 @dataclass
@@ -157,3 +161,47 @@ def read_labeled(path: str, cfg: DataConfig, label_names: list[str], role: str =
     """
     _check_label_names(label_names, "the label set")
     return _labelled(_read_raw(path, cfg, role), list(label_names), True)
+
+
+def _rows_text(rows: list[int], limit: int = 5) -> str:
+    shown = ", ".join(map(str, rows[:limit])) + (f", ... ({len(rows)} in all)" if len(rows) > limit else "")
+    return f"{len(rows)} row{'s' if len(rows) > 1 else ''}: {'row' if len(rows) == 1 else 'rows'} {shown}"
+
+
+def _squashed(name: str) -> str:
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def label_warnings(labels: Sequence[int], names: Sequence[str], names_from_data: bool) -> list[str]:
+    """Warnings about a training pool's labels: a label that differs from a bigger class only by case, spacing or
+    punctuation, or (for a much bigger class) by a small edit, and classes with very few rows, each naming its rows.
+
+    Args:
+        labels: the label id of every row, in file order (row 1 is the first data row).
+        names: the label names the ids index.
+        names_from_data: the names are the data's own strings (not class ids or data.label_names), so typos may hide there.
+    """
+    rows: dict[int, list[int]] = collections.defaultdict(list)
+    for row, i in enumerate(labels, 1):
+        rows[i].append(row)
+    count = {i: len(rows[i]) for i in range(len(names))}
+    out = []
+    for i, name in enumerate(names):
+        if not count[i]:
+            continue
+        bigger = [j for j in range(len(names)) if j != i and (count[j], j) > (count[i], i)] if names_from_data else []
+        twin = next((j for j in bigger if _squashed(names[j]) == _squashed(name)), None)
+        if twin is not None:
+            out.append(f"label '{name}' ({_rows_text(rows[i])}) differs from '{names[twin]}' ({count[twin]:,} rows) only by "
+                       "case, spacing or punctuation; fix it in the train file, or it trains as a class of its own")
+            continue
+        close = [j for j in bigger if count[j] >= TYPO_SIZE_RATIO * count[i]
+                 and difflib.SequenceMatcher(None, name.casefold(), names[j].casefold()).ratio() >= TYPO_SIMILARITY]
+        if close:
+            j = max(close, key=lambda j: difflib.SequenceMatcher(None, name.casefold(), names[j].casefold()).ratio())
+            out.append(f"label '{name}' ({_rows_text(rows[i])}) looks like a misspelling of '{names[j]}' ({count[j]:,} rows); "
+                       "fix it in the train file, or it trains as a class of its own")
+        elif count[i] < MIN_ROWS_PER_CLASS:
+            out.append(f"class '{name}' has only {_rows_text(rows[i])} in the train file: too few to learn or to validate; "
+                       "add rows, or merge or drop the class")
+    return out

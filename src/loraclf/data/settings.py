@@ -16,6 +16,8 @@ from .labels import _check_label_names
 
 
 def _check_config(cfg: DataConfig) -> None:
+    if cfg.train_file is None and not cfg.dataset:
+        raise DataError("data.dataset is empty and no train file is given; pass --train-file FILE or set data.dataset to a hub dataset id")
     if cfg.format not in FORMATS:
         raise DataError(f"data.format is '{cfg.format}'; use one of {', '.join(FORMATS)}")
     _delimiter(cfg, "csv")  # one character

@@ -6,7 +6,7 @@ the seeded stratified subsample (`data.max_train_rows`) and validation hold-out
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,7 +16,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from ._util import _as_id, _listing, _one_line
 from .formats import _check_texts, _frame_texts, _Raw, _read_raw, _require_columns, _text_columns
-from .labels import TextLabels, _label_set, _labelled
+from .labels import TextLabels, _label_set, _labelled, label_warnings
 from .settings import _check_config
 
 
@@ -28,6 +28,8 @@ class Splits:
     validation: TextLabels
     test: TextLabels | None
     label_names: list[str]
+    labels_are_names: bool = False  # the data's labels were names (strings), not class ids
+    warnings: list[str] = field(default_factory=list)  # about the training labels (`label_warnings`), for the start block
 
 
 def _subset(d: TextLabels, idx: Sequence[int]) -> TextLabels:
@@ -94,7 +96,9 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     pool = _labelled(raw, names, ids_ok)
     val, test = (None if path is None else _labelled(_read_raw(path, cfg, role), names, ids_ok)
                  for role, path in (("validation", cfg.validation_file), ("test", cfg.test_file)))
-    return _assemble(pool, val, test, names, cfg, seed, raw.source)
+    splits = _assemble(pool, val, test, names, cfg, seed, raw.source)
+    splits.labels_are_names, splits.warnings = not ids_ok, label_warnings(pool.labels or [], names, not ids_ok)
+    return splits
 
 
 def _load_hub(cfg: DataConfig, seed: int) -> Splits:
@@ -136,4 +140,6 @@ def _load_hub(cfg: DataConfig, seed: int) -> Splits:
         # Benchmarks such as GLUE hide test labels as -1: keep the texts, drop the labels.
         unlabelled = all(_as_id(v) is None and not isinstance(v, str) for v in r.labels)
         test = TextLabels(r.texts, None) if unlabelled else _labelled(r, names, ids_ok)
-    return _assemble(pool, val, test, names, cfg, seed, train.source)
+    splits = _assemble(pool, val, test, names, cfg, seed, train.source)
+    splits.labels_are_names, splits.warnings = not ids_ok, label_warnings(pool.labels or [], names, not ids_ok)
+    return splits

@@ -54,6 +54,7 @@ def describe_run(r: "TrainRecipe") -> str:
         rows.append(f"run dir   {r.replaces.path} (--overwrite: the new run trains in {r.run.path} and replaces it when it finishes)")
     else:
         rows.append(f"run dir   {r.run.path}")
+    rows.extend(f"warning   {w}" for w in sp.warnings)
     val_counts = np.bincount(np.asarray(sp.validation.labels or [], dtype=np.int64), minlength=len(r.label_names))
     fewest = int(val_counts.min()) if len(val_counts) else 0
     if fewest < MIN_VAL_PER_CLASS:

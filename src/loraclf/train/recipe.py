@@ -293,7 +293,7 @@ class TrainRecipe:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         stop = False
         if eval_now and self.evaluate(epoch_float):
-            state.stopped_early, stop = True, True
+            state.stopped_early, stop = not last_step, True  # patience out at the last step: no early stop
         elif checkpoint_now:
             self.save_checkpoint()
         state.train_seconds = time.perf_counter() - stretch.started  # again: evaluations count in wall time

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..data import load_splits, read_labeled
+from ..data import Splits, load_splits, read_labeled
 from ..errors import ConfigError, LoraclfError
 from .outputs import LOG_CSV, write_best, write_experiment_log, write_plots
 from .space import best_config, check_space_values
@@ -60,7 +60,8 @@ def train_best(cfg: Config, study_dir: Path, say: Say = say_stderr) -> dict[str,
     del clf
     release_memory()
     path = study_dir / "submission.csv"
-    write_predictions(path, predictions_csv(softmax(logits), names))
+    # Label names where the data's labels are names, as predict writes them; class ids otherwise (the study's layout).
+    write_predictions(path, predictions_csv(softmax(logits), names, label_as_name=splits.labels_are_names))
     out: dict[str, Any] = {"best_run_dir": str(run_dir), "submission": str(path), "test_rows": len(logits),
                            "best_val_accuracy_retrained": metrics["val_accuracy"]}
     if test.labels is not None:
@@ -162,7 +163,7 @@ def _open_new_or_existing(cfg: Config, url: str, study_dir: Path, params: dict[s
 
 
 def run_study(cfg: Config, study_dir: str | Path | None = None, *, workers: int = 1, retrain_best: bool = False,
-              say: Say = say_stderr) -> dict[str, Any]:
+              say: Say = say_stderr, splits: Splits | None = None) -> dict[str, Any]:
     """Run (or resume) the study `cfg.tune` describes and write its outputs into `study_dir`.
 
     Args:
@@ -173,6 +174,7 @@ def run_study(cfg: Config, study_dir: str | Path | None = None, *, workers: int 
         retrain_best: retrain the best configuration on the full training split, score the test split,
             write submission.csv.
         say: where progress lines go.
+        splits: `load_splits(cfg.data, cfg.train.seed)` when the caller has loaded it already.
     Returns:
         A summary: study, storage, counts, best trial, output files.
     Raises:
@@ -189,7 +191,7 @@ def run_study(cfg: Config, study_dir: str | Path | None = None, *, workers: int 
     check_storage_url(url)
     # Bad data fails once, here, not in every worker, and before the study exists: a study created by a
     # failed start would hold its search space and refuse the corrected command's.
-    splits = load_splits(cfg.data, cfg.train.seed)
+    splits = splits or load_splits(cfg.data, cfg.train.seed)
     study = _open_new_or_existing(cfg, url, study_dir, params)
     base = cfg.to_dict()
     t0 = time.monotonic()
