@@ -88,3 +88,58 @@ def test_a_second_writer_of_a_run_is_refused(trained_tiny_run: Path, tiny_model:
         _stop(first)
     rows = (fresh / "log.jsonl").read_text(encoding="utf-8").splitlines()
     assert len({json.loads(x)["step"] for x in rows if "train_loss" in x}) == len([x for x in rows if "train_loss" in x])
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. a resume reads the same files the run started with
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stopped_run(tiny_model: Path, train_csv: Path, out: Path, *extra: str) -> Path:
+    """A tiny run stopped by an exception at its first evaluation (after a checkpoint), as a crash leaves it."""
+    from loraclf.config import config_from_dict
+    from loraclf.train import train
+
+    def stop(step: int, metrics: dict) -> None:
+        raise _Stop
+
+    cfg = config_from_dict({"model": {"name": str(tiny_model)}, "data": {"train_file": str(train_csv)}},
+                           [*TINY_QUICK, "train.epochs=1", "train.max_steps=6", "train.eval_every_steps=3", *extra])
+    with pytest.raises(_Stop):
+        train(cfg, out, console=False, on_eval=stop)
+    assert (out / "checkpoint.pt").is_file()
+    return out
+
+
+def _resume(run: Path):  # noqa: ANN202 - a click Result
+    return CliRunner().invoke(app, ["train", "--resume", str(run)])
+
+
+def test_resume_refuses_changed_data_and_run_files(tiny_model: Path, ag_small: dict[str, Path], tmp_path: Path) -> None:
+    """It refuses to resume when the train file grew or gained a class, or labels.json / config.yaml were edited,
+    naming the file; with the files restored the resume finishes."""
+    train_csv = tmp_path / "train.csv"
+    shutil.copy(ag_small["train"], train_csv)
+    run = _stopped_run(tiny_model, train_csv, tmp_path / "run")
+    original = train_csv.read_bytes()
+    grown = original + b"".join(original.splitlines(keepends=True)[:30])
+    new_class = original + b'"9","a new class","never seen"\n'
+    for changed in (grown, new_class):
+        train_csv.write_bytes(changed)
+        r = _resume(run)
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert f"data.train_file '{train_csv}' changed since run" in r.output and "restore that file" in r.output
+    train_csv.write_bytes(original)
+    for name, edit in (("labels.json", lambda t: t.replace("World", "Earth")), ("config.yaml", lambda t: t + "\n# edited\n")):
+        path = run / name
+        saved = path.read_text(encoding="utf-8")
+        path.write_text(edit(saved), encoding="utf-8")
+        r = _resume(run)
+        assert r.exit_code == 2 and f"'{path}' was changed or removed since the last checkpoint" in r.output, r.output
+        path.write_text(saved, encoding="utf-8")
+    r = _resume(run)
+    assert r.exit_code == 0, r.output
+    assert (run / "metrics.json").is_file()

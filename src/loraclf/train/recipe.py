@@ -36,7 +36,7 @@ from ..inference import autocast_context, run_inference
 from ..metrics import compute_metrics
 from ..rundir import RunDir, check_replaceable
 from .cpu_dropout import restore_dropout, use_cpu_dropout
-from .checkpoint import LoopState, load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import LoopState, check_fingerprints, data_fingerprints, load_checkpoint, save_checkpoint, set_rng_state
 from .console import describe_run
 from .optim import make_optimizer
 
@@ -90,6 +90,7 @@ class TrainRecipe:
         if run.is_finished():
             raise RunDirError(f"run '{run.path}' already finished (metrics.json exists); nothing to resume")
         ckpt = load_checkpoint(run)
+        check_fingerprints(run, ckpt)
         recipe = cls(config_from_dict(ckpt["config"]), run.path, on_eval=on_eval)
         recipe.checkpoint = ckpt
         return recipe
@@ -107,6 +108,8 @@ class TrainRecipe:
         M.silence_fork_warning()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        # The data as it is now, before reading it (a resume keeps its checked fingerprints)
+        self.data_prints = (self.checkpoint or {}).get("fingerprints", {}).get("data") or data_fingerprints(cfg)
         self.splits = self.splits or load_splits(cfg.data, cfg.train.seed)
         self.label_names = self.splits.label_names
         self.tokenizer = M.load_tokenizer(cfg.model.name)
@@ -431,7 +434,8 @@ class TrainRecipe:
 
     def save_checkpoint(self) -> None:
         if self.is_main:
-            save_checkpoint(self.run, self._inner_model(), self.optimizer, self.scheduler, self.state, self.cfg)
+            save_checkpoint(self.run, self._inner_model(), self.optimizer, self.scheduler, self.state, self.cfg,
+                            self.data_prints)
         self.accelerator.wait_for_everyone()
 
     def _say(self, text: str) -> None:
