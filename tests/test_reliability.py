@@ -143,3 +143,69 @@ def test_resume_refuses_changed_data_and_run_files(tiny_model: Path, ag_small: d
     r = _resume(run)
     assert r.exit_code == 0, r.output
     assert (run / "metrics.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. hostile YAML and JSON
+
+
+def _alias_bomb(levels: int) -> str:
+    """A "billion laughs": each level a list of nine aliases of the one before; the last one in a real field."""
+    lines = ['x0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "hidden:\n" + "".join(f"  {line}\n" for line in lines) + f"lora:\n  target_modules: *a{levels - 1}\n"
+
+
+@pytest.mark.parametrize("command", [["config", "show"], ["train", "--train-file", "t.csv"], ["tune", "--train-file", "t.csv"]])
+def test_yaml_alias_bomb_is_refused_at_once(command: list[str], tmp_path: Path) -> None:
+    """It refuses a 9-level alias bomb (10^9 values) in one short line, without expanding it."""
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text(_alias_bomb(9), encoding="utf-8")
+    t0 = time.monotonic()
+    r = CliRunner().invoke(app, [*command, "--config", str(cfg)])
+    assert time.monotonic() - t0 < 20
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "expands to more than 10,000 values" in one_error_line(r) and len(r.output) < 400
+
+
+def test_error_messages_quote_a_big_value_briefly(tmp_path: Path) -> None:
+    """It names a wrong but allowed-size value (a 3-level bomb: 729 strings, 6 KB written out) in a message of a few hundred characters."""
+    cfg = tmp_path / "big.yaml"
+    cfg.write_text(_alias_bomb(3), encoding="utf-8")
+    r = CliRunner().invoke(app, ["config", "show", "--config", str(cfg)])
+    line = one_error_line(r)
+    assert r.exit_code == 2 and len(line) < 1200 and "..." in line and "more" in line, line
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("train:\n  lr: 1.0e-3\nlora:\n  r: 4\ntrain:\n  epochs: 2\n", "the key 'train' is given twice"),
+    ("lora:\n  r: 4\n  r: 8\n", "the key 'r' is given twice"),
+    ("lora:\n  target_modules: " + "[" * 900 + "]" * 900 + "\n", "nests deeper than 32 levels"),
+], ids=["duplicate-section", "duplicate-key", "900-levels"])
+def test_duplicate_keys_and_deep_nesting_are_one_line(text: str, needle: str, tmp_path: Path) -> None:
+    """It refuses a key given twice in one mapping (it silently replaced a whole section) and a 900-level list (a
+    RecursionError traceback), naming the line."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text, encoding="utf-8")
+    r = CliRunner().invoke(app, ["config", "show", "--config", str(cfg)])
+    assert r.exit_code == 2 and needle in one_error_line(r) and "at line" in r.output, r.output
+
+
+def test_yaml_merge_keys_still_override(tmp_path: Path) -> None:
+    """It keeps YAML merge keys (`<<: *base`) working: a key after the merge overrides the merged one."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train: &t\n  lr: 1.0e-3\n  epochs: 2\ntune:\n  study_name: s\n  fixed:\n    <<: *t\n    lr: 2.0e-3\n", encoding="utf-8")
+    from loraclf.config.loader import load_yaml
+
+    assert load_yaml(cfg.read_text())["tune"]["fixed"] == {"lr": 2.0e-3, "epochs": 2}
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000 + "]" * 100_000 + "\n", '{"text": ' + "[" * 100_000 + "]" * 100_000 + ', "label": "a"}\n'],
+                         ids=["deep-array", "deep-field"])
+def test_deeply_nested_json_data_is_one_line(body: str, tmp_path: Path) -> None:
+    """It refuses a data file nesting JSON 100,000 levels deep in one line (a RecursionError traceback)."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(body, encoding="utf-8")
+    r = CliRunner().invoke(app, ["train", "--train-file", str(data), "--model", "m", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "too deeply to read" in one_error_line(r), r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
