@@ -34,6 +34,13 @@ def _start(cmd: list[str], ready, timeout: float = 240) -> subprocess.Popen:  # 
     return proc
 
 
+def last_error_line(result) -> str:  # noqa: ANN001 - a click Result
+    """The `error:` line that ends a failed command whose run description came first (train prints one)."""
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert "Traceback" not in result.output and [ln for ln in lines if ln.startswith("error: ")] == lines[-1:], result.output
+    return lines[-1]
+
+
 def _stop(proc: subprocess.Popen) -> None:
     proc.kill()
     proc.wait()
@@ -209,3 +216,89 @@ def test_deeply_nested_json_data_is_one_line(body: str, tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["train", "--train-file", str(data), "--model", "m", "--out", str(tmp_path / "run")])
     assert r.exit_code == 2 and "too deeply to read" in one_error_line(r), r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. a full disk
+
+
+def _no_space(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - stands in for any writer
+    raise OSError(28, os.strerror(28))
+
+
+def _tiny_train_args(tiny_model: Path, train_csv: Path, out: Path) -> list[str]:
+    return ["train", "--model", str(tiny_model), "--train-file", str(train_csv), "--out", str(out), *TINY_QUICK,
+            "train.max_steps=4", "train.checkpoint_every_steps=2"]
+
+
+def test_full_disk_while_checkpointing_is_one_line(tiny_model: Path, ag_small: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """It reports a checkpoint write that finds the disk full (torch's writer half done) as one line naming the file,
+    leaves no temp file, and the same command then starts the run again (it never reached a checkpoint)."""
+    import torch
+
+    real_save = torch.save
+
+    def half_then_full(obj, f, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        f.write(b"x" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc] file write failed") from OSError(28, os.strerror(28))
+
+    monkeypatch.setattr(torch, "save", half_then_full)
+    run = tmp_path / "run"
+    args = _tiny_train_args(tiny_model, ag_small["train"], run)
+    r = CliRunner().invoke(app, args)
+    line = last_error_line(r)
+    assert r.exit_code == 2 and "the disk is full" in line and str(run / "checkpoint.pt") in line, r.output
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "labels.json"]
+    monkeypatch.setattr(torch, "save", real_save)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (run / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("kind", [[], ["--merged"]], ids=["adapter", "merged"])
+def test_full_disk_while_exporting_is_one_line(kind: list[str], trained_tiny_run: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """It reports an export that finds the disk full (shutil.Error from copytree, safetensors' own error) as one
+    line, and leaves nothing behind."""
+    import shutil as sh
+
+    import transformers.modeling_utils
+
+    def safetensors_full(*a, **k):  # noqa: ANN002, ANN003, ANN202 - what safetensors raises on a full disk
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(sh, "copyfile", _no_space)
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", safetensors_full)
+    r = CliRunner().invoke(app, ["export", str(trained_tiny_run), str(tmp_path / "exp"), *kind])
+    assert r.exit_code == 2 and "the disk is full" in one_error_line(r), r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path: Path):  # noqa: ANN201 - yields a Path
+    """A 100 KB tmpfs (root only; skipped where it cannot be mounted)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_real_full_disk_is_one_line(small_tmpfs: Path, trained_tiny_run: Path, tiny_model: Path,
+                                      ag_small: dict[str, Path]) -> None:
+    """On a real 100 KB file system, `train --out` (its 120 KB checkpoint) and `export --merged` each end in one
+    line saying the disk is full, with no temp file left."""
+    r = CliRunner().invoke(app, _tiny_train_args(tiny_model, ag_small["train"], small_tmpfs / "run"))
+    assert r.exit_code == 2 and "the disk is full" in last_error_line(r), r.output
+    assert sorted(p.name for p in (small_tmpfs / "run").iterdir()) == ["config.yaml", "labels.json"]
+    shutil.rmtree(small_tmpfs / "run")
+    (small_tmpfs / "fill").write_bytes(b"\0" * 60_000)
+    for kind in ([], ["--merged"]):
+        r = CliRunner().invoke(app, ["export", str(trained_tiny_run), str(small_tmpfs / "exp"), *kind])
+        assert r.exit_code == 2 and "the disk is full" in one_error_line(r), r.output
+        assert sorted(p.name for p in small_tmpfs.iterdir()) == ["fill"]

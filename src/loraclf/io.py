@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -19,6 +20,42 @@ def _umask() -> int:
     return mask
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from or while handling (torch's writer re-raises the OSError
+    as a RuntimeError; shutil.copytree and safetensors keep only its text), is a full disk or quota."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return True
+        if (not isinstance(exc, OSError) or exc.errno is None) and any(os.strerror(n) in str(exc) for n in DISK_FULL):
+            return True  # shutil.Error, safetensors' and torch's writers carry it as text
+        # `raise ... from None` (a message already made of it) ends the chain
+        exc, seen = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__), seen + 1
+    return False
+
+
+def disk_full_error(path: str | os.PathLike) -> Exception:
+    """The one-line error for a write to `path` that found the disk full."""
+    from .errors import RunDirError
+
+    return RunDirError(f"the disk is full: no space left to write '{path}' (nothing half-written was kept); "
+                       "free some space and run the command again (a stopped `loraclf train` continues with --resume)")
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a full disk while writing `path` into `disk_full_error`; other errors pass."""
+    try:
+        yield
+    except Exception as e:
+        if is_disk_full(e):
+            raise disk_full_error(path) from None
+        raise
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temp file beside `path`; on success fsync it and `os.replace` it onto `path`."""
@@ -32,9 +69,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, Exception) and is_disk_full(e):
+            raise disk_full_error(path) from None
         raise
 
 
@@ -90,8 +129,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _usual_modes(tmp)
         replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and is_disk_full(e):
+            raise disk_full_error(path) from None
         raise
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from ..batching import TokenCache
 from ..config import Config
 from ..data import Splits
-from ..io import DirLock
+from ..io import DirLock, disk_full_as_error
 from .checkpoint import LoopState, load_checkpoint, save_checkpoint
 from .optim import lr_factor, param_groups
 from .recipe import EvalCallback, TrainRecipe
@@ -42,7 +42,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, overwrite: bool = F
     """
     recipe = TrainRecipe(cfg, run_dir, overwrite=overwrite, on_eval=on_eval, splits=splits, token_cache=token_cache,
                          console=console)
-    with run_lock(recipe.run.path):
+    with run_lock(recipe.run.path), disk_full_as_error(recipe.run.path):
         recipe.setup()
         recipe.fit()
         return recipe.finish()
@@ -64,7 +64,7 @@ def resume(run_dir: str | Path, on_eval: EvalCallback | None = None) -> dict[str
         RunDirError: no such directory, the run already finished, or another process is writing it.
         CheckpointError: no readable checkpoint.
     """
-    with run_lock(run_dir):
+    with run_lock(run_dir), disk_full_as_error(run_dir):
         recipe = TrainRecipe.for_resume(run_dir, on_eval=on_eval)
         recipe.setup()
         recipe.resume()

@@ -133,7 +133,8 @@ def load_checkpoint(run: RunDir) -> dict[str, Any]:
     """
     path = run.checkpoint_path
     if not path.is_file():
-        raise CheckpointError(f"'{run.path}' has no {CHECKPOINT_FILE} to resume from; start a new run without --resume")
+        raise CheckpointError(f"'{run.path}' has no {CHECKPOINT_FILE} to resume from (it stopped before its first "
+                              "checkpoint); run the same `loraclf train` command without --resume to start it again")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for foreign objects, EOFError/RuntimeError for a damaged file

@@ -198,7 +198,8 @@ class TrainRecipe:
         check_output_dir(self.run.path, "--out")
         if not self.run.is_nonempty():
             return
-        if not self.overwrite:
+        # A run stopped before its first checkpoint has nothing to resume: the same command starts it again.
+        if not self.overwrite and not self.run.is_unstarted():
             raise RunDirError(f"run directory '{self.run.path}' already exists; pass --overwrite to replace it "
                               f"or --resume {self.run.path} to continue it")
         check_replaceable(self.run.path, "--out")
