@@ -13,7 +13,7 @@ from typing import Any
 from ..batching import TokenCache
 from ..config import Config
 from ..data import Splits
-from ..io import DirLock, disk_full_as_error
+from ..io import DirLock, check_output_dir, disk_full_as_error
 from .checkpoint import LoopState, load_checkpoint, save_checkpoint
 from .optim import lr_factor, param_groups
 from .recipe import EvalCallback, TrainRecipe
@@ -48,12 +48,13 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, overwrite: bool = F
         return recipe.finish()
 
 
-def run_lock(run_dir: str | Path) -> contextlib.AbstractContextManager:
+def run_lock(run_dir: str | Path, option: str = "--out") -> contextlib.AbstractContextManager:
     """The run directory's lock (`DirLock`), held for the whole run: a second `train` (or `--resume`) of the same
     directory, or of the `--overwrite` replacement beside it, is refused with one line. Only rank 0 of a
     multi-process run takes it: the other ranks are part of the same run."""
     if int(os.environ.get("RANK", "0")) != 0:
         return contextlib.nullcontext()
+    check_output_dir(run_dir, option)  # a path under a file, or where one cannot write: one line, before the lock file
     return DirLock(run_dir)
 
 
@@ -64,7 +65,7 @@ def resume(run_dir: str | Path, on_eval: EvalCallback | None = None) -> dict[str
         RunDirError: no such directory, the run already finished, or another process is writing it.
         CheckpointError: no readable checkpoint.
     """
-    with run_lock(run_dir), disk_full_as_error(run_dir):
+    with run_lock(run_dir, "--resume"), disk_full_as_error(run_dir):
         recipe = TrainRecipe.for_resume(run_dir, on_eval=on_eval)
         recipe.setup()
         recipe.resume()
