@@ -302,3 +302,28 @@ def test_a_real_full_disk_is_one_line(small_tmpfs: Path, trained_tiny_run: Path,
         r = CliRunner().invoke(app, ["export", str(trained_tiny_run), str(small_tmpfs / "exp"), *kind])
         assert r.exit_code == 2 and "the disk is full" in one_error_line(r), r.output
         assert sorted(p.name for p in small_tmpfs.iterdir()) == ["fill"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. inputs that are not plain files; 7. an AG News CSV saved with a BOM
+
+
+def test_predict_refuses_a_fifo_at_once(trained_tiny_run: Path, tmp_path: Path) -> None:
+    """It refuses a named pipe as --input in one line (it hung: the format sniffer read it, then it was opened
+    again), pointing to stdin."""
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    r = subprocess.run([*LORACLF, "predict", str(trained_tiny_run), "-i", str(fifo)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "is a named pipe (FIFO), not a regular file" in one_error_line(r) and "-i -" in r.stderr
+
+
+def test_ag_news_csv_with_a_bom_is_ag_news(ag_small: dict[str, Path], tmp_path: Path) -> None:
+    """It detects the AG News layout in a CSV that starts with a UTF-8 BOM (Excel's "CSV UTF-8") and reads its classes."""
+    from loraclf.data import detect_format, read_texts
+    from loraclf.config import DataConfig
+
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + ag_small["test"].read_bytes())
+    assert detect_format(str(bom)) == "ag_news"
+    assert read_texts(str(bom), DataConfig()) == read_texts(str(ag_small["test"]), DataConfig())

@@ -87,6 +87,7 @@ def _looks_like_ag_news(path: str, delimiter: str = ",") -> bool:
             head = f.read(_SNIFF_BYTES)
     except OSError:
         return False  # the full read that follows reports the problem with the right wording
+    head = head[3:] if head.startswith(b"\xef\xbb\xbf") else head  # a UTF-8 BOM (Excel's "CSV UTF-8")
     if b"\x00" in head or not _utf8_prefix(head):
         return False  # not text: the full read says what it is
     try:
