@@ -234,7 +234,8 @@ def _tiny_train_args(tiny_model: Path, train_csv: Path, out: Path) -> list[str]:
 def test_full_disk_while_checkpointing_is_one_line(tiny_model: Path, ag_small: dict[str, Path], tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """It reports a checkpoint write that finds the disk full (torch's writer half done) as one line naming the file,
-    leaves no temp file, and the same command then starts the run again (it never reached a checkpoint)."""
+    leaves no temp file; the run never reached a checkpoint, so `--resume` sends the user to the same command, and
+    that starts the run again (each used to send the user to the other)."""
     import torch
 
     real_save = torch.save
@@ -250,6 +251,8 @@ def test_full_disk_while_checkpointing_is_one_line(tiny_model: Path, ag_small: d
     line = last_error_line(r)
     assert r.exit_code == 2 and "the disk is full" in line and str(run / "checkpoint.pt") in line, r.output
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "labels.json"]
+    r = _resume(run)  # stopped before its first checkpoint: --resume points to the same command, which works
+    assert r.exit_code == 2 and "run the same `loraclf train` command without --resume" in one_error_line(r), r.output
     monkeypatch.setattr(torch, "save", real_save)
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
@@ -327,3 +330,44 @@ def test_ag_news_csv_with_a_bom_is_ag_news(ag_small: dict[str, Path], tmp_path: 
     bom.write_bytes(b"\xef\xbb\xbf" + ag_small["test"].read_bytes())
     assert detect_format(str(bom)) == "ag_news"
     assert read_texts(str(bom), DataConfig()) == read_texts(str(ag_small["test"]), DataConfig())
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. predict works through a big input a chunk at a time
+
+
+def test_predict_classifies_and_writes_in_chunks(trained_tiny_run: Path, ag_small: dict[str, Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """It scores the input a chunk of rows at a time (never all at once), writes the same CSV as in one piece (IDs
+    running on across chunks, kept columns aligned), and an interrupt mid-way leaves no output or temp file."""
+    import loraclf.predict as P
+    from loraclf.inference import Classifier
+
+    args = ["predict", str(trained_tiny_run), "-i", str(ag_small["test"]), "--probabilities", "--keep-columns", "class",
+            "--precision", "fp32"]
+    whole = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "whole.csv")])
+    assert whole.exit_code == 0, whole.output
+    sizes: list[int] = []
+    real = Classifier.predict_proba
+
+    def spy(self, texts):  # noqa: ANN001, ANN202
+        sizes.append(len(texts))
+        if len(sizes) == 4 and (tmp_path / "stop").exists():
+            raise KeyboardInterrupt
+        return real(self, texts)
+
+    monkeypatch.setattr(Classifier, "predict_proba", spy)
+    monkeypatch.setattr(P, "PREDICT_CHUNK_ROWS", 64)
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "chunked.csv")])
+    assert r.exit_code == 0, r.output
+    assert sizes == [64, 64, 64, 8]  # 200 rows
+    whole_rows = (tmp_path / "whole.csv").read_text(encoding="utf-8").splitlines()
+    chunked_rows = (tmp_path / "chunked.csv").read_text(encoding="utf-8").splitlines()
+    assert len(chunked_rows) == 201 and [row.split(",")[:3] for row in chunked_rows] == [row.split(",")[:3] for row in whole_rows]
+    for a, b in zip(whole_rows[1:], chunked_rows[1:]):
+        assert [float(x) for x in a.split(",")[3:]] == pytest.approx([float(x) for x in b.split(",")[3:]], abs=2e-6)
+    (tmp_path / "stop").touch()
+    sizes.clear()
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "stopped.csv")])
+    assert r.exit_code == 130 and sizes == [64, 64, 64, 8]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunked.csv", "stop", "whole.csv"]
