@@ -371,3 +371,21 @@ def test_predict_classifies_and_writes_in_chunks(trained_tiny_run: Path, ag_smal
     r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "stopped.csv")])
     assert r.exit_code == 130 and sizes == [64, 64, 64, 8]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunked.csv", "stop", "whole.csv"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. the running loss goes on across a resume
+
+
+def test_first_log_line_after_a_resume_continues_the_running_loss(tiny_model_without_dropout: Path,
+                                                                  ag_small: dict[str, Path], tmp_path: Path) -> None:
+    """It logs the same mean train loss at the first log step after a resume as the uninterrupted run (the mean
+    restarted at the resume, covering only the steps after it)."""
+    from helpers import stopped_and_resumed
+    from loraclf.config import config_from_dict
+
+    cfg = config_from_dict({"model": {"name": str(tiny_model_without_dropout)}, "data": {"train_file": str(ag_small["train"])}},
+                           [*TINY_QUICK, "train.epochs=1", "train.max_steps=10", "train.log_every_steps=5",
+                            "train.eval_every_steps=3", "model.precision=fp32", "lora.dropout=0"])
+    full, resumed, full_losses, resumed_losses = stopped_and_resumed(cfg, tmp_path, stop_at_step=3)
+    assert len(full_losses) == 2 and resumed_losses == pytest.approx(full_losses, abs=1e-6)

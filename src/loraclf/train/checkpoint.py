@@ -43,6 +43,8 @@ class LoopState:
     eval_seconds: float = 0.0  # evaluations alone
     step_seconds: float = 0.0  # training steps alone (forward, backward, optimizer): what throughput counts
     stopped_early: bool = False
+    running_loss: float = 0.0  # sum of the micro-batch losses since the last logged step
+    running_count: int = 0  # and how many there were
 
 
 def rng_state() -> dict[str, Any]:

@@ -245,8 +245,8 @@ class TrainRecipe:
             progress = tqdm(total=self.total_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True,
                             file=sys.stderr, **interval)
         self.model.train()
-        running_loss = torch.zeros((), device=acc.device)
-        running_count = 0
+        running_loss = torch.tensor(state.running_loss, device=acc.device)  # a resume continues the mean it was at
+        running_count = state.running_count
         stop = state.global_step >= self.total_steps or state.stopped_early
         t_start = time.perf_counter() - state.train_seconds
         t_step = time.perf_counter()  # start of the current stretch of training steps
@@ -285,6 +285,8 @@ class TrainRecipe:
                 state.train_seconds = time.perf_counter() - t_start
                 if end_of_epoch:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                if eval_now or checkpoint_now:  # the running loss since the last log line goes into the checkpoint
+                    state.running_loss, state.running_count = running_loss.item(), running_count
                 if eval_now and self.evaluate(epoch_float):
                     state.stopped_early, stop = True, True
                 elif checkpoint_now:
