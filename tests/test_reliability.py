@@ -389,3 +389,33 @@ def test_first_log_line_after_a_resume_continues_the_running_loss(tiny_model_wit
                             "train.eval_every_steps=3", "model.precision=fp32", "lora.dropout=0"])
     full, resumed, full_losses, resumed_losses = stopped_and_resumed(cfg, tmp_path, stop_at_step=3)
     assert len(full_losses) == 2 and resumed_losses == pytest.approx(full_losses, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. tune: a Ctrl-C'd trial says so and leaves no partial run
+
+
+def test_interrupted_tune_trial_says_interrupted_and_leaves_no_run(tiny_model: Path, ag_small: dict[str, Path],
+                                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It records a trial stopped by Ctrl-C with the error 'interrupted ...' (it was a `fail` with an empty error),
+    removes its partial run directory, and queues it to run again."""
+    import optuna
+
+    import loraclf.train
+
+    def interrupted(cfg, run_dir, **kwargs):  # noqa: ANN001, ANN003, ANN202 - train() as a Ctrl-C mid-run leaves it
+        Path(run_dir).mkdir(parents=True)
+        (Path(run_dir) / "config.yaml").write_text("name: partial\n", encoding="utf-8")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loraclf.train, "train", interrupted)
+    study = tmp_path / "study"
+    r = CliRunner().invoke(app, ["tune", "--model", str(tiny_model), "--train-file", str(ag_small["train"]), "--out", str(study),
+                                 "--trials", "1", "--study-name", "s", *TINY_QUICK,
+                                 "tune.space={train.lr: {type: float, low: 0.001, high: 0.01, log: true}}"])
+    assert r.exit_code == 130, r.output
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{study / 'study.db'}").get_trials()
+    first = trials[0]
+    assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["error"].startswith("interrupted")
+    assert [t.state for t in trials[1:]] == [optuna.trial.TrialState.WAITING]
+    assert not (study / "trials" / "trial-0").exists()

@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -152,6 +153,11 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = say_stde
                 trial.set_user_attr("steps_run" if k == "global_step" else k, metrics[k])
         except optuna.exceptions.UpdateFinishedTrialError:
             current["stale"] = True
+            raise
+        except KeyboardInterrupt:  # Ctrl-C/SIGTERM: the trial is queued again (_requeue_interrupted) and restarts
+            trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM) before it finished; queued to run again")
+            for partial in (run_dir, run_dir.parent / f".{run_dir.name}.new"):
+                shutil.rmtree(partial, ignore_errors=True)  # its retry trains from scratch
             raise
         except LoraclfError as e:  # the trial fails (optuna catches it); its line and the log say why
             if not isinstance(e, StorageLockedError):  # that one stops the worker, and the storage is busy
