@@ -108,8 +108,7 @@ class TrainRecipe:
         M.silence_fork_warning()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        # The data as it is now, before reading it (a resume keeps its checked fingerprints)
-        self.data_prints = (self.checkpoint or {}).get("fingerprints", {}).get("data") or data_fingerprints(cfg)
+        self.data_prints = (self.checkpoint or {}).get("fingerprints", {}).get("data") or data_fingerprints(cfg)  # before reading
         self.splits = self.splits or load_splits(cfg.data, cfg.train.seed)
         self.label_names = self.splits.label_names
         self.tokenizer = M.load_tokenizer(cfg.model.name)

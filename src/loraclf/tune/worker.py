@@ -80,6 +80,14 @@ def _requeue_interrupted(study: Any, number: int | None) -> None:
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, t)
 
 
+def _mark_interrupted(trial: optuna.Trial, run_dir: Path) -> None:
+    """Ctrl-C/SIGTERM mid-trial: say so in the trial's error, and remove its partial run (queued again by
+    `_requeue_interrupted`, it trains from scratch)."""
+    trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM) before it finished; queued to run again")
+    for partial in (run_dir, run_dir.parent / f".{run_dir.name}.new"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = say_stderr) -> int:
     """Run trials against the study until it holds tune.trials finished ones (or tune.timeout passes).
 
@@ -154,10 +162,8 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = say_stde
         except optuna.exceptions.UpdateFinishedTrialError:
             current["stale"] = True
             raise
-        except KeyboardInterrupt:  # Ctrl-C/SIGTERM: the trial is queued again (_requeue_interrupted) and restarts
-            trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM) before it finished; queued to run again")
-            for partial in (run_dir, run_dir.parent / f".{run_dir.name}.new"):
-                shutil.rmtree(partial, ignore_errors=True)  # its retry trains from scratch
+        except KeyboardInterrupt:
+            _mark_interrupted(trial, run_dir)
             raise
         except LoraclfError as e:  # the trial fails (optuna catches it); its line and the log say why
             if not isinstance(e, StorageLockedError):  # that one stops the worker, and the storage is busy
