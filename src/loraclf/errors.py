@@ -32,3 +32,15 @@ def one_line(err: BaseException) -> str:
     """An exception as one short line for a warning: its type and the first line of its message."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
+
+
+def brief(value: object, limit: int = 80) -> str:
+    """`repr(value)` cut to about `limit` characters, so an error message stays one short line whatever the
+    user's value (a long list, a YAML alias bomb): a few items per level, three levels deep."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 6, 6, 6, 6
+    r.maxstring = r.maxother = r.maxlong = limit
+    text = r.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

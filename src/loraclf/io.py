@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -19,6 +20,42 @@ def _umask() -> int:
     return mask
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from or while handling (torch's writer re-raises the OSError
+    as a RuntimeError; shutil.copytree and safetensors keep only its text), is a full disk or quota."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return True
+        if (not isinstance(exc, OSError) or exc.errno is None) and any(os.strerror(n) in str(exc) for n in DISK_FULL):
+            return True  # shutil.Error, safetensors' and torch's writers carry it as text
+        # `raise ... from None` (a message already made of it) ends the chain
+        exc, seen = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__), seen + 1
+    return False
+
+
+def disk_full_error(path: str | os.PathLike) -> Exception:
+    """The one-line error for a write to `path` that found the disk full."""
+    from .errors import RunDirError
+
+    return RunDirError(f"the disk is full: no space left to write '{path}' (nothing half-written was kept); "
+                       "free some space and run the command again (a stopped `loraclf train` continues with --resume)")
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a full disk while writing `path` into `disk_full_error`; other errors pass."""
+    try:
+        yield
+    except Exception as e:
+        if is_disk_full(e):
+            raise disk_full_error(path) from None
+        raise
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temp file beside `path`; on success fsync it and `os.replace` it onto `path`."""
@@ -32,9 +69,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, Exception) and is_disk_full(e):
+            raise disk_full_error(path) from None
         raise
 
 
@@ -90,8 +129,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _usual_modes(tmp)
         replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and is_disk_full(e):
+            raise disk_full_error(path) from None
         raise
 
 
@@ -132,3 +173,75 @@ def check_output_dir(path: str | os.PathLike, option: str) -> None:
 def os_error_reason(e: OSError) -> str:
     """An OSError as a few words for a one-line message ("Permission denied", "No space left on device")."""
     return " ".join(str(e.strerror or e).split())
+
+
+class DirLock:
+    """An exclusive lock on the directory `path` (which need not exist yet), held by this process until
+    `release()`: the file `.<name>.lock` beside it, flock'ed. Two writers of one run would interleave or delete
+    each other's files; the second one is refused instead of waiting.
+
+    The lock file is removed on release. A process that opened it just before can then lock a file that is no
+    longer linked, so `acquire` checks that the file it locked is still the one at the path, and retries if not.
+    Parent directories it had to create are removed again on release if still empty.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        path = Path(path).expanduser().absolute()
+        self.path = path
+        self.lock_path = path.parent / f".{path.name}.lock"
+        self._fd: int | None = None
+        self._made: list[Path] = []
+
+    def acquire(self, what: str = "run directory") -> "DirLock":
+        """Take the lock, or raise RunDirError naming the process that holds it."""
+        import fcntl
+
+        from .errors import RunDirError
+
+        if self._fd is not None:
+            return self
+        missing = [p for p in [self.lock_path.parent, *self.lock_path.parent.parents] if not p.exists()]
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        self._made = missing  # deepest first: rmdir order
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                self._remove_made()
+                raise RunDirError(f"{what} '{self.path}' is in use by another loraclf process (pid {holder}, lock "
+                                  f"{self.lock_path.name}); wait for it to finish, or choose another directory") from None
+            try:
+                same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # locked a file its holder had just removed: lock the one at the path now
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.lock_path)  # while still holding it: see the class docstring
+        os.close(self._fd)
+        self._fd = None
+        self._remove_made()
+
+    def _remove_made(self) -> None:
+        for p in self._made:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        self._made = []
+
+    def __enter__(self) -> "DirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

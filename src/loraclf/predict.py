@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from .errors import ConfigError, DataError
 from .backends import load_classifier, open_model_dir
 from .config.inference import InferenceSettings
 from .io import atomic_write, os_error_reason
+
+PREDICT_CHUNK_ROWS = 4096  # input rows classified and written at a time
+PROGRESS_LOG_SECONDS = 30.0  # the progress bar's refresh when stderr is a log file, not a terminal (as training's)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -33,6 +36,8 @@ def predictions_csv(
     probabilities: bool = False,
     *,
     leading: Mapping[str, Sequence[str]] | None = None,
+    start: int = 0,
+    header: bool = True,
 ) -> str:
     """CSV text in the study's submission layout: `ID,Label` with ID = row index, Label = class id.
 
@@ -43,16 +48,19 @@ def predictions_csv(
         probabilities: add one `p_<class name>` column per class.
         leading: columns to write before ID (name -> n cell texts), e.g. input columns kept. One named `id` in any
             case is the ID column: it replaces the row index, so the output never holds both `id` and `ID`.
+        start: the ID of the first row (a later chunk of one input).
+        header: write the header row (the first chunk only).
     """
     leading = dict(leading or {})
     own_id = any(name.casefold() == "id" for name in leading)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(list(leading) + ([] if own_id else ["ID"]) + ["Label"] + ([f"p_{n}" for n in label_names] if probabilities else []))
+    if header:
+        writer.writerow(list(leading) + ([] if own_id else ["ID"]) + ["Label"] + ([f"p_{n}" for n in label_names] if probabilities else []))
     pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     kept = list(zip(*leading.values())) if leading else [()] * len(pred)
     for i, k in enumerate(pred):
-        row: list[Any] = [*kept[i], *([] if own_id else [i]), label_names[k] if label_as_name else int(k)]
+        row: list[Any] = [*kept[i], *([] if own_id else [start + i]), label_names[k] if label_as_name else int(k)]
         if probabilities:
             row.extend(f"{p:.6f}" for p in probs[i])
         writer.writerow(row)
@@ -110,9 +118,11 @@ def predict_file(
     texts, table = read_table(input_path, data_config_for(run.read_config().data, format or "auto", text_columns))
     leading = _kept_cells(table, keep, input_path) if keep else None
     clf = load_classifier(run, settings)
-    csv_text = predictions_csv(clf.predict_proba(texts), clf.label_names, not ids, probabilities, leading=leading)
+    if hasattr(clf, "compiled_for"):  # compile or not for the whole input (auto looks at the row count), not per chunk
+        clf.compile = clf.compiled_for(len(texts))
+    chunks = prediction_chunks(clf, texts, leading, label_as_name=not ids, probabilities=probabilities)
     try:
-        write_predictions(output_path, csv_text)
+        write_predictions(output_path, chunks)
     except OSError as e:  # disk full, a directory gone read-only since the check above...
         if output_path == "-":
             raise  # stdout closed early (`| head`) is not a problem with a path
@@ -120,14 +130,44 @@ def predict_file(
     return len(texts)
 
 
-def write_predictions(output_path: str | Path, table: str) -> None:
-    """CSV text to a file (atomically) or, for "-", to stdout in one write."""
+def prediction_chunks(clf: Any, texts: Sequence[str], leading: Mapping[str, Sequence[str]] | None, *,
+                      label_as_name: bool, probabilities: bool, chunk_rows: int | None = None) -> Iterator[str]:
+    """The predictions CSV in pieces of `chunk_rows` input rows (default PREDICT_CHUNK_ROWS), header first: only one
+    chunk's token ids and scores are held at a time (all 200,000 rows at once peaked at 3.41 GB). A progress bar on
+    stderr follows an input of more than one chunk."""
+    step = chunk_rows or PREDICT_CHUNK_ROWS
+    progress = None
+    if len(texts) > step:
+        from tqdm.auto import tqdm
+
+        interval = {} if sys.stderr.isatty() else {"mininterval": PROGRESS_LOG_SECONDS, "maxinterval": PROGRESS_LOG_SECONDS}
+        progress = tqdm(total=len(texts), desc="predict", unit="text", dynamic_ncols=True, file=sys.stderr, **interval)
+    try:
+        for start in range(0, max(len(texts), 1), step):
+            part = texts[start:start + step]
+            kept = {k: v[start:start + step] for k, v in leading.items()} if leading else None
+            yield predictions_csv(clf.predict_proba(part), clf.label_names, label_as_name, probabilities, leading=kept,
+                                  start=start, header=start == 0)
+            if progress is not None:
+                progress.update(len(part))
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def write_predictions(output_path: str | Path, table: str | Iterable[str]) -> None:
+    """CSV text (or its pieces) to a file, atomically: the pieces go to a temp file renamed into place at the end,
+    so an interrupt or a failure leaves no partial file. For "-", to stdout in one write once every piece is made
+    (the CSV is small beside the model's work, and a failure then prints nothing)."""
+    pieces = [table] if isinstance(table, str) else table
     if str(output_path) == "-":
-        sys.stdout.write(table)
+        text = "".join(pieces)
+        sys.stdout.write(text)
         sys.stdout.flush()
     else:
         with atomic_write(output_path) as f:
-            f.write(table)
+            for piece in pieces:
+                f.write(piece)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch
 
 from .config import Config, config_from_dict, read_yaml
 from .errors import CheckpointError, RunDirError
-from .io import atomic_dir, atomic_write, read_json, write_json, write_yaml
+from .io import atomic_dir, atomic_write, disk_full_as_error, read_json, write_json, write_yaml
 
 ADAPTER_DIR = "adapter"
 TOKENIZER_DIR = "tokenizer"
@@ -136,6 +136,11 @@ class RunDir:
     def is_nonempty(self) -> bool:
         return self.path.is_dir() and any(self.path.iterdir())
 
+    def is_unstarted(self) -> bool:
+        """A run stopped before its first checkpoint: only the files written at its start, nothing to resume."""
+        names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        return {CONFIG_FILE, LABELS_FILE} <= names <= {CONFIG_FILE, LABELS_FILE, LOG_FILE}
+
     def check_loadable(self) -> "RunDir":
         """Raise CheckpointError unless the directory holds a loadable run (adapter, tokenizer, labels, config)."""
         if not self.path.is_dir():
@@ -216,7 +221,7 @@ class RunDir:
         return rows
 
     def append_log(self, **row: Any) -> None:
-        with open(self.log_path, "a", encoding="utf-8") as f:
+        with disk_full_as_error(self.log_path), open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
 
     def truncate_log_after(self, step: int) -> None:

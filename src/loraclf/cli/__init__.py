@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+MAX_ERROR_CHARS = 2000  # an error quoting a huge value still fits a terminal
+
+
 def fail(message: str) -> None:
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS - 3] + "..."
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from ..errors import ConfigError
+from ..errors import ConfigError, brief
 from .schema import SECTIONS, Config, constraints, field_at
 
 # What people type from other tools (HF TrainingArguments, PEFT) -> our field in the same section.
@@ -106,20 +106,20 @@ def describe_error(err: dict[str, Any]) -> list[str]:
         return [f"{where}: unknown key; valid keys{' in ' + section if section else ''}: {valid}"
                 + (f" (did you mean `{guess}`?)" if guess else "")]
     if kind in ("dataclass_type", "dataclass_args_type", "model_type"):
-        return [f"{where}: expected a mapping of keys, got {value!r}"]
+        return [f"{where}: expected a mapping of keys, got {brief(value)}"]
     if kind in TYPE_NAMES:
-        return [f"{where}: {value!r} has the wrong type; expected {TYPE_NAMES[kind]}"]
+        return [f"{where}: {brief(value)} has the wrong type; expected {TYPE_NAMES[kind]}"]
     bounds, choices = constraints(found[0], found[1].name) if found else ({}, ())
     what, fix = _range_fix(bounds)
     if kind == "finite_number":
-        return [f"{where}: {value} is not a finite number (NaN and infinity are refused); {fix}{hint}"]
+        return [f"{where}: {brief(value)} is not a finite number (NaN and infinity are refused); {fix}{hint}"]
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return [f"{where}: {value!r} {what}; {fix}{hint}"]
+        return [f"{where}: {brief(value)} {what}; {fix}{hint}"]
     if kind == "literal_error":
-        return [f"{where}: {value!r} is not an option; use one of {', '.join(map(str, choices))}"]
+        return [f"{where}: {brief(value)} is not an option; use one of {', '.join(map(str, choices))}"]
     if kind in ("too_short", "string_too_short"):
         return [f"{where}: is empty; {meta.get('empty', 'give at least one value')}"]
-    return [f"{where}: {value!r} is not valid ({err['msg']})"]
+    return [f"{where}: {brief(value)} is not valid ({err['msg']})"]
 
 
 def describe_errors(e: ValidationError) -> list[str]:
@@ -133,10 +133,73 @@ def describe_errors(e: ValidationError) -> list[str]:
 # YAML and overrides
 
 
+# A config is a few hundred values: far beyond these it is a mistake or an attack (a "billion laughs" alias bomb
+# expands 9 levels of aliases to 10^9 values, and deep nesting overflows Python's recursion).
+MAX_YAML_NODES = 10_000  # values after expanding aliases
+MAX_YAML_DEPTH = 32  # nested lists/mappings
+MAX_PROBLEMS = 8  # listed in one error line; the rest are counted
+
+
+class YamlLimitError(yaml.YAMLError):
+    """A YAML document that is too big once expanded, too deep, or repeats a key; `problem` says which."""
+
+    def __init__(self, problem: str, mark: Any = None) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Values under `node` with every alias expanded, counted once per node (memo) so a bomb costs no time."""
+    if id(node) not in memo:
+        memo[id(node)] = 1  # a self-referencing alias counts once instead of looping
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        memo[id(node)] = 1 + sum(_expanded_size(c, memo) for c in children)
+    return memo[id(node)]
+
+
 class ConfigYamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2's booleans and floats: only true/false (any case) are booleans, where
     YAML 1.1 also takes yes/no/on/off/y/n (so `model.name=yes` or a column named `on` became a bool), and `2e-5`
-    is a float (YAML 1.1 wants a dot in the mantissa and reads it as a string)."""
+    is a float (YAML 1.1 wants a dot in the mantissa and reads it as a string).
+
+    It also refuses what no config needs: more than MAX_YAML_NODES values once aliases are expanded, nesting
+    deeper than MAX_YAML_DEPTH, and a key given twice in one mapping (the second silently replaced the first,
+    a whole section at a time)."""
+
+    _depth = 0
+    _expanded = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self.anchors:
+            self._expanded += _expanded_size(self.anchors[event.anchor], self._sizes)
+        else:
+            self._expanded += 1
+        if self._expanded > MAX_YAML_NODES:
+            raise YamlLimitError(f"it expands to more than {MAX_YAML_NODES:,} values (aliases included); write "
+                                 "the values out rather than aliases of aliases", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YamlLimitError(f"it nests deeper than {MAX_YAML_DEPTH} levels; a config needs a few", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> Any:
+        self._sizes: dict[int, int] = {}
+        return super().compose_document()
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise YamlLimitError(f"the key '{brief(key_node.value, 40)[1:-1]}' is given twice in one mapping "
+                                         "(the second would replace the first); merge them into one", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
 
 
 _BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
@@ -227,6 +290,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = resolve_config(path)
     try:
         raw = load_yaml(path.read_text(encoding="utf-8"))
+    except YamlLimitError as e:
+        at = f" at line {e.problem_mark.line + 1}" if e.problem_mark else ""
+        raise ConfigError(f"config file '{path}' is refused{at}: {e.problem}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -246,7 +312,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
     errs: list[str] = []
     for item in overrides or []:
         if "=" not in item:
-            errs.append(f"{item!r}: overrides are key=value with a dotted key, e.g. lora.r=16")
+            errs.append(f"{brief(item)}: overrides are key=value with a dotted key, e.g. lora.r=16")
             continue
         key, _, text = item.partition("=")
         set_dotted(raw, key.strip(), _parse_scalar(text))
@@ -259,7 +325,8 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
     except ValidationError as e:
         errs.extend(describe_errors(e))
     if errs:
-        raise ConfigError(errs[0] if len(errs) == 1 else "config has errors: " + "; ".join(errs))
+        shown = errs[:MAX_PROBLEMS] + ([f"and {len(errs) - MAX_PROBLEMS} more"] if len(errs) > MAX_PROBLEMS else [])
+        raise ConfigError(errs[0] if len(errs) == 1 else "config has errors: " + "; ".join(shown))
     return cfg
 
 

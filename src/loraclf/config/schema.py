@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, model_validator
 from pydantic_core import PydanticCustomError
 
+from ..errors import brief
 from .space import SearchParam, parse_space
 
 Format = Literal["auto", "ag_news", "csv", "tsv", "jsonl", "parquet", "txt"]
@@ -65,7 +66,7 @@ def _delimiter(v: str) -> str:
     if v == "":  # also what YAML makes of a bare | or >
         raise problem("is empty; give one character, e.g. ';' (quote YAML's | and >: data.delimiter=\"'|'\")")
     if len(v) != 1 or v in '"\r\n':
-        raise problem(f"{v!r} is not a separator; give one character other than a quote or line break, e.g. ';' or '\\t'")
+        raise problem(f"{brief(v)} is not a separator; give one character other than a quote or line break, e.g. ';' or '\\t'")
     return v
 
 
@@ -73,7 +74,7 @@ def _compile_setting(v: Any) -> Any:
     """model.compile: YAML's true/false, `auto` or `cudagraphs`."""
     if v is True or v is False or v in ("auto", "cudagraphs"):
         return v
-    raise problem(f"{v!r} is not a compile setting; use auto, true, false or cudagraphs")
+    raise problem(f"{brief(v)} is not a compile setting; use auto, true, false or cudagraphs")
 
 
 def _yaml_float(v: Any) -> Any:
@@ -248,7 +249,7 @@ class TrainConfig:
 
 def _study_dir_name(name: str) -> str:
     if not name or "/" in name or name.startswith("."):
-        raise problem(f"{name!r} must be a non-empty name without '/' (it names the study directory)")
+        raise problem(f"{brief(name)} must be a non-empty name without '/' (it names the study directory)")
     return name
 
 

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import brief
+
 SEARCH_TYPES = ("categorical", "int", "float")
 
 
@@ -64,14 +66,14 @@ def parse_search_param(key: str, raw: Any, errs: list[str], is_field: Callable[[
     """Check one `tune.space` entry and return it as a SearchParam (None when it is unusable)."""
     where = f"tune.space.{key}"
     if not is_field(key):
-        errs.append(f"{where}: {key!r} is not a config field; use a dotted field such as lora.r or train.lr")
+        errs.append(f"{where}: {brief(key)} is not a config field; use a dotted field such as lora.r or train.lr")
         return None
     # tune loads the data once per worker, and tune/name/out describe the study itself, not a trial.
     if key in ("name", "out") or key.startswith(("data.", "tune.")):
         errs.append(f"{where}: data, tune, name and out cannot be searched (data is loaded once per worker); search model, lora or train fields")
         return None
     if not isinstance(raw, dict):
-        errs.append(f"{where}: expected a mapping like {{type: categorical, choices: [4, 8]}}, got {raw!r}")
+        errs.append(f"{where}: expected a mapping like {{type: categorical, choices: [4, 8]}}, got {brief(raw)}")
         return None
     known = [f.name for f in dataclasses.fields(SearchParam)]
     unknown = sorted(map(str, set(raw) - set(known)))
@@ -80,7 +82,7 @@ def parse_search_param(key: str, raw: Any, errs: list[str], is_field: Callable[[
         return None
     p = SearchParam(**{k: _number(v) if k in ("low", "high", "step") else v for k, v in raw.items()})
     if p.type not in SEARCH_TYPES:
-        errs.append(f"{where}.type: {p.type!r} is not a parameter type; use one of {', '.join(SEARCH_TYPES)}")
+        errs.append(f"{where}.type: {brief(p.type)} is not a parameter type; use one of {', '.join(SEARCH_TYPES)}")
         return None
     if p.type == "categorical":
         return _categorical(p, where, errs)
@@ -94,7 +96,7 @@ def _categorical(p: SearchParam, where: str, errs: list[str]) -> SearchParam | N
     p.choices = [_number(c) for c in p.choices]
     bad = [c for c in p.choices if not (c is None or isinstance(c, (bool, int, float, str)))]
     if bad:
-        errs.append(f"{where}.choices: {bad[0]!r} is not a plain value; write lists as one string, e.g. 'query,value'")
+        errs.append(f"{where}.choices: {brief(bad[0])} is not a plain value; write lists as one string, e.g. 'query,value'")
         return None
     if len(set(map(repr, p.choices))) != len(p.choices):
         errs.append(f"{where}.choices: {p.choices} repeats a value; list each choice once")
@@ -108,10 +110,10 @@ def _range(p: SearchParam, where: str, errs: list[str]) -> SearchParam | None:
     for name in ("low", "high", "step"):
         v = getattr(p, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            errs.append(f"{where}.{name}: {v!r} is not a number")
+            errs.append(f"{where}.{name}: {brief(v)} is not a number")
             return None
         if v is not None and not math.isfinite(v):
-            errs.append(f"{where}.{name}: {v} is not a finite number; NaN and infinity cannot bound a search")
+            errs.append(f"{where}.{name}: {brief(v)} is not a finite number; NaN and infinity cannot bound a search")
             return None
     if p.low is None or p.high is None:
         errs.append(f"{where}: type {p.type} needs both low and high")
@@ -123,7 +125,7 @@ def _range(p: SearchParam, where: str, errs: list[str]) -> SearchParam | None:
         errs.append(f"{where}: low ({p.low}) must be below high ({p.high})")
         return None
     if not isinstance(p.log, bool):
-        errs.append(f"{where}.log: {p.log!r} must be true or false")
+        errs.append(f"{where}.log: {brief(p.log)} must be true or false")
         return None
     if p.log and p.low <= 0:
         errs.append(f"{where}: a log scale needs low > 0 (got {p.low})")

@@ -68,6 +68,11 @@ def _check_path(path: str, role: str) -> None:
         raise DataError(f"{src} is a directory, not a file; {fix}")
     if stat.S_ISSOCK(st.st_mode):
         raise DataError(f"{src} is a socket, not a file; {check}")
+    if not stat.S_ISREG(st.st_mode):
+        # A named pipe (or a device) can be read only once, and its kind is judged from a first read.
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a device"
+        stdin = "; to stream data in, pipe it to standard input with `-i -` (and --format)" if role == "input" else ""
+        raise DataError(f"{src} is {kind}, not a regular file; {check}{stdin}")
 
 
 def _read_bytes(path: str, role: str) -> bytes:

@@ -87,6 +87,7 @@ def _looks_like_ag_news(path: str, delimiter: str = ",") -> bool:
             head = f.read(_SNIFF_BYTES)
     except OSError:
         return False  # the full read that follows reports the problem with the right wording
+    head = head[3:] if head.startswith(b"\xef\xbb\xbf") else head  # a UTF-8 BOM (Excel's "CSV UTF-8")
     if b"\x00" in head or not _utf8_prefix(head):
         return False  # not text: the full read says what it is
     try:
@@ -207,6 +208,8 @@ def _parse_jsonl(text: str, src: str) -> pd.DataFrame:
             records = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{src} is not valid JSON ({e.msg} at line {e.lineno}); fix the file") from None
+        except RecursionError:
+            raise DataError(f"{src} nests JSON arrays or objects too deeply to read; flatten the file") from None
     else:
         records = []
         for lineno, line in enumerate(_NEWLINE.split(text), 1):
@@ -216,6 +219,9 @@ def _parse_jsonl(text: str, src: str) -> pd.DataFrame:
                 except json.JSONDecodeError as e:
                     raise DataError(f"{src} line {lineno} is not valid JSON ({e.msg}); "
                                     "write one JSON object per line") from None
+                except RecursionError:
+                    raise DataError(f"{src} line {lineno} nests JSON arrays or objects too deeply to read; "
+                                    "write one flat JSON object per line") from None
     for i, r in enumerate(records, 1):
         if not isinstance(r, dict):
             raise DataError(f"{src} record {i} is a JSON {type(r).__name__}, not an object; "

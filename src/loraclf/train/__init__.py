@@ -5,12 +5,15 @@ and what a run prints (`console.py`).
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
 from ..batching import TokenCache
 from ..config import Config
 from ..data import Splits
+from ..io import DirLock, check_output_dir, disk_full_as_error
 from .checkpoint import LoopState, load_checkpoint, save_checkpoint
 from .optim import lr_factor, param_groups
 from .recipe import EvalCallback, TrainRecipe
@@ -34,24 +37,37 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, overwrite: bool = F
     Returns:
         The metrics written to metrics.json.
     Raises:
-        LoraclfError: bad data, model, config or run directory (nothing is written).
+        LoraclfError: bad data, model, config or run directory (nothing is written), or another process is
+            writing the run directory.
     """
     recipe = TrainRecipe(cfg, run_dir, overwrite=overwrite, on_eval=on_eval, splits=splits, token_cache=token_cache,
                          console=console)
-    recipe.setup()
-    recipe.fit()
-    return recipe.finish()
+    with run_lock(recipe.run.path), disk_full_as_error(recipe.run.path):
+        recipe.setup()
+        recipe.fit()
+        return recipe.finish()
+
+
+def run_lock(run_dir: str | Path, option: str = "--out") -> contextlib.AbstractContextManager:
+    """The run directory's lock (`DirLock`), held for the whole run: a second `train` (or `--resume`) of the same
+    directory, or of the `--overwrite` replacement beside it, is refused with one line. Only rank 0 of a
+    multi-process run takes it: the other ranks are part of the same run."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    check_output_dir(run_dir, option)  # a path under a file, or where one cannot write: one line, before the lock file
+    return DirLock(run_dir)
 
 
 def resume(run_dir: str | Path, on_eval: EvalCallback | None = None) -> dict[str, Any]:
     """Continue the run in `run_dir` from its checkpoint (its saved config wins) and finish it.
 
     Raises:
-        RunDirError: no such directory, or the run already finished.
+        RunDirError: no such directory, the run already finished, or another process is writing it.
         CheckpointError: no readable checkpoint.
     """
-    recipe = TrainRecipe.for_resume(run_dir, on_eval=on_eval)
-    recipe.setup()
-    recipe.resume()
-    recipe.fit()
-    return recipe.finish()
+    with run_lock(run_dir, "--resume"), disk_full_as_error(run_dir):
+        recipe = TrainRecipe.for_resume(run_dir, on_eval=on_eval)
+        recipe.setup()
+        recipe.resume()
+        recipe.fit()
+        return recipe.finish()

@@ -5,6 +5,7 @@ One file, replaced atomically, holding only tensors and plain values so it loads
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,10 @@ from ..config import Config
 from ..errors import CheckpointError
 from ..io import atomic_write
 from ..model import trainable_state_dict
-from ..rundir import CHECKPOINT_FILE, RunDir
+from ..rundir import CHECKPOINT_FILE, CONFIG_FILE, LABELS_FILE, RunDir
+
+DATA_FILES = ("train_file", "validation_file", "test_file")
+RUN_FILES = (CONFIG_FILE, LABELS_FILE)  # what loading the finished run reads besides the adapter it writes last
 
 FORMAT = 2  # 2: RNG state as plain lists (format 1 pickled numpy arrays and needed weights_only=False)
 
@@ -39,6 +43,8 @@ class LoopState:
     eval_seconds: float = 0.0  # evaluations alone
     step_seconds: float = 0.0  # training steps alone (forward, backward, optimizer): what throughput counts
     stopped_early: bool = False
+    running_loss: float = 0.0  # sum of the micro-batch losses since the last logged step
+    running_count: int = 0  # and how many there were
 
 
 def rng_state() -> dict[str, Any]:
@@ -65,8 +71,48 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run: RunDir, model: torch.nn.Module, optimizer: Any, scheduler: Any, state: LoopState, cfg: Config) -> None:
-    """Everything needed to continue, in one file replaced atomically (the old one stays until then)."""
+def file_fingerprint(path: str | Any) -> dict[str, Any] | None:
+    """{"size", "sha256"} of a file's bytes, or None when it is missing (a hub dataset has no file)."""
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            size = f.tell()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    return {"size": size, "sha256": digest}
+
+
+def data_fingerprints(cfg: Config) -> dict[str, Any]:
+    """The local data files a run reads, by config key: a resume must see the same bytes, or its schedule,
+    validation split and label set would silently change (or the head no longer fit)."""
+    return {f"data.{key}": {"path": path, **(file_fingerprint(path) or {})}
+            for key in DATA_FILES if (path := getattr(cfg.data, key))}
+
+
+def check_fingerprints(run: RunDir, ckpt: dict[str, Any]) -> None:
+    """Raise CheckpointError naming the first data or run file that differs from when the checkpoint was written.
+    Checkpoints from before fingerprints were recorded are not checked."""
+    prints = ckpt.get("fingerprints") or {}
+    for key, was in (prints.get("data") or {}).items():
+        now = file_fingerprint(was["path"])
+        if now is None:
+            raise CheckpointError(f"{key} '{was['path']}' of run '{run.path}' is missing; put the file back to resume, "
+                                  "or start a new run (--overwrite)")
+        if now != {k: was.get(k) for k in now}:
+            raise CheckpointError(f"{key} '{was['path']}' changed since run '{run.path}' started ({was.get('size')} -> "
+                                  f"{now['size']} bytes, other sha256); restore that file to resume, or train a new run "
+                                  "on the new data (--overwrite)")
+    for name, was in (prints.get("run") or {}).items():
+        if file_fingerprint(run.path / name) != was:
+            raise CheckpointError(f"'{run.path / name}' was changed or removed since the last checkpoint, and the run "
+                                  "would not load with it; restore it to resume, or start a new run (--overwrite)")
+
+
+def save_checkpoint(run: RunDir, model: torch.nn.Module, optimizer: Any, scheduler: Any, state: LoopState, cfg: Config,
+                    data_prints: dict[str, Any] | None = None) -> None:
+    """Everything needed to continue, in one file replaced atomically (the old one stays until then), with
+    fingerprints of the data files (`data_prints`, taken when the run started) and of the run's own files."""
+    run_prints = {name: file_fingerprint(run.path / name) for name in RUN_FILES}
     payload = {
         "format": FORMAT,
         "weights": trainable_state_dict(model),
@@ -75,6 +121,7 @@ def save_checkpoint(run: RunDir, model: torch.nn.Module, optimizer: Any, schedul
         "loop": dict(vars(state)),
         "rng": rng_state(),
         "config": cfg.to_dict(),
+        "fingerprints": {"data": data_prints or {}, "run": run_prints},
     }
     with atomic_write(run.checkpoint_path, "wb") as f:
         torch.save(payload, f)
@@ -88,7 +135,8 @@ def load_checkpoint(run: RunDir) -> dict[str, Any]:
     """
     path = run.checkpoint_path
     if not path.is_file():
-        raise CheckpointError(f"'{run.path}' has no {CHECKPOINT_FILE} to resume from; start a new run without --resume")
+        raise CheckpointError(f"'{run.path}' has no {CHECKPOINT_FILE} to resume from (it stopped before its first "
+                              "checkpoint); run the same `loraclf train` command without --resume to start it again")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for foreign objects, EOFError/RuntimeError for a damaged file

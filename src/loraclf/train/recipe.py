@@ -35,7 +35,7 @@ from ..inference import run_inference
 from ..metrics import compute_metrics
 from ..rundir import RunDir, check_replaceable
 from .cpu_dropout import restore_dropout, use_cpu_dropout
-from .checkpoint import LoopState, load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import LoopState, check_fingerprints, data_fingerprints, load_checkpoint, save_checkpoint, set_rng_state
 from .console import describe_run, progress_bar, run_summary, say
 from .optim import make_optimizer
 from .step import TrainStep, make_loss, no_sync_unless
@@ -89,6 +89,7 @@ class TrainRecipe:
         if run.is_finished():
             raise RunDirError(f"run '{run.path}' already finished (metrics.json exists); nothing to resume")
         ckpt = load_checkpoint(run)
+        check_fingerprints(run, ckpt)
         recipe = cls(config_from_dict(ckpt["config"]), run.path, on_eval=on_eval)
         recipe.checkpoint = ckpt
         return recipe
@@ -105,6 +106,7 @@ class TrainRecipe:
         M.silence_fork_warning()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        self.data_prints = (self.checkpoint or {}).get("fingerprints", {}).get("data") or data_fingerprints(cfg)  # before reading
         self.splits = self.splits or load_splits(cfg.data, cfg.train.seed)
         self.label_names = self.splits.label_names
         self.tokenizer = M.load_tokenizer(cfg.model.name)
@@ -206,7 +208,8 @@ class TrainRecipe:
         check_output_dir(self.run.path, "--out")
         if not self.run.is_nonempty():
             return
-        if not self.overwrite:
+        # A run stopped before its first checkpoint has nothing to resume: the same command starts it again.
+        if not self.overwrite and not self.run.is_unstarted():
             raise RunDirError(f"run directory '{self.run.path}' already exists; pass --overwrite to replace it "
                               f"or --resume {self.run.path} to continue it")
         check_replaceable(self.run.path, "--out")
@@ -242,7 +245,7 @@ class TrainRecipe:
         progress = progress_bar(self.total_steps, self.state.global_step) if self.is_main and cfg.train.progress else None
         self.model.train()
         now = time.perf_counter()
-        stretch = _Stretch(torch.zeros((), device=acc.device), 0, now - state.train_seconds, now)
+        stretch = _Stretch(torch.tensor(state.running_loss, device=acc.device), state.running_count, now - state.train_seconds, now)
         stop = state.global_step >= self.total_steps or state.stopped_early
         while not stop and state.epoch < cfg.train.epochs:
             batches = epoch_batches(self.lengths, cfg.train.batch_size, cfg.train.seed, state.epoch, cfg.train.group_by_length)
@@ -291,6 +294,8 @@ class TrainRecipe:
         state.train_seconds = time.perf_counter() - stretch.started
         if end_of_epoch:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        if eval_now or checkpoint_now:  # the running loss since the last log line goes into the checkpoint
+            state.running_loss, state.running_count = stretch.loss.item(), stretch.count
         stop = False
         if eval_now and self.evaluate(epoch_float):
             state.stopped_early, stop = not last_step, True  # patience out at the last step: no early stop
@@ -404,7 +409,8 @@ class TrainRecipe:
 
     def save_checkpoint(self) -> None:
         if self.is_main:
-            save_checkpoint(self.run, self._inner_model(), self.optimizer, self.scheduler, self.state, self.cfg)
+            save_checkpoint(self.run, self._inner_model(), self.optimizer, self.scheduler, self.state, self.cfg,
+                            self.data_prints)
         self.accelerator.wait_for_everyone()
 
     def _inner_model(self) -> torch.nn.Module:

@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -77,6 +78,14 @@ def _requeue_interrupted(study: Any, number: int | None) -> None:
     t = trial_by_number(study, number)
     if t is not None and t.state == TrialState.FAIL and not t.user_attrs.get("surplus"):
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, t)
+
+
+def _mark_interrupted(trial: optuna.Trial, run_dir: Path) -> None:
+    """Ctrl-C/SIGTERM mid-trial: say so in the trial's error, and remove its partial run (queued again by
+    `_requeue_interrupted`, it trains from scratch)."""
+    trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM) before it finished; queued to run again")
+    for partial in (run_dir, run_dir.parent / f".{run_dir.name}.new"):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = say_stderr) -> int:
@@ -152,6 +161,9 @@ def run_worker(job: WorkerJob, splits: Splits | None = None, say: Say = say_stde
                 trial.set_user_attr("steps_run" if k == "global_step" else k, metrics[k])
         except optuna.exceptions.UpdateFinishedTrialError:
             current["stale"] = True
+            raise
+        except KeyboardInterrupt:
+            _mark_interrupted(trial, run_dir)
             raise
         except LoraclfError as e:  # the trial fails (optuna catches it); its line and the log say why
             if not isinstance(e, StorageLockedError):  # that one stops the worker, and the storage is busy
