@@ -209,11 +209,11 @@ def test_yaml_merge_keys_still_override(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("body", ["[" * 100_000 + "]" * 100_000 + "\n", '{"text": ' + "[" * 100_000 + "]" * 100_000 + ', "label": "a"}\n'],
                          ids=["deep-array", "deep-field"])
-def test_deeply_nested_json_data_is_one_line(body: str, tmp_path: Path) -> None:
+def test_deeply_nested_json_data_is_one_line(body: str, tiny_model: Path, tmp_path: Path) -> None:
     """It refuses a data file nesting JSON 100,000 levels deep in one line (a RecursionError traceback)."""
     data = tmp_path / "d.jsonl"
     data.write_text(body, encoding="utf-8")
-    r = CliRunner().invoke(app, ["train", "--train-file", str(data), "--model", "m", "--out", str(tmp_path / "run")])
+    r = CliRunner().invoke(app, ["train", "--train-file", str(data), "--model", str(tiny_model), "--out", str(tmp_path / "run")])
     assert r.exit_code == 2 and "too deeply to read" in one_error_line(r), r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
 

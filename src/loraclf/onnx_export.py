@@ -262,6 +262,18 @@ def _opset(path: Path) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+def _write_int8(out: Path, tokenizer: Any, label_names: list[str], max_length: int, sample: list[str],
+                fp32_logits: np.ndarray) -> dict[str, Any]:
+    """Quantize out/model.onnx to the int8 model beside it; returns its check entries against the fp32 logits."""
+    _quantize(out / ONNX_FILE, out / INT8_FILE)
+    q = OnnxClassifier(load_session(out / INT8_FILE), tokenizer, label_names, max_length, CHECK_BATCH_SIZE, "int8")
+    q_logits = q.logits(sample)
+    return {"int8_label_agreement": float(np.mean(q_logits.argmax(1) == fp32_logits.argmax(1))),
+            "int8_max_abs_logit_diff": float(np.abs(q_logits - fp32_logits).max()),
+            "fp32_bytes": _model_bytes(out / ONNX_FILE), "int8_bytes": _model_bytes(out / INT8_FILE),
+            "int8_quantization": {"method": "onnxruntime.quantization.quantize_dynamic", **QUANTIZATION}}
+
+
 def write_onnx_export(run: RunDir, out: Path, int8: bool = False, texts: Sequence[str] | None = None,
                       tolerance: float = LOGIT_TOLERANCE) -> dict[str, Any]:
     """Write an ONNX export of `run` into the (new, empty) directory `out`; callers make it atomic.
@@ -315,14 +327,8 @@ def write_onnx_export(run: RunDir, out: Path, int8: bool = False, texts: Sequenc
                              "fusions": fusions}
     files = {"fp32": ONNX_FILE, "tokenizer": f"{TOKENIZER_DIR}/tokenizer.json", "labels": LABELS_FILE, "config": CONFIG_FILE}
     if int8:
-        _quantize(out / ONNX_FILE, out / INT8_FILE)
-        q = OnnxClassifier(load_session(out / INT8_FILE), tokenizer, loaded.label_names, max_length, CHECK_BATCH_SIZE, "int8")
-        q_logits = q.logits(sample)
-        check["int8_label_agreement"] = float(np.mean(q_logits.argmax(1) == logits.argmax(1)))
-        check["int8_max_abs_logit_diff"] = float(np.abs(q_logits - logits).max())
-        check["fp32_bytes"], check["int8_bytes"] = _model_bytes(out / ONNX_FILE), _model_bytes(out / INT8_FILE)
+        check.update(_write_int8(out, tokenizer, loaded.label_names, max_length, sample, logits))
         files["int8"] = INT8_FILE
-        check["int8_quantization"] = {"method": "onnxruntime.quantization.quantize_dynamic", **QUANTIZATION}
     import onnxruntime
 
     info = {
